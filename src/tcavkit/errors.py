@@ -1,0 +1,44 @@
+"""Errors that speak to the user.
+
+Every error a user can cause raises a :class:`TcavError` subclass whose message names the
+file, concept, layer or key at fault and says what to do. The CLI prints the message on one
+line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class TcavError(Exception):
+    """Base class of every user-facing tcavkit error."""
+
+
+class ConfigError(TcavError):
+    """The experiment configuration is invalid (unknown key, bad value, missing field)."""
+
+
+class DataError(TcavError):
+    """An example set cannot be used (missing folder, unreadable files)."""
+
+
+class TooFewExamplesError(DataError):
+    """An example set has fewer usable examples than ``min_examples``."""
+
+
+class LayerError(TcavError):
+    """A layer name does not exist in the model, or its output cannot be used."""
+
+
+class ModelError(TcavError):
+    """The model cannot be loaded or its outputs cannot be interpreted."""
+
+
+class CacheError(TcavError):
+    """The activation cache is unreadable or cannot be written."""
+
+
+class TcavWarning(UserWarning):
+    """Warnings about the data or the experiment (skipped files, few random runs)."""
+
+
+class TcavInternalWarning(UserWarning):
+    """Never expected; tests turn it into an error."""
