@@ -1,0 +1,304 @@
+"""Model adapters: named layers, activations and class-logit gradients in one pass.
+
+An adapter runs a model on a batch and hands back the outputs of the requested layers.
+:meth:`ModelAdapter.activations` captures every requested layer in one forward pass under
+inference mode; :meth:`ModelAdapter.gradients` gets the gradient of one class logit with
+respect to every requested layer from one backward pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from tcavkit.errors import LayerError, ModelError
+
+OutputSelector = int | str | None
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from exc
+
+
+def select_output(output: Any, selector: OutputSelector) -> torch.Tensor:
+    """Pick the logits out of whatever the model returns.
+
+    Args:
+        output: a tensor, or a tuple/list/dict/dataclass/object holding tensors.
+        selector: ``None`` (the output must be a tensor), an index, or a key/attribute name.
+    """
+    if selector is None:
+        if isinstance(output, torch.Tensor):
+            return output
+        raise ModelError(
+            f"the model returns a {type(output).__name__}, not a tensor: say which output holds "
+            "the logits with model.output (an index such as 0, or a key such as 'logits')"
+        )
+    try:
+        if isinstance(output, dict) or isinstance(selector, int):
+            picked = output[selector]
+        elif hasattr(output, selector):
+            picked = getattr(output, selector)
+        else:
+            picked = output[selector]
+    except (KeyError, IndexError, TypeError) as exc:
+        keys = list(output.keys()) if isinstance(output, dict) else None
+        hint = f" (available keys: {keys})" if keys else ""
+        raise ModelError(
+            f"model.output {selector!r} does not exist in the model's {type(output).__name__}"
+            f" output{hint}"
+        ) from exc
+    if not isinstance(picked, torch.Tensor):
+        raise ModelError(f"model.output {selector!r} is a {type(picked).__name__}, not a tensor")
+    return picked
+
+
+def _first_tensor(value: Any, layer: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    raise LayerError(
+        f"layer {layer!r} returns a {type(value).__name__}, not a tensor: choose a layer whose "
+        "output is a tensor (tcavkit layers MODEL lists them with shapes)"
+    )
+
+
+class _StopForward(Exception):
+    """Raised from a hook once every requested layer is captured: the rest is not needed."""
+
+
+class ModelAdapter(ABC):
+    """A model with named layers.
+
+    Attributes:
+        device: where the model runs; inputs are moved there.
+        logits_layer: the layer whose output is the logits (``None``: the model's output).
+        output: which part of the model's output holds the logits (see :func:`select_output`).
+    """
+
+    def __init__(
+        self,
+        *,
+        logits_layer: str | None = None,
+        output: OutputSelector = None,
+        device: str | torch.device = "auto",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.logits_layer = logits_layer
+        self.output = output
+        if logits_layer is not None:
+            self.check_layers([logits_layer])
+
+    # -- what a concrete adapter provides -------------------------------------------------
+    @abstractmethod
+    def layer_names(self) -> list[str]:
+        """Every layer that can be requested, in model order."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Hex digest of the model's structure and weights (a cache-key component)."""
+
+    @abstractmethod
+    def run(
+        self, x: torch.Tensor, layers: Sequence[str], *, need_output: bool
+    ) -> tuple[Any, dict[str, torch.Tensor]]:
+        """Run the model on ``x`` capturing ``layers``.
+
+        Captured tensors must stay valid for autograd: a later in-place operation of the
+        model must not modify them. With ``need_output=False`` the adapter may stop the
+        forward pass early and return ``None`` as the output.
+
+        Returns:
+            (model output, {layer: tensor ``(n, ...)``}).
+        """
+
+    # -- shared behaviour -----------------------------------------------------------------
+    def check_layers(self, layers: Sequence[str]) -> None:
+        """Raise :class:`LayerError` naming unknown layers and listing the valid ones."""
+        valid = self.layer_names()
+        valid_set = set(valid)
+        for layer in layers:
+            if layer not in valid_set:
+                close = difflib.get_close_matches(layer, valid, n=3)
+                hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+                shown = ", ".join(valid[:40]) + (" …" if len(valid) > 40 else "")
+                raise LayerError(f"unknown layer {layer!r}{hint} Valid layers: {shown}")
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True)
+
+    def activations(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Activations of all ``layers`` from one forward pass.
+
+        Args:
+            x: model inputs ``(n, ...)``.
+
+        Returns:
+            {layer: float32 CPU tensor ``(n, d)``}, each layer flattened per example.
+        """
+        self.check_layers(layers)
+        with torch.inference_mode():
+            _, captured = self.run(self._inputs(x), layers, need_output=False)
+            return {name: captured[name].reshape(len(x), -1).float().cpu() for name in layers}
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``(n, n_classes)`` for inputs ``x`` ``(n, ...)``."""
+        with torch.inference_mode():
+            return self._logits_of(*self._forward_for_logits(self._inputs(x), [])).float().cpu()
+
+    def _forward_for_logits(
+        self, x: torch.Tensor, layers: Sequence[str]
+    ) -> tuple[Any, dict[str, torch.Tensor]]:
+        wanted = list(dict.fromkeys([*layers, *([self.logits_layer] if self.logits_layer else [])]))
+        return self.run(x, wanted, need_output=self.logits_layer is None)
+
+    def _logits_of(self, output: Any, captured: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.logits_layer is not None:
+            logits = _first_tensor(captured[self.logits_layer], self.logits_layer)
+        else:
+            logits = select_output(output, self.output)
+        if logits.ndim != 2:
+            raise ModelError(
+                f"the logits have shape {tuple(logits.shape)}; expected (batch, classes). "
+                "Name the layer that outputs the class logits with model.logits"
+            )
+        return logits
+
+    def gradients(
+        self, x: torch.Tensor, class_index: int, layers: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """Gradients of logit ``class_index`` w.r.t. all ``layers``, one backward pass.
+
+        Args:
+            x: model inputs ``(n, ...)``.
+            class_index: the class whose logit is differentiated.
+
+        Returns:
+            {layer: float32 CPU tensor ``(n, d)``}; row i is d logit_k(x_i) / d f_l(x_i).
+        """
+        self.check_layers(layers)
+        x = self._inputs(x).detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            output, captured = self._forward_for_logits(x, layers)
+            logits = self._logits_of(output, captured)
+            n_classes = logits.shape[1]
+            if not 0 <= class_index < n_classes:
+                raise ModelError(
+                    f"class index {class_index} is out of range: the model has {n_classes} "
+                    "outputs; check model.labels"
+                )
+            # Examples are independent, so the gradient of the sum is each example's gradient.
+            grads = torch.autograd.grad(
+                logits[:, class_index].sum(), [captured[name] for name in layers], allow_unused=True
+            )
+        result = {}
+        for name, grad in zip(layers, grads):
+            if grad is None:
+                raise LayerError(
+                    f"the logits do not depend on layer {name!r}: choose a layer before the "
+                    "logits (or check model.logits)"
+                )
+            result[name] = grad.reshape(len(x), -1).float().cpu()
+        return result
+
+
+class TorchModel(ModelAdapter):
+    """Adapter for any ``torch.nn.Module``; layers are named as in ``named_modules()``.
+
+    The module is put in eval mode and moved to ``device``. Forward hooks capture the layers.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        logits_layer: str | None = None,
+        output: OutputSelector = None,
+        device: str | torch.device = "auto",
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise ModelError(f"expected a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self._modules = {name: mod for name, mod in module.named_modules() if name}
+        super().__init__(logits_layer=logits_layer, output=output, device=device)
+        self.module.eval().to(self.device)
+
+    def layer_names(self) -> list[str]:
+        return list(self._modules)
+
+    def fingerprint(self) -> str:
+        return module_fingerprint(self.module)
+
+    def run(
+        self, x: torch.Tensor, layers: Sequence[str], *, need_output: bool
+    ) -> tuple[Any, dict[str, torch.Tensor]]:
+        captured: dict[str, torch.Tensor] = {}
+        wanted = set(layers)
+        tracking = torch.is_grad_enabled()
+
+        def hook_for(name: str) -> Callable[..., Any]:
+            def hook(_module: nn.Module, _inputs: Any, out: Any) -> Any:
+                if name in captured:  # a module called twice: keep its first output
+                    return None
+                tensor = _first_tensor(out, name)
+                # Hand the model a copy so that later in-place ops cannot alter what we keep.
+                captured[name] = tensor if tracking else tensor.detach().clone()
+                replaced = tensor.clone() if tracking else None
+                if not need_output and wanted.issubset(captured):
+                    raise _StopForward
+                if replaced is None:
+                    return None
+                return replaced if isinstance(out, torch.Tensor) else (replaced, *out[1:])
+
+            return hook
+
+        handles = [self._modules[name].register_forward_hook(hook_for(name)) for name in wanted]
+        output = None
+        try:
+            output = self.module(x)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = wanted.difference(captured)
+        if missing:
+            raise LayerError(
+                f"layer(s) {sorted(missing)} did not run in the model's forward pass: "
+                "choose layers that the forward pass calls"
+            )
+        return output, captured
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of the module's class, printed structure and every parameter and buffer."""
+    digest = hashlib.sha256()
+    digest.update(type(module).__qualname__.encode())
+    digest.update(repr(module).encode())
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
