@@ -1,0 +1,130 @@
+"""The torch adapter: activations, closed-form gradients, logits, errors, fingerprint."""
+
+import pytest
+import torch
+from torch import nn
+
+from tcavkit.errors import LayerError, ModelError
+from tcavkit.models import TorchModel
+
+
+def linear_model() -> nn.Sequential:
+    """x (3) -> hidden = W1 x + b1 (2) -> relu -> logits = W2 h (2)."""
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, -1.0]]))
+        model[0].bias.copy_(torch.tensor([0.0, 0.5]))
+        model[2].weight.copy_(torch.tensor([[2.0, -1.0], [0.5, 3.0]]))
+    return model
+
+
+X = torch.tensor([[1.0, 2.0, 0.0], [-1.0, 0.0, 2.0]])
+# hidden pre-activation: [[1, 2.5], [-1, -1.5]]
+
+
+def test_activations_of_all_layers_in_one_pass():
+    adapter = TorchModel(linear_model(), device="cpu")
+    acts = adapter.activations(X, ["0", "1"])
+    torch.testing.assert_close(acts["0"], torch.tensor([[1.0, 2.5], [-1.0, -1.5]]))
+    torch.testing.assert_close(acts["1"], torch.tensor([[1.0, 2.5], [0.0, 0.0]]))
+
+
+def test_gradients_match_closed_form():
+    adapter = TorchModel(linear_model(), device="cpu")
+    # d logit_0 / d relu output = W2[0] = [2, -1] for every example;
+    # d logit_0 / d pre-activation = W2[0] * 1[pre > 0].
+    grads = adapter.gradients(X, 0, ["0", "1"])
+    torch.testing.assert_close(grads["1"], torch.tensor([[2.0, -1.0], [2.0, -1.0]]))
+    torch.testing.assert_close(grads["0"], torch.tensor([[2.0, -1.0], [0.0, 0.0]]))
+    grads = adapter.gradients(X, 1, ["1"])
+    torch.testing.assert_close(grads["1"], torch.tensor([[0.5, 3.0], [0.5, 3.0]]))
+
+
+def test_inplace_relu_does_not_corrupt_gradients_or_activations():
+    model = linear_model()
+    model[1] = nn.ReLU(inplace=True)
+    adapter = TorchModel(model, device="cpu")
+    torch.testing.assert_close(adapter.activations(X, ["0"])["0"][1], torch.tensor([-1.0, -1.5]))
+    grads = adapter.gradients(X, 0, ["0"])
+    torch.testing.assert_close(grads["0"], torch.tensor([[2.0, -1.0], [0.0, 0.0]]))
+
+
+class Counting(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x
+
+
+def test_forward_stops_after_the_last_requested_layer():
+    tail = Counting()
+    model = nn.Sequential(nn.Linear(3, 2), tail, nn.Linear(2, 2))
+    adapter = TorchModel(model, device="cpu")
+    adapter.activations(X, ["0"])
+    assert tail.calls == 0  # nothing after layer "0" ran
+    adapter.gradients(X, 0, ["0"])
+    assert tail.calls == 1  # gradients need the logits: the full pass
+
+
+class SoftmaxNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = linear_model()
+        self.probs = nn.Softmax(dim=1)
+
+    def forward(self, x):
+        return self.probs(self.body(x))
+
+
+def test_logits_layer_for_models_ending_in_softmax():
+    adapter = TorchModel(SoftmaxNet(), logits_layer="body.2", device="cpu")
+    grads = adapter.gradients(X, 0, ["body.1"])
+    torch.testing.assert_close(grads["body.1"], torch.tensor([[2.0, -1.0], [2.0, -1.0]]))
+
+
+class TupleNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = linear_model()
+
+    def forward(self, x):
+        logits = self.body(x)
+        return {"aux": logits * 0, "logits": logits}
+
+
+def test_output_selector_for_dict_outputs():
+    with pytest.raises(ModelError, match="model.output"):
+        TorchModel(TupleNet(), device="cpu").gradients(X, 0, ["body.1"])
+    adapter = TorchModel(TupleNet(), output="logits", device="cpu")
+    grads = adapter.gradients(X, 1, ["body.1"])
+    torch.testing.assert_close(grads["body.1"], torch.tensor([[0.5, 3.0], [0.5, 3.0]]))
+    with pytest.raises(ModelError, match="'nope'.*available keys"):
+        TorchModel(TupleNet(), output="nope", device="cpu").gradients(X, 1, ["body.1"])
+
+
+def test_unknown_layer_lists_valid_names():
+    adapter = TorchModel(linear_model(), device="cpu")
+    with pytest.raises(LayerError, match=r"unknown layer 'conv9'.*Valid layers: 0, 1, 2"):
+        adapter.activations(X, ["conv9"])
+    with pytest.raises(LayerError, match="unknown layer"):
+        TorchModel(linear_model(), logits_layer="missing", device="cpu")
+
+
+def test_class_index_out_of_range():
+    with pytest.raises(ModelError, match="out of range"):
+        TorchModel(linear_model(), device="cpu").gradients(X, 5, ["1"])
+
+
+def test_fingerprint_follows_weights_and_structure():
+    model = linear_model()
+    first = TorchModel(model, device="cpu").fingerprint()
+    assert TorchModel(linear_model(), device="cpu").fingerprint() == first
+    with torch.no_grad():
+        model[2].weight[0, 0] += 1e-3
+    assert TorchModel(model, device="cpu").fingerprint() != first
+    other = linear_model()
+    other[1] = nn.Tanh()
+    assert TorchModel(other, device="cpu").fingerprint() != first
