@@ -214,7 +214,7 @@ class ModelAdapter(ABC):
                 logits[:, class_index].sum(), [captured[name] for name in layers], allow_unused=True
             )
         result = {}
-        for name, grad in zip(layers, grads):
+        for name, grad in zip(layers, grads, strict=True):
             if grad is None:
                 raise LayerError(
                     f"the logits do not depend on layer {name!r}: choose a layer before the "
