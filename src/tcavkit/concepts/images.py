@@ -1,0 +1,262 @@
+"""Decode image files to RGB and turn them into model-input tensors.
+
+Decoding rules (:func:`decode_image`):
+
+* animated images (GIF, WebP) use their first frame;
+* the EXIF orientation tag is applied, so a portrait photo stays portrait;
+* every mode becomes 8-bit RGB. Transparent pixels (modes ``RGBA``, ``LA``, ``PA``, or a
+  palette/grey image with a transparency key) are **composited on white**, the way an
+  image viewer shows them, rather than exposing whatever colour hides under alpha 0;
+* 16-bit greyscale (``I;16*``, and ``I`` as older Pillow reads 16-bit PNGs) is scaled
+  linearly from [0, 65535] to [0, 255] (value / 257, rounded), so 32768 becomes 128;
+  float images (``F``) are clipped to [0, 255].
+
+Files that cannot be decoded raise :class:`UnreadableImage`; a source turns that into a
+skip with a :class:`~tcavkit.errors.TcavWarning`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from tcavkit.concepts.preprocessing import Preprocessing
+from tcavkit.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"})
+"""File extensions read as images (lower case; matching is case-insensitive)."""
+
+_WHITE = (255, 255, 255, 255)
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+class UnreadableImage(DataError):
+    """A file is not an image Pillow can decode (corrupt, truncated or another format).
+
+    Attributes:
+        path: the file.
+        reason: what Pillow reported.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot decode image {path} ({reason})")
+        self.path = path
+        self.reason = reason
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` has an image extension and is not a hidden file."""
+    name = os.path.basename(os.fspath(path))
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(
+    path: str | os.PathLike[str], size_hint: tuple[int, int] | None = None
+) -> Image.Image:
+    """Read one image file as an RGB image (see the module docstring for the rules).
+
+    Args:
+        path: the file.
+        size_hint: ``(height, width)`` the image will be resized to. A JPEG much larger
+            than that is decoded at a reduced scale (1/2, 1/4 or 1/8, never below
+            ``max(height, width)`` on either side), which is several times faster for
+            large photos; other formats ignore it.
+
+    Raises:
+        UnreadableImage: the file is missing, corrupt, truncated or not an image.
+    """
+    try:
+        with Image.open(path) as img:
+            img.seek(0)
+            if size_hint is not None:
+                side = max(size_hint)
+                img.draft(None, (side, side))
+            img.load()
+            oriented = ImageOps.exif_transpose(img)
+    except Exception as exc:  # Pillow raises many types on corrupt data
+        reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        raise UnreadableImage(os.fspath(path), reason) from exc
+    return to_rgb(oriented)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert an image of any mode to 8-bit RGB (alpha composited on white)."""
+    if img.mode == "RGB" and "transparency" not in img.info:
+        return img
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return _sixteen_bit_to_rgb(img)
+    if img.mode == "F":
+        grey = np.clip(np.asarray(img, dtype=np.float64), 0.0, 255.0)
+        return Image.fromarray(np.round(grey).astype(np.uint8), mode="L").convert("RGB")
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        return _composite_on_white(img)
+    return img.convert("RGB")
+
+
+def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
+    """Scale a 16-bit greyscale image from [0, 65535] to 8-bit RGB."""
+    values = np.asarray(img).astype(np.float64)
+    scaled = np.round(np.clip(values, 0.0, 65535.0) / 257.0).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L").convert("RGB")
+
+
+def _composite_on_white(img: Image.Image) -> Image.Image:
+    """Blend an image with alpha (or a transparency key) onto a white background."""
+    rgba = img.convert("RGBA") if img.mode != "La" else img.convert("LA").convert("RGBA")
+    background = Image.new("RGBA", rgba.size, _WHITE)
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def resize_image(img: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    """Resize to ``size = (height, width)`` with antialiased bilinear filtering.
+
+    ``None`` or the current size returns the image unchanged.
+    """
+    if size is None:
+        return img
+    height, width = size
+    if img.size == (width, height):
+        return img
+    return img.resize((width, height), Image.Resampling.BILINEAR)
+
+
+def check_preprocessing(prep: Preprocessing) -> None:
+    """Validate size, value range, mean and std of ``prep``.
+
+    Raises:
+        ConfigError: a field has the wrong length or an impossible value.
+    """
+    size = prep.size
+    if size is not None and (len(size) != 2 or not all(_is_positive_int(s) for s in size)):
+        raise ConfigError(
+            f"preprocessing size must be (height, width) with two positive integers, got {size!r}"
+        )
+    low, high = prep.value_range
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ConfigError(
+            f"preprocessing value_range must be (low, high) with low < high, "
+            f"got {prep.value_range!r}"
+        )
+    _channel_values(prep.mean, "mean", 0.0)
+    std = _channel_values(prep.std, "std", 1.0)
+    if np.any(std <= 0):
+        raise ConfigError(f"preprocessing std must be positive, got {prep.std!r}")
+
+
+def _is_positive_int(value: object) -> bool:
+    """True for an ``int`` (not ``bool``) of at least 1."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def _channel_values(values: Sequence[float] | None, field: str, default: float) -> np.ndarray:
+    """Per-channel values ``(3,)``: 3 given, 1 broadcast, ``None`` -> ``default``."""
+    if values is None:
+        return np.full(3, default, dtype=np.float64)
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.size == 1:
+        return np.repeat(array, 3)
+    if array.size != 3:
+        raise ConfigError(
+            f"preprocessing {field} needs 3 values (one per RGB channel) or 1 for all "
+            f"channels, got {len(array)}: {tuple(values)!r}"
+        )
+    return array
+
+
+def to_uint8_array(img: Image.Image) -> np.ndarray:
+    """An RGB image as a ``(H, W, 3)`` uint8 array."""
+    return np.asarray(to_rgb(img), dtype=np.uint8)
+
+
+def arrays_to_tensor(
+    arrays: Sequence[np.ndarray],
+    prep: Preprocessing,
+    names: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """Stack ``(H, W, 3)`` uint8 arrays of one size into a normalised float32 tensor.
+
+    Values are mapped linearly from [0, 255] to ``prep.value_range``, then
+    ``(x - mean) / std`` per channel.
+
+    Args:
+        arrays: ``n`` arrays ``(H, W, 3)``, uint8, already resized.
+        prep: the preprocessing (``size`` is not applied here, only checked).
+        names: file names of the arrays, for error messages.
+
+    Returns:
+        float32 ``(n, 3, H, W)``, or ``(n, H, W, 3)`` with ``prep.channels_last``.
+
+    Raises:
+        ConfigError: ``prep`` is invalid.
+        DataError: the arrays differ in size.
+    """
+    check_preprocessing(prep)
+    if not arrays:
+        height, width = prep.size if prep.size is not None else (0, 0)
+        shape = (0, height, width, 3) if prep.channels_last else (0, 3, height, width)
+        return torch.zeros(shape, dtype=torch.float32)
+    _check_same_size(arrays, names)
+    batch = torch.from_numpy(np.stack(arrays))  # (n, H, W, 3) uint8
+    scale, offset = _affine(prep)
+    if not prep.channels_last:
+        batch = batch.permute(0, 3, 1, 2)
+        scale, offset = scale[:, None, None], offset[:, None, None]
+    out = batch.to(torch.float32, memory_format=torch.contiguous_format)
+    return out.mul_(scale).add_(offset)
+
+
+def _affine(prep: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``scale, offset`` ``(3,)`` with ``out = pixel * scale + offset``.
+
+    ``pixel`` in [0, 255] maps to ``((pixel / 255 * (high - low) + low) - mean) / std``.
+    """
+    low, high = prep.value_range
+    mean = _channel_values(prep.mean, "mean", 0.0)
+    std = _channel_values(prep.std, "std", 1.0)
+    scale = (high - low) / 255.0 / std
+    offset = (low - mean) / std
+    return torch.as_tensor(scale, dtype=torch.float32), torch.as_tensor(offset, dtype=torch.float32)
+
+
+def _check_same_size(arrays: Sequence[np.ndarray], names: Sequence[str] | None) -> None:
+    """Raise a DataError naming the first array whose size differs from the first one."""
+    first = arrays[0].shape
+    for index, array in enumerate(arrays):
+        if array.shape != first:
+            label = names[index] if names is not None else f"image #{index}"
+            first_label = names[0] if names is not None else "image #0"
+            raise DataError(
+                f"{label} is {array.shape[1]}x{array.shape[0]} (width x height) but "
+                f"{first_label} is {first[1]}x{first[0]}; images of different sizes cannot "
+                f"be batched: set the model input size (preprocessing size) so they are resized"
+            )
+
+
+def preprocess(
+    images: Sequence[Image.Image],
+    prep: Preprocessing,
+    names: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """Resize, rescale and normalise PIL images into one float32 tensor.
+
+    Args:
+        images: ``n`` PIL images of any mode (converted to RGB).
+        prep: resize to ``prep.size = (H, W)`` (bilinear, antialiased), map [0, 255] to
+            ``prep.value_range``, then ``(x - mean) / std`` per channel.
+        names: file names of the images, for error messages.
+
+    Returns:
+        float32 ``(n, 3, H, W)``, or ``(n, H, W, 3)`` with ``prep.channels_last``.
+
+    Raises:
+        ConfigError: ``prep`` is invalid (e.g. mean with 2 values).
+        DataError: ``prep.size`` is ``None`` and the images differ in size.
+    """
+    check_preprocessing(prep)
+    arrays = [to_uint8_array(resize_image(to_rgb(img), prep.size)) for img in images]
+    return arrays_to_tensor(arrays, prep, names)
