@@ -1,0 +1,436 @@
+"""Turn the ``model`` section of an experiment (:class:`~tcavkit.config.ModelSpec`) into an
+adapter.
+
+Two ways to give a model:
+
+- ``model.path``: a TorchScript file (``torch.jit.save``), loaded safely; or a whole module
+  saved with ``torch.save(model)``, which is a pickle and is loaded only when the user says
+  the file is trusted (``--trust-model-file`` or ``model.trusted: true``).
+- ``model.factory: "package.module:callable"``, called with no arguments to build the
+  architecture, plus optionally ``model.weights``, a state_dict file loaded with
+  ``weights_only=True`` (no code runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import sys
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from tcavkit.config import ModelSpec
+from tcavkit.errors import ConfigError, ModelError
+from tcavkit.models.adapter import ModelAdapter, TorchModel
+from tcavkit.models.torchscript import ScriptedSequentialModel
+
+FileKind = Literal["torchscript", "pickle", "unknown"]
+
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+_STRIPPABLE_PREFIXES = ("module.", "model.")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + (" …" if len(text) > 300 else "") if text else type(exc).__name__
+
+
+def _few(keys: Iterable[str], n: int = 5) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(repr(k) for k in keys[:n])
+    return shown + (f" … ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def _jit_load(path: Path) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` on the CPU, without the deprecation warning of recent torch."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+# -- files ----------------------------------------------------------------------------------
+def model_file_kind(path: str | Path) -> FileKind:
+    """What a model file holds, judged from its bytes without loading it.
+
+    ``"torchscript"``: a ``torch.jit.save`` archive (zip with ``constants.pkl`` and
+    ``code/``); ``"pickle"``: a ``torch.save`` file (zip with ``data.pkl``, or the legacy
+    pickle format); ``"unknown"``: anything else.
+    """
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+                return "torchscript"
+            if any(n.endswith("data.pkl") for n in names):
+                return "pickle"
+            return "unknown"
+        with path.open("rb") as fh:
+            head = fh.read(1)
+    except (OSError, zipfile.BadZipFile):
+        return "unknown"
+    return "pickle" if head == b"\x80" else "unknown"
+
+
+def _refuse_pickle(path: Path) -> ModelError:
+    return ModelError(
+        f"{path} is a pickled PyTorch module: loading it can run arbitrary code. If you trust "
+        "this file, pass --trust-model-file (or set model.trusted: true); otherwise save a "
+        "TorchScript file or a state_dict and use model.factory"
+    )
+
+
+def _unpickle_trusted(path: Path, search_dirs: Iterable[Path]) -> Any:
+    """``torch.load`` with pickle allowed; the classes it names must be importable."""
+
+    def load() -> Any:
+        return torch.load(path, weights_only=False, map_location="cpu")
+
+    try:
+        try:
+            return load()
+        except ModuleNotFoundError:
+            if not _add_search_dirs(search_dirs):
+                raise
+            return load()
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise ModelError(
+            f"{path}: the pickled model refers to code that cannot be imported "
+            f"({_one_line(exc)}): install the package that defines the model or add its folder "
+            "to PYTHONPATH, or save a TorchScript file or a state_dict and use model.factory"
+        ) from exc
+    except Exception as exc:
+        raise ModelError(f"cannot load model file {path}: {_one_line(exc)}") from exc
+
+
+def _load_model_file(path: Path, trusted: bool, search_dirs: tuple[Path, ...]) -> nn.Module:
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist (model.path)")
+    if not path.is_file():
+        raise ModelError(f"model.path {path} is not a file: give a TorchScript or torch.save file")
+    kind = model_file_kind(path)
+    if kind != "pickle":
+        try:
+            return _jit_load(path)
+        except Exception as exc:
+            if kind == "torchscript":
+                raise ModelError(
+                    f"{path} looks like a TorchScript file but cannot be loaded: {_one_line(exc)}"
+                ) from exc
+            raise ModelError(
+                f"{path} is neither a TorchScript file (torch.jit.save) nor a PyTorch file "
+                "(torch.save): save the model with one of them"
+            ) from exc
+    try:  # safe: tensors and plain containers only
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        if not trusted:
+            raise _refuse_pickle(path) from exc
+        obj = _unpickle_trusted(path, search_dirs)
+    except Exception as exc:
+        raise ModelError(f"cannot load model file {path}: {_one_line(exc)}") from exc
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, Mapping):
+        raise ModelError(
+            f"{path} holds a state_dict (weights without the architecture): set model.factory to "
+            "'package.module:callable' that builds the model, and model.weights to this file "
+            "(instead of model.path)"
+        )
+    raise ModelError(f"{path} holds a {type(obj).__name__}, not a model (torch.nn.Module)")
+
+
+# -- factory and weights --------------------------------------------------------------------
+def _add_search_dirs(dirs: Iterable[Path]) -> bool:
+    """Put ``dirs`` at the front of ``sys.path``; True when one was not there yet."""
+    added = False
+    for folder in reversed([str(Path(d)) for d in dirs]):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+            added = True
+    if added:
+        importlib.invalidate_caches()
+    return added
+
+
+def load_factory(spec: str, search_dirs: Iterable[Path] = ()) -> Callable[..., Any]:
+    """The callable named by ``"package.module:callable"`` (``callable`` may be dotted).
+
+    When the module is not importable, the folders in ``search_dirs`` (e.g. the experiment
+    file's folder and the working directory) are added to ``sys.path`` and the import is
+    tried once more.
+    """
+    module_name, sep, attr = spec.partition(":")
+    module_name, attr = module_name.strip(), attr.strip()
+    if not sep or not module_name or not attr:
+        raise ModelError(
+            f"model.factory {spec!r} is not of the form 'package.module:callable' "
+            "(e.g. 'torchvision.models:resnet18' or 'my_models:build')"
+        )
+
+    def missing_self(exc: ModuleNotFoundError) -> bool:
+        return bool(exc.name) and (
+            module_name == exc.name or module_name.startswith(f"{exc.name}.")
+        )
+
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if not (missing_self(exc) and _add_search_dirs(search_dirs)):
+                raise
+            module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if missing_self(exc):
+            raise ModelError(
+                f"model.factory {spec!r}: cannot import module {module_name!r}; install it or "
+                "add its folder to PYTHONPATH (expected the form 'package.module:callable')"
+            ) from exc
+        raise ModelError(
+            f"model.factory {spec!r}: importing {module_name!r} failed: {_one_line(exc)}"
+        ) from exc
+    except Exception as exc:
+        raise ModelError(
+            f"model.factory {spec!r}: importing {module_name!r} raised "
+            f"{type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ModelError(
+                f"model.factory {spec!r}: module {module_name!r} has no attribute {attr!r} "
+                "(expected the form 'package.module:callable')"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelError(f"model.factory {spec!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+def _build_from_factory(spec: str, search_dirs: Iterable[Path]) -> nn.Module:
+    factory = load_factory(spec, search_dirs)
+    try:
+        module = factory()
+    except Exception as exc:
+        raise ModelError(
+            f"model.factory {spec!r} failed when called with no arguments: "
+            f"{type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
+    if not isinstance(module, nn.Module):
+        raise ModelError(
+            f"model.factory {spec!r} returned a {type(module).__name__}; it must return a "
+            "torch.nn.Module"
+        )
+    return module
+
+
+def load_state_dict_file(path: Path, *, trusted: bool = False) -> dict[str, torch.Tensor]:
+    """The state_dict in ``path``: a plain one, or one under ``state_dict``/``model_state_dict``
+    /``model`` in a checkpoint dict. Read with ``weights_only=True`` unless ``trusted``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist (model.weights)")
+    obj: Any
+    if model_file_kind(path) == "torchscript":
+        try:
+            obj = _jit_load(path).state_dict()
+        except Exception as exc:
+            raise ModelError(f"cannot read weights file {path}: {_one_line(exc)}") from exc
+    else:
+        try:
+            obj = torch.load(path, weights_only=True, map_location="cpu")
+        except pickle.UnpicklingError as exc:
+            if not trusted:
+                raise ModelError(
+                    f"weights file {path} holds pickled Python objects besides tensors: loading "
+                    "it can run arbitrary code. Save only the weights "
+                    "(torch.save(model.state_dict(), ...)), or if you trust this file pass "
+                    "--trust-model-file (or set model.trusted: true)"
+                ) from exc
+            obj = _unpickle_trusted(path, ())
+        except Exception as exc:
+            raise ModelError(f"cannot read weights file {path}: {_one_line(exc)}") from exc
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in _STATE_DICT_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                obj = inner
+                break
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        found = _few(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
+        raise ModelError(
+            f"weights file {path} does not hold a state_dict (parameter names → tensors); "
+            f"found {found or 'nothing'}. Save it with torch.save(model.state_dict(), path)"
+        )
+    return dict(obj)
+
+
+def _fit_keys(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """Drop a ``module.``/``model.`` prefix (DataParallel, Lightning) when that makes the
+    keys match the model's."""
+    if set(state) == expected:
+        return state
+    for prefix in _STRIPPABLE_PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            stripped = {k[len(prefix) :]: v for k, v in state.items()}
+            if set(stripped) == expected:
+                return stripped
+    return state
+
+
+def load_weights(
+    module: nn.Module, path: Path, *, trusted: bool = False, factory: str = ""
+) -> None:
+    """Load the state_dict in ``path`` into ``module`` (strict), explaining any mismatch."""
+    own = module.state_dict()
+    state = _fit_keys(load_state_dict_file(path, trusted=trusted), set(own))
+    built = f"the model built by {factory!r}" if factory else "the model"
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_few(unexpected)}")
+        raise ModelError(
+            f"weights file {path} does not fit {built}: {'; '.join(parts)}. Check that "
+            "model.factory builds the architecture these weights were saved from"
+        )
+    shapes = [
+        f"{k!r}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if shapes:
+        raise ModelError(
+            f"weights file {path} does not fit {built}: shape mismatch for "
+            f"{', '.join(shapes[:5])}{' …' if len(shapes) > 5 else ''}"
+        )
+    try:
+        module.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise ModelError(f"weights file {path} does not fit {built}: {_one_line(exc)}") from exc
+
+
+# -- public entry points --------------------------------------------------------------------
+def _check_spec(spec: ModelSpec) -> None:
+    if spec.path is not None and spec.factory is not None:
+        raise ConfigError(
+            "model: set either model.path (a TorchScript or torch.save file) or model.factory "
+            "('package.module:callable', with model.weights), not both"
+        )
+    if spec.path is None and spec.factory is None:
+        raise ConfigError(
+            "model: set model.path (a TorchScript or torch.save file) or model.factory "
+            "('package.module:callable', with model.weights)"
+        )
+    if spec.weights is not None and spec.factory is None:
+        raise ConfigError(
+            "model.weights is used with model.factory (which builds the architecture); with "
+            "model.path the file already holds the weights"
+        )
+
+
+def adapter_for(
+    module: nn.Module,
+    *,
+    logits_layer: str | None = None,
+    output: int | str | None = None,
+    device: str | torch.device = "auto",
+) -> ModelAdapter:
+    """The adapter that suits ``module``: TorchScript modules cannot run forward hooks."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return ScriptedSequentialModel(
+            module, logits_layer=logits_layer, output=output, device=device
+        )
+    return TorchModel(module, logits_layer=logits_layer, output=output, device=device)
+
+
+def load_model(
+    spec: ModelSpec,
+    *,
+    device: str | torch.device = "auto",
+    trust_model_file: bool = False,
+    base_dir: Path | None = None,
+) -> ModelAdapter:
+    """Build the adapter for the ``model`` section of an experiment.
+
+    Args:
+        spec: the model section; paths should already be absolute (see ``resolve_paths``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``…
+        trust_model_file: allow unpickling a ``torch.save``\\ d module (runs code from it).
+        base_dir: the experiment file's folder; with the working directory it is searched
+            for ``model.factory`` modules (and classes of trusted pickles) that are not
+            importable otherwise.
+
+    Raises:
+        ConfigError: neither or both of ``path`` and ``factory``; ``weights`` without factory.
+        ModelError: the model cannot be loaded (missing file, untrusted pickle, bad factory,
+            weights that do not fit).
+        LayerError: ``spec.logits`` is not a layer of the model.
+    """
+    _check_spec(spec)
+    trusted = trust_model_file or spec.trusted
+    search_dirs = tuple(d for d in (base_dir, Path.cwd()) if d is not None)
+    if spec.path is not None:
+        module = _load_model_file(Path(spec.path), trusted, search_dirs)
+    else:
+        assert spec.factory is not None
+        module = _build_from_factory(spec.factory, search_dirs)
+        if spec.weights is not None:
+            load_weights(module, Path(spec.weights), trusted=trusted, factory=spec.factory)
+    return adapter_for(module, logits_layer=spec.logits, output=spec.output, device=device)
+
+
+def load_labels(labels: list[str] | str | Path | None) -> list[str] | None:
+    """Class labels: a list as given, or a text file with one label per line (blank lines
+    ignored, surrounding whitespace stripped); ``None`` when no labels are given."""
+    if labels is None:
+        return None
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        if not path.is_file():
+            raise ConfigError(
+                f"labels file {path} does not exist (model.labels): give a text file with one "
+                "class label per line, or a list of labels"
+            )
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read labels file {path}: {_one_line(exc)}") from exc
+        result = [line.strip() for line in text.splitlines() if line.strip()]
+        if not result:
+            raise ConfigError(f"labels file {path} holds no labels (model.labels)")
+        return result
+    return [str(label) for label in labels]
+
+
+def describe(spec: ModelSpec) -> str:
+    """A short description of the model for reports, e.g. ``TorchScript file models/x.pt``."""
+    if spec.path is not None:
+        path = Path(spec.path)
+        kind = model_file_kind(path) if path.is_file() else "unknown"
+        what = {
+            "torchscript": "TorchScript file",
+            "pickle": "PyTorch file",
+            "unknown": "model file",
+        }[kind]
+        return f"{what} {spec.path}"
+    if spec.factory is not None:
+        if spec.weights is not None:
+            return f"{spec.factory}() with weights {spec.weights}"
+        return f"{spec.factory}() (weights as built)"
+    return "no model"

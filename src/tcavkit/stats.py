@@ -1,0 +1,539 @@
+"""Statistics for TCAV: tests against the random null, multiple-testing correction, intervals.
+
+Pure math: arrays and DataFrames in, DataFrames out. Nothing here touches files or models.
+
+The input of :func:`summarize` is the *runs* table, one row per CAV scored for a target::
+
+    target, concept, layer, random, run, tcav_score, magnitude, cav_accuracy, is_null
+
+Rows with ``is_null=False`` are real concepts (or relative pairs such as ``"striped vs
+dotted"``, handled exactly like concepts): CAV ``concept`` vs random set ``random``, run
+index ``run``. Rows with ``is_null=True`` form the null of their (target, layer): a random
+set taken as a *pseudo-concept* (``concept`` = that random set's name) trained against
+another random set (``random``). Each pseudo-concept normally has several runs. Extra
+columns are ignored; ``random``, ``run``, ``magnitude`` and ``cav_accuracy`` are optional
+(``run`` orders a pseudo-concept's runs; the two means are NaN when absent).
+
+Per-concept summaries
+---------------------
+Let ``s_1..s_n`` be the concept's run scores (one per random set it was trained against).
+
+* ``mean``, ``std``: mean and sample standard deviation (ddof=1; 0 for a single run).
+* ``ci_low``, ``ci_high``: Student-t interval of the mean at ``confidence``,
+  ``mean ± t_{(1+confidence)/2, n-1} · std / sqrt(n)``, clipped to [0, 1]; ``[mean, mean]``
+  for a single run. It assumes the runs are independent draws, and it reflects **only the
+  variation over random sets** (the concept's images are the same in every run), not what
+  another sample of concept images would give. Do not read it as a significance test.
+* ``cav_accuracy_mean``, ``magnitude_mean``: means over the concept's runs.
+
+Null distribution and the default test (concept level)
+------------------------------------------------------
+The runs of one concept reuse the same concept images, so their scores are strongly
+correlated, and random-vs-random scores are bimodal (near 0 or 1). A test that treats runs
+as independent samples (tensorflow/tcav's per-run t-test) is anti-conservative: it flags a
+large share of concepts that are in truth no different from random sets. The default test
+is therefore calibrated at the level of the concept.
+
+For a (target, layer) let pseudo-concept ``j = 1..M`` have run scores ``r_j``; its
+statistic is ``T_j = mean(r_j)``. The concept's statistic is ``T_C = mean(s)``.
+
+*Like-for-like run counts.* ``T_C`` from ``n`` runs must be compared with ``T_j`` from about
+as many runs: a mean over fewer runs varies more, so comparing a 1-run concept with
+19-run pseudo-concepts would flag half of all null concepts. When a pseudo-concept has more
+runs than the concept, ``T_j`` is the mean of its first ``n`` runs (in ``run`` order; runs
+are exchangeable, so this is unbiased). When it has fewer, all its runs are used; the
+test is then conservative (``T_C`` varies less than the ``T_j``), never liberal.
+
+``null_mean`` and ``null_std`` are the mean and sample sd (ddof=1) of the ``T_j``.
+
+``"concept-t"`` (default)
+    Null hypothesis: the concept's images are drawn like a random set's, so ``T_C`` is
+    exchangeable with the ``T_j``. Prediction-interval t-test::
+
+        t = (T_C - mean(T)) / (sd(T) * sqrt(1 + 1/M)),  df = M - 1,  two-sided p.
+
+    Assumes the ``T_j`` are roughly normal and independent. Means of bimodal run scores
+    are lighter-tailed than normal and the ``T_j`` are slightly negatively dependent (a
+    pair scored both ways sums to about 1), both of which make the test conservative.
+``"concept-rank"``
+    The same ``T``'s, exact and distribution-free::
+
+        p = (1 + #{j : |T_j - mean(T)| >= |T_C - mean(T)|}) / (M + 1).
+
+    Assumes only exchangeability, but ``p >= 1/(M+1)``: with ``M`` pseudo-concepts no
+    concept can reach a smaller p (a :class:`~tcavkit.errors.TcavWarning` says so when
+    ``1/(M+1) > alpha``).
+
+Classic per-run tests (anti-conservative; for comparison with published numbers)
+--------------------------------------------------------------------------------
+These treat the concept's runs, and the null runs, as **independent** samples, which
+they are not; they flag far more than ``alpha`` of null concepts.
+
+``"ttest"``
+    tensorflow/tcav's test: ``scipy.stats.ttest_ind(s, all null run scores)`` with equal
+    variances. ``null_mean``/``null_std`` are the mean/sd of the null run scores.
+``"welch"``
+    The same with ``equal_var=False``.
+``"one-sample"``
+    The paper's ``scipy.stats.ttest_1samp(s, 0.5)``. ``null_mean = 0.5``; ``null_std`` is
+    the sd of the null run scores if there are any, else 0. Needs no null runs.
+
+Degenerate cases (never NaN; NaN is never significant)
+-----------------------------------------------------
+* Concept tests with ``M < 2`` pseudo-concepts, and ``ttest``/``welch`` with no null run:
+  ``p = 1.0`` and a :class:`~tcavkit.errors.TcavWarning` naming the target and layer
+  (fix: add random sets so that each can be scored against the others).
+* Concept tests with ``sd(T) = 0`` (all pseudo-concepts score the same): ``p = 1.0`` if
+  ``T_C`` equals that value, else ``p = 1/(M+1)``, the strongest evidence ``M`` null draws
+  can give (the rank test's bound).
+* SciPy tests: if SciPy returns NaN (every value identical, so the t statistic is 0/0, or
+  too few values, e.g. Welch or one-sample with a single run), ``p = 1.0``; if it returns
+  ``p = 0`` or an infinite t (zero variance, different means), SciPy's value is kept.
+* ``null_mean``/``null_std`` with no null: 0.5 and 0.0; any sd of fewer than 2 values: 0.
+
+Multiple testing
+----------------
+The correction runs over **every row of the summary** (all targets, concepts and layers
+together): ``"holm"`` (default; family-wise error, any dependence), ``"bonferroni"``,
+``"bh"`` (Benjamini-Hochberg false discovery rate; assumes independence or positive
+dependence) or ``"none"``. ``significant = p_adjusted <= alpha``, a plain boolean.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special as _sp
+from scipy import stats as _st
+
+from tcavkit.errors import ConfigError, DataError, TcavWarning
+
+__all__ = [
+    "CORRECTIONS",
+    "SUMMARY_COLUMNS",
+    "TESTS",
+    "ConceptTestResult",
+    "adjust_pvalues",
+    "concept_test",
+    "confidence_interval",
+    "summarize",
+]
+
+TESTS = ("concept-t", "concept-rank", "ttest", "welch", "one-sample")
+CORRECTIONS = ("holm", "bonferroni", "bh", "none")
+
+#: Columns of :func:`summarize`'s table, in order (the first 14 are the stable contract).
+SUMMARY_COLUMNS = (
+    "target",
+    "concept",
+    "layer",
+    "n_runs",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "null_mean",
+    "null_std",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "cav_accuracy_mean",
+    "magnitude_mean",
+    "n_null",
+    "n_null_runs",
+    "test",
+)
+
+_CONCEPT_TESTS = ("concept-t", "concept-rank")
+_REQUIRED = ("target", "concept", "layer", "tcav_score", "is_null")
+# Scores are fractions in [0, 1]; differences below this are floating-point noise.
+_TOL = 1e-12
+
+
+@dataclass(frozen=True)
+class ConceptTestResult:
+    """Outcome of one concept's test against its null.
+
+    Attributes:
+        p_value: two-sided p-value in [0, 1]; never NaN (see the module's degenerate cases).
+        null_mean: mean of the null statistic (``T_j`` for concept tests, null run scores
+            for ``ttest``/``welch``, 0.5 for ``one-sample``).
+        null_std: its sample sd (ddof=1), 0 for fewer than two values.
+        n_null: number of pseudo-concepts ``M``.
+        n_null_runs: number of null runs.
+        problem: ``None``, or why the test could not be run (``p_value`` is then 1.0).
+    """
+
+    p_value: float
+    null_mean: float
+    null_std: float
+    n_null: int
+    n_null_runs: int
+    problem: str | None = None
+
+    def __iter__(self):
+        """Unpack as ``(p_value, null_mean, null_std)``."""
+        return iter((self.p_value, self.null_mean, self.null_std))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_choice(value: str, valid: Sequence[str], what: str) -> None:
+    if value not in valid:
+        raise ConfigError(
+            f"unknown {what} {value!r}; choose one of: {', '.join(repr(v) for v in valid)}"
+        )
+
+
+def _sd(x: np.ndarray) -> float:
+    """Sample sd (ddof=1); 0 for fewer than two values."""
+    return float(np.std(x, ddof=1)) if x.size >= 2 else 0.0
+
+
+def _as_scores(x, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=float).reshape(-1)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+# --------------------------------------------------------------------------- public math
+
+
+def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
+    """Adjust p-values for multiple testing.
+
+    Args:
+        p: ``(m,)`` p-values in [0, 1] (no NaN).
+        method: ``"holm"`` (step-down, family-wise error), ``"bonferroni"``, ``"bh"``
+            (Benjamini-Hochberg) or ``"none"``.
+
+    Returns:
+        ``(m,)`` adjusted p-values in the input order: ``>= p``, ``<= 1``, and monotone
+        (``p_i <= p_k`` implies ``adjusted_i <= adjusted_k``).
+
+    Raises:
+        ConfigError: unknown ``method``.
+        ValueError: ``p`` is not 1-D or has values outside [0, 1] or NaN.
+    """
+    _check_choice(method, CORRECTIONS, "correction")
+    p = np.asarray(p, dtype=float)
+    if p.ndim != 1:
+        raise ValueError(f"p must be 1-D, got shape {p.shape}")
+    if np.any(np.isnan(p)) or np.any((p < 0) | (p > 1)):
+        raise ValueError("p-values must lie in [0, 1] and not be NaN")
+    m = p.size
+    if m == 0 or method == "none":
+        return p.copy()
+    if method == "bonferroni":
+        return np.minimum(p * m, 1.0)
+    if method == "bh":
+        return np.minimum(_st.false_discovery_control(p, method="bh"), 1.0)
+    # Holm: the k-th smallest (k = 0..m-1) is multiplied by m - k; a running maximum keeps
+    # the step-down monotone.
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out = np.empty(m)
+    out[order] = np.minimum(stepped, 1.0)
+    return out
+
+
+def confidence_interval(scores: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean run score, clipped to [0, 1].
+
+    Args:
+        scores: ``(n,)`` run scores of one concept, n >= 1.
+        confidence: coverage in (0, 1).
+
+    Returns:
+        ``(low, high)``; ``(mean, mean)`` for one run or zero spread. It reflects variation
+        over random sets only, not over concept images.
+    """
+    _check_confidence(confidence)
+    s = _as_scores(scores, "scores")
+    if s.size == 0:
+        raise ValueError("scores is empty")
+    return _interval(s, confidence)
+
+
+def _interval(s: np.ndarray, confidence: float) -> tuple[float, float]:
+    mean = float(s.mean())
+    sd = _sd(s)
+    if s.size < 2 or sd <= _TOL:
+        return mean, mean
+    half = float(_sp.stdtrit(s.size - 1, 0.5 + confidence / 2)) * sd / math.sqrt(s.size)
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
+def concept_test(
+    concept_scores: np.ndarray,
+    null_scores_by_pseudo: Sequence[np.ndarray],
+    test: str = "concept-t",
+) -> ConceptTestResult:
+    """Test one concept's run scores against the random null of its (target, layer).
+
+    Args:
+        concept_scores: ``(n,)`` the concept's run scores, n >= 1.
+        null_scores_by_pseudo: one ``(n_j,)`` array per pseudo-concept (random set taken as
+            a concept) with its run scores, in ``run`` order; may be empty.
+        test: one of :data:`TESTS` (see the module docstring for each).
+
+    Returns:
+        A :class:`ConceptTestResult`; it unpacks as ``(p_value, null_mean, null_std)``.
+        When the null is too small, ``p_value`` is 1.0, ``problem`` says why and a
+        :class:`~tcavkit.errors.TcavWarning` is issued.
+
+    Raises:
+        ConfigError: unknown ``test``.
+        ValueError: empty ``concept_scores``, or NaN/infinite scores.
+    """
+    _check_choice(test, TESTS, "test")
+    s = _as_scores(concept_scores, "concept_scores")
+    if s.size == 0:
+        raise ValueError("concept_scores is empty")
+    res = _test_core(s, _Null([_as_scores(r, "null scores") for r in null_scores_by_pseudo]), test)
+    if res.problem is not None:
+        warnings.warn(
+            f"{res.problem}; p-value set to 1.0. Add random sets so that each can be "
+            "scored as a pseudo-concept against the others.",
+            TcavWarning,
+            stacklevel=2,
+        )
+    return res
+
+
+class _Null:
+    """The null of one (target, layer), with per-run-count statistics cached."""
+
+    def __init__(self, by_pseudo: list[np.ndarray]):
+        self.by_pseudo = [r for r in by_pseudo if r.size > 0]
+        self.m = len(self.by_pseudo)
+        self.all_runs = np.concatenate(self.by_pseudo) if self.by_pseudo else np.empty(0)
+        self._csum = [np.cumsum(r) for r in self.by_pseudo]
+        self._t_cache: dict[int, np.ndarray] = {}
+        self._run_stats: tuple[float, float] | None = None
+
+    def t_stats(self, n: int) -> np.ndarray:
+        """``(M,)`` the ``T_j``, each the mean of the pseudo-concept's first ``n`` runs."""
+        if n not in self._t_cache:
+            self._t_cache[n] = np.array(
+                [c[min(n, c.size) - 1] / min(n, c.size) for c in self._csum], dtype=float
+            )
+        return self._t_cache[n]
+
+    def run_stats(self) -> tuple[float, float]:
+        """Mean (0.5 if none) and sd of all null run scores."""
+        if self._run_stats is None:
+            r = self.all_runs
+            self._run_stats = (float(r.mean()) if r.size else 0.5, _sd(r))
+        return self._run_stats
+
+
+def _test_core(s: np.ndarray, null: _Null, test: str) -> ConceptTestResult:
+    m, n_null_runs = null.m, int(null.all_runs.size)
+    if test in _CONCEPT_TESTS:
+        t_null = null.t_stats(s.size)
+        null_mean = float(t_null.mean()) if m else 0.5
+        null_std = _sd(t_null)
+        if m < 2:
+            problem = f"only {m} random pseudo-concept(s) in the null (at least 2 needed)"
+            return ConceptTestResult(1.0, null_mean, null_std, m, n_null_runs, problem)
+        dev = abs(float(s.mean()) - null_mean)
+        if test == "concept-rank":
+            extreme = np.abs(t_null - null_mean) >= dev - _TOL
+            p = (1.0 + float(extreme.sum())) / (m + 1)
+        elif null_std <= _TOL:
+            p = 1.0 if dev <= _TOL else 1.0 / (m + 1)
+        else:
+            t = dev / (null_std * math.sqrt(1.0 + 1.0 / m))
+            p = float(2.0 * _sp.stdtr(m - 1, -t))
+        return ConceptTestResult(min(p, 1.0), null_mean, null_std, m, n_null_runs)
+
+    run_mean, run_sd = null.run_stats()
+    if test == "one-sample":
+        p = _scipy_p(lambda: _st.ttest_1samp(s, 0.5))
+        return ConceptTestResult(p, 0.5, run_sd, m, n_null_runs)
+    if n_null_runs == 0:
+        return ConceptTestResult(1.0, run_mean, run_sd, m, 0, "no random-vs-random null runs")
+    equal_var = test == "ttest"
+    p = _scipy_p(lambda: _st.ttest_ind(s, null.all_runs, equal_var=equal_var))
+    return ConceptTestResult(p, run_mean, run_sd, m, n_null_runs)
+
+
+def _scipy_p(run) -> float:
+    """p-value of a SciPy t-test; NaN (0/0: identical values, or too few) becomes 1.0."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(run().pvalue)
+    return 1.0 if math.isnan(p) else min(max(p, 0.0), 1.0)
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _check_confidence(confidence: float) -> None:
+    if not (_is_real(confidence) and 0.0 < confidence < 1.0):
+        raise ConfigError(f"confidence must be a number in (0, 1), got {confidence!r}")
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(
+    runs: pd.DataFrame,
+    *,
+    test: str = "concept-t",
+    alpha: float = 0.05,
+    correction: str = "holm",
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """One row per non-null (target, concept, layer): scores, interval, test, correction.
+
+    Args:
+        runs: the runs table (see the module docstring); one row per CAV scored.
+        test: one of :data:`TESTS`; default ``"concept-t"`` (calibrated at concept level).
+        alpha: significance level in (0, 1), applied to the adjusted p-values.
+        correction: one of :data:`CORRECTIONS`, applied over all rows of the summary.
+        confidence: coverage of the interval of the mean, in (0, 1).
+
+    Returns:
+        A DataFrame with columns :data:`SUMMARY_COLUMNS`, rows in order of first
+        appearance in ``runs``. ``n_null`` is the number of pseudo-concepts and
+        ``n_null_runs`` the number of null runs of the row's (target, layer). No statistic
+        column is NaN; ``significant`` is boolean.
+
+    Raises:
+        ConfigError: unknown test or correction, or alpha/confidence out of range.
+        DataError: the table lacks a required column, or has NaN scores or ``is_null``.
+    """
+    _check_choice(test, TESTS, "test")
+    _check_choice(correction, CORRECTIONS, "correction")
+    if not (_is_real(alpha) and 0.0 < alpha < 1.0):
+        raise ConfigError(f"alpha must be a number in (0, 1), got {alpha!r}")
+    _check_confidence(confidence)
+    missing = [c for c in _REQUIRED if c not in runs.columns]
+    if missing:
+        raise DataError(
+            f"the runs table lacks column(s) {', '.join(missing)}; it has: "
+            f"{', '.join(map(str, runs.columns))}"
+        )
+    is_null = runs["is_null"]
+    if is_null.dtype != bool and not is_null.isin([True, False]).all():
+        raise DataError(
+            "column 'is_null' of the runs table must hold only True/False (or 1/0); found "
+            f"{sorted(map(repr, set(is_null[~is_null.isin([True, False])])))[:5]}"
+        )
+    score = pd.to_numeric(runs["tcav_score"], errors="coerce")
+    if not np.all(np.isfinite(score.to_numpy(dtype=float))):
+        bad = runs.loc[~np.isfinite(score.to_numpy(dtype=float))].iloc[0]
+        raise DataError(
+            f"tcav_score is missing or not finite for target {bad['target']!r}, concept "
+            f"{bad['concept']!r}, layer {bad['layer']!r}; rerun or drop those runs"
+        )
+
+    df = pd.DataFrame(
+        {
+            "target": runs["target"].to_numpy(),
+            "concept": runs["concept"].to_numpy(),
+            "layer": runs["layer"].to_numpy(),
+            "tcav_score": score.to_numpy(dtype=float),
+            "is_null": runs["is_null"].astype(bool).to_numpy(),
+            "run": runs["run"].to_numpy() if "run" in runs.columns else np.zeros(len(runs)),
+            "cav_accuracy": _optional(runs, "cav_accuracy"),
+            "magnitude": _optional(runs, "magnitude"),
+        }
+    )
+    real = df[~df["is_null"]]
+    null = df[df["is_null"]].sort_values("run", kind="stable")
+
+    # The null of each (target, layer): one score array per pseudo-concept.
+    null_by_tl: dict[tuple, _Null] = {}
+    for (t, layer), g in null.groupby(["target", "layer"], sort=False, dropna=False):
+        null_by_tl[(t, layer)] = _Null(
+            [
+                sc.to_numpy()
+                for _, sc in g.groupby("concept", sort=False, dropna=False)["tcav_score"]
+            ]
+        )
+    no_null = _Null([])
+
+    rows = []
+    warned: set[tuple] = set()
+    for (t, c, layer), g in real.groupby(["target", "concept", "layer"], sort=False, dropna=False):
+        s = g["tcav_score"].to_numpy()
+        res = _test_core(s, null_by_tl.get((t, layer), no_null), test)
+        if (t, layer) not in warned:
+            warned.add((t, layer))
+            _warn_null(res, t, layer, test, alpha)
+        lo, hi = _interval(s, confidence)
+        rows.append(
+            {
+                "target": t,
+                "concept": c,
+                "layer": layer,
+                "n_runs": int(s.size),
+                "mean": float(s.mean()),
+                "std": _sd(s),
+                "ci_low": lo,
+                "ci_high": hi,
+                "null_mean": res.null_mean,
+                "null_std": res.null_std,
+                "p_value": res.p_value,
+                "cav_accuracy_mean": _mean_or_nan(g["cav_accuracy"]),
+                "magnitude_mean": _mean_or_nan(g["magnitude"]),
+                "n_null": res.n_null,
+                "n_null_runs": res.n_null_runs,
+                "test": test,
+            }
+        )
+
+    out = pd.DataFrame(rows, columns=[c for c in SUMMARY_COLUMNS])
+    p = out["p_value"].to_numpy(dtype=float)
+    out["p_adjusted"] = adjust_pvalues(p, correction)
+    out["significant"] = (out["p_adjusted"].to_numpy(dtype=float) <= alpha).astype(bool)
+    out["n_runs"] = out["n_runs"].astype(int)
+    out["n_null"] = out["n_null"].astype(int)
+    out["n_null_runs"] = out["n_null_runs"].astype(int)
+    for col in ("mean", "std", "ci_low", "ci_high", "null_mean", "null_std", "p_value"):
+        out[col] = out[col].astype(float)
+    return out[list(SUMMARY_COLUMNS)].reset_index(drop=True)
+
+
+def _optional(runs: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in runs.columns:
+        return np.full(len(runs), np.nan)
+    return pd.to_numeric(runs[col], errors="coerce").to_numpy(dtype=float)
+
+
+def _mean_or_nan(x: pd.Series) -> float:
+    v = x.to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _warn_null(res: ConceptTestResult, target, layer, test: str, alpha: float) -> None:
+    where = f"target {target!r}, layer {layer!r}"
+    if res.problem is not None:
+        warnings.warn(
+            f"{where}: {res.problem}; its p-values are set to 1.0 (nothing can be "
+            "significant). Add random sets (e.g. random500_0 ... random500_9) so that each "
+            "can be scored as a pseudo-concept against the others.",
+            TcavWarning,
+            stacklevel=3,
+        )
+    elif test == "concept-rank" and 1.0 / (res.n_null + 1) > alpha:
+        warnings.warn(
+            f"{where}: concept-rank with {res.n_null} pseudo-concepts cannot give p below "
+            f"1/{res.n_null + 1} = {1.0 / (res.n_null + 1):.3g} > alpha = {alpha}; add "
+            "random sets or use test='concept-t'.",
+            TcavWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,317 @@
+"""Loading models from files and factories; the TorchScript adapter."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from tcavkit.config import ModelSpec
+from tcavkit.errors import ConfigError, LayerError, ModelError
+from tcavkit.models.adapter import TorchModel
+from tcavkit.models.loading import (
+    describe,
+    load_factory,
+    load_labels,
+    load_model,
+    model_file_kind,
+)
+from tcavkit.models.torchscript import SUPPORTED_STRUCTURES, ScriptedSequentialModel
+
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning"
+)
+
+
+def make_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(inplace=True),
+        nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True)),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 5),
+    )
+
+
+FACTORY_SOURCE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def build():
+        torch.manual_seed(123)  # different weights from make_net
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            nn.ReLU(inplace=True),
+            nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True)),
+            nn.Flatten(),
+            nn.Linear(4 * 4 * 4, 5),
+        )
+
+    def not_a_module():
+        return 3
+    """
+)
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def scripted_file(tmp_path: Path) -> Path:
+    path = tmp_path / "net_scripted.pt"
+    torch.jit.save(torch.jit.script(make_net()), str(path))
+    return path
+
+
+def spec(**kwargs) -> ModelSpec:
+    return ModelSpec(layers=["0"], **kwargs)
+
+
+# -- (a) scripted Sequential -----------------------------------------------------------------
+def test_scripted_layer_names_include_nested(scripted_file: Path) -> None:
+    model = load_model(spec(path=scripted_file), device="cpu")
+    assert isinstance(model, ScriptedSequentialModel)
+    assert model.layer_names() == ["0", "1", "2", "2.0", "2.1", "3", "4"]
+    assert model_file_kind(scripted_file) == "torchscript"
+    assert describe(spec(path=scripted_file)) == f"TorchScript file {scripted_file}"
+
+
+def test_scripted_activations_match_eager(scripted_file: Path, x: torch.Tensor) -> None:
+    scripted = load_model(spec(path=scripted_file), device="cpu")
+    eager = TorchModel(make_net(), device="cpu")
+    layers = ["0", "2.0", "2", "4"]
+    got, want = scripted.activations(x, layers), eager.activations(x, layers)
+    for layer in layers:
+        torch.testing.assert_close(got[layer], want[layer], rtol=1e-6, atol=1e-6)
+    # The conv output is captured before the in-place ReLU that follows it.
+    assert (got["0"] < 0).any()
+    assert (got["2.0"] < 0).any()
+    torch.testing.assert_close(scripted.logits(x), eager.logits(x), rtol=1e-6, atol=1e-6)
+
+
+def test_scripted_gradients_match_eager(scripted_file: Path, x: torch.Tensor) -> None:
+    scripted = load_model(spec(path=scripted_file), device="cpu")
+    eager = TorchModel(make_net(), device="cpu")
+    layers = ["0", "1", "2.0", "2", "3"]  # conv layers followed by in-place ReLUs
+    for k in (0, 3):
+        got, want = scripted.gradients(x, k, layers), eager.gradients(x, k, layers)
+        for layer in layers:
+            torch.testing.assert_close(got[layer], want[layer], rtol=1e-6, atol=1e-6)
+        assert got["0"].abs().sum() > 0
+
+
+def test_scripted_early_stop_and_logits_layer(scripted_file: Path, x: torch.Tensor) -> None:
+    model = load_model(spec(path=scripted_file, logits="4"), device="cpu")
+    with torch.inference_mode():
+        output, captured = model.run(x, ["0"], need_output=False)
+    assert output is None and set(captured) == {"0"}
+    # Early stop inside a nested Sequential, then a full pass still works.
+    acts = model.activations(x, ["2.0"])
+    assert acts["2.0"].shape == (6, 4 * 4 * 4)
+    eager = TorchModel(make_net(), logits_layer="4", device="cpu")
+    torch.testing.assert_close(
+        model.gradients(x, 1, ["2.1"])["2.1"], eager.gradients(x, 1, ["2.1"])["2.1"]
+    )
+
+
+def test_scripted_fingerprint(scripted_file: Path, tmp_path: Path) -> None:
+    a = load_model(spec(path=scripted_file), device="cpu").fingerprint()
+    b = load_model(spec(path=scripted_file), device="cpu").fingerprint()
+    assert a == b
+    net = make_net()
+    with torch.no_grad():
+        net[4].bias.add_(1.0)
+    other = tmp_path / "other.pt"
+    torch.jit.save(torch.jit.script(net), str(other))
+    assert load_model(spec(path=other), device="cpu").fingerprint() != a
+
+
+def test_scripted_unknown_layer(scripted_file: Path, x: torch.Tensor) -> None:
+    model = load_model(spec(path=scripted_file), device="cpu")
+    with pytest.raises(LayerError, match="unknown layer '2.5'"):
+        model.activations(x, ["2.5"])
+
+
+# -- (d) scripted modules that are not Sequentials -------------------------------------------
+def test_non_sequential_script_layers_refused(tmp_path: Path, x: torch.Tensor) -> None:
+    path = tmp_path / "block.pt"
+    torch.jit.save(torch.jit.script(Block()), str(path))
+    model = load_model(spec(path=path), device="cpu")
+    assert model.layer_names() == []
+    with pytest.raises(LayerError) as info:
+        model.activations(x, ["conv"])
+    assert SUPPORTED_STRUCTURES in str(info.value)
+    assert model.logits(x).shape == (6, 5)  # the output alone is still usable
+    with pytest.raises(LayerError, match="nn.Sequential"):
+        load_model(spec(path=path, logits="head"), device="cpu")
+
+
+def test_inner_layer_of_non_sequential_child(tmp_path: Path, x: torch.Tensor) -> None:
+    path = tmp_path / "seq_block.pt"
+    torch.jit.save(torch.jit.script(nn.Sequential(Block(), nn.ReLU())), str(path))
+    model = load_model(spec(path=path), device="cpu")
+    assert model.layer_names() == ["0", "1"]
+    assert model.activations(x, ["0"])["0"].shape == (6, 5)
+    with pytest.raises(LayerError, match=r"inside '0'.*choose '0'"):
+        model.activations(x, ["0.conv"])
+
+
+# -- (b) torch.save'd full modules -----------------------------------------------------------
+def test_pickled_module_needs_trust(tmp_path: Path, x: torch.Tensor) -> None:
+    path = tmp_path / "full.pt"
+    torch.save(make_net(), path)
+    assert model_file_kind(path) == "pickle"
+    with pytest.raises(ModelError, match="--trust-model-file") as info:
+        load_model(spec(path=path), device="cpu")
+    assert "arbitrary code" in str(info.value) and "\n" not in str(info.value)
+    for model in (
+        load_model(spec(path=path), device="cpu", trust_model_file=True),
+        load_model(spec(path=path, trusted=True), device="cpu"),
+    ):
+        assert isinstance(model, TorchModel)
+        torch.testing.assert_close(model.logits(x), TorchModel(make_net()).logits(x))
+
+
+def test_state_dict_as_model_path(tmp_path: Path) -> None:
+    path = tmp_path / "sd.pt"
+    torch.save(make_net().state_dict(), path)
+    with pytest.raises(ModelError, match="model.factory"):
+        load_model(spec(path=path), device="cpu")  # detected without any trust
+
+
+def test_missing_and_bad_model_files(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="nope.pt does not exist"):
+        load_model(spec(path=tmp_path / "nope.pt"))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model at all")
+    with pytest.raises(ModelError, match="junk.pt is neither"):
+        load_model(spec(path=junk))
+
+
+def test_path_and_factory_exclusive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        load_model(spec(path=tmp_path / "a.pt", factory="m:f"))
+    with pytest.raises(ConfigError, match=r"model\.path"):
+        load_model(spec())
+
+
+# -- (c) factory + weights -------------------------------------------------------------------
+@pytest.fixture
+def factory_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    folder = tmp_path / "pkgdir"
+    folder.mkdir()
+    (folder / "tiny_factory_mod.py").write_text(FACTORY_SOURCE)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "tiny_factory_mod", raising=False)
+    yield "tiny_factory_mod"
+    sys.modules.pop("tiny_factory_mod", None)
+
+
+def test_factory_with_weights(factory_module: str, tmp_path: Path, x: torch.Tensor) -> None:
+    original = make_net()
+    weights = tmp_path / "weights.pt"
+    torch.save(original.state_dict(), weights)
+    model = load_model(spec(factory=f"{factory_module}:build", weights=weights), device="cpu")
+    torch.testing.assert_close(model.logits(x), TorchModel(original).logits(x))
+    assert describe(spec(factory="m:build", weights=weights)) == f"m:build() with weights {weights}"
+
+    # A checkpoint dict holding the state_dict, with DataParallel's "module." prefix.
+    checkpoint = tmp_path / "ckpt.pt"
+    state = {f"module.{k}": v for k, v in original.state_dict().items()}
+    torch.save({"epoch": 3, "model_state_dict": state}, checkpoint)
+    model = load_model(spec(factory=f"{factory_module}:build", weights=checkpoint))
+    torch.testing.assert_close(model.logits(x), TorchModel(original).logits(x))
+
+    # Without weights, the factory's own initialisation.
+    plain = load_model(spec(factory=f"{factory_module}:build"), device="cpu")
+    assert not torch.allclose(plain.logits(x), TorchModel(original).logits(x))
+
+
+def test_factory_wrong_weights(factory_module: str, tmp_path: Path) -> None:
+    weights = tmp_path / "wrong.pt"
+    torch.save(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).state_dict(), weights)
+    with pytest.raises(ModelError) as info:
+        load_model(spec(factory=f"{factory_module}:build", weights=weights))
+    message = str(info.value)
+    assert "wrong.pt" in message and "missing keys" in message and "'2.0.weight'" in message
+    assert "unexpected keys" in message and "'1.weight'" in message
+
+    shapes = tmp_path / "shapes.pt"
+    bad = make_net()
+    bad[4] = nn.Linear(64, 7)
+    torch.save(bad.state_dict(), shapes)
+    with pytest.raises(ModelError, match=r"shape mismatch for '4.weight'"):
+        load_model(spec(factory=f"{factory_module}:build", weights=shapes))
+
+    with pytest.raises(ModelError, match="weights file .*missing.pt does not exist"):
+        load_model(spec(factory=f"{factory_module}:build", weights=tmp_path / "missing.pt"))
+
+
+def test_pickled_weights_need_trust(factory_module: str, tmp_path: Path) -> None:
+    weights = tmp_path / "whole.pt"
+    torch.save(make_net(), weights)
+    with pytest.raises(ModelError, match="--trust-model-file"):
+        load_model(spec(factory=f"{factory_module}:build", weights=weights))
+    load_model(spec(factory=f"{factory_module}:build", weights=weights), trust_model_file=True)
+
+
+def test_bad_factories(factory_module: str) -> None:
+    with pytest.raises(ModelError, match="'package.module:callable'"):
+        load_factory("tiny_factory_mod.build")
+    with pytest.raises(ModelError, match="cannot import module 'no_such_mod_xyz'"):
+        load_factory("no_such_mod_xyz:build")
+    with pytest.raises(ModelError, match="has no attribute 'nope'"):
+        load_factory(f"{factory_module}:nope")
+    with pytest.raises(ModelError, match=r"returned a int; it must return a torch\.nn\.Module"):
+        load_model(spec(factory=f"{factory_module}:not_a_module"))
+    assert callable(load_factory("torch.nn:Linear"))
+
+
+def test_factory_found_in_base_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, x: torch.Tensor
+) -> None:
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    (folder / "tiny_factory_mod2.py").write_text(FACTORY_SOURCE)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # restored afterwards
+    monkeypatch.delitem(sys.modules, "tiny_factory_mod2", raising=False)
+    try:
+        model = load_model(spec(factory="tiny_factory_mod2:build"), base_dir=folder)
+        assert model.logits(x).shape == (6, 5)
+    finally:
+        sys.modules.pop("tiny_factory_mod2", None)
+
+
+def test_weights_without_factory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model.weights"):
+        load_model(spec(path=tmp_path / "a.pt", weights=tmp_path / "w.pt"))
+
+
+# -- (e) labels ------------------------------------------------------------------------------
+def test_labels(tmp_path: Path) -> None:
+    path = tmp_path / "labels.txt"
+    path.write_text("cat\n\n  dog \nzebra\n\n", encoding="utf-8")
+    assert load_labels(path) == ["cat", "dog", "zebra"]
+    assert load_labels(str(path)) == ["cat", "dog", "zebra"]
+    assert load_labels(["a", "b"]) == ["a", "b"]
+    assert load_labels(None) is None
+    with pytest.raises(ConfigError, match="nolabels.txt does not exist"):
+        load_labels(tmp_path / "nolabels.txt")
