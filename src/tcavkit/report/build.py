@@ -1,0 +1,115 @@
+"""Build ``report.html`` and ``plots/*.png`` from a results folder written by ``tcavkit run``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tcavkit.errors import DataError
+from tcavkit.report.common import STALE_PLOT_RE, as_list
+from tcavkit.report.html import render_html
+from tcavkit.report.plots import plot_all
+
+SUMMARY_FILE = "summary.csv"
+RUNS_FILE = "runs.csv"
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.html"
+PLOTS_DIR = "plots"
+
+_NAME_COLUMNS = ("target", "concept", "layer", "random")
+_SUMMARY_REQUIRED = ("target", "concept", "layer", "mean")
+_RUNS_REQUIRED = ("target", "concept", "layer")
+_HINT = "run `tcavkit run` first and point the report at the results folder it writes"
+
+
+def build_report(results_dir: str | Path) -> Path:
+    """Write ``results_dir/plots/*.png`` and ``results_dir/report.html``; return the HTML path.
+
+    Reads ``summary.csv`` (required), ``runs.csv`` and ``results.json`` (optional: the
+    report says what is missing). Plots left over from an earlier build that the current
+    tables no longer produce are removed, so rebuilding is idempotent.
+
+    Raises:
+        DataError: the folder or ``summary.csv`` is missing, or a file cannot be read.
+    """
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise DataError(f"results folder {folder} does not exist: {_HINT}.")
+    summary_path = folder / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise DataError(f"{summary_path} is missing ({SUMMARY_FILE} not found): {_HINT}.")
+    summary = read_table(summary_path, _SUMMARY_REQUIRED)
+
+    extra: list[str] = []
+    runs_path = folder / RUNS_FILE
+    runs = read_table(runs_path, _RUNS_REQUIRED) if runs_path.is_file() else None
+    if runs is None:
+        extra.append(f"{runs_path} not found: single runs are not shown.")
+    meta = load_meta(folder / RESULTS_FILE, extra)
+    if extra:
+        meta = {**meta, "warnings": [*as_list(meta.get("warnings")), *extra]}
+
+    plots_dir = folder / PLOTS_DIR
+    paths = plot_all(summary, runs, plots_dir)
+    keep = {p.name for p in paths}
+    for old in plots_dir.iterdir():
+        if old.name not in keep and STALE_PLOT_RE.match(old.name) and old.is_file():
+            old.unlink()
+
+    out = folder / REPORT_FILE
+    _write_atomic(out, render_html(summary, runs, meta, paths))
+    return out
+
+
+def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Read a results CSV; names stay strings (``NA``, ``null``, ``01`` are kept as written)."""
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+        names = {c: str for c in _NAME_COLUMNS if c in header}
+        table = pd.read_csv(
+            path,
+            dtype=names,
+            keep_default_na=False,
+            na_values={c: _NA for c in header if c not in names},
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path} cannot be read as CSV ({e}): rerun `tcavkit run`.") from e
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{path} lacks column(s) {', '.join(missing)}: it was not written by "
+            "`tcavkit run`; rerun it."
+        )
+    return table
+
+
+_NA = ["", "NA", "N/A", "NaN", "nan", "-nan", "NULL", "null", "None", "<NA>"]
+
+
+def load_meta(path: Path, notes: list[str]) -> dict[str, Any]:
+    """``results.json`` as a dict; ``{}`` (and a note) when absent."""
+    if not path.is_file():
+        notes.append(f"{path} not found: experiment details are not shown.")
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON ({e}): rerun `tcavkit run`.") from e
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} does not hold a JSON object: rerun `tcavkit run`.")
+    return meta
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename (umask respected)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,532 @@
+"""PNG plots of the result tables (matplotlib Agg canvas; no pyplot global state)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps, font_manager, rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+
+from tcavkit.report.common import (
+    LOW_CAV_ACCURACY,
+    as_bool,
+    float_column,
+    ordered_unique,
+    plot_filename,
+    significant_mask,
+    to_float,
+)
+
+SIG_COLOR = "#2b6cb0"
+NONSIG_COLOR = "#d5dbe3"
+NONSIG_EDGE = "#8a94a6"
+NULL_COLOR = "#dd6b20"
+LOW_ACC_COLOR = "#c53030"
+TEXT_COLOR = "#1a202c"
+DPI = 110
+MAX_WIDTH_IN = 18.0
+MAX_ANNOTATED_CELLS = 150
+_LABEL_MAX = 28
+_FALLBACK_FONTS = (
+    "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK KR", "Source Han Sans SC",
+    "WenQuanYi Zen Hei", "Microsoft YaHei", "PingFang SC", "Hiragino Sans", "Malgun Gothic",
+    "Arial Unicode MS", "Noto Sans",
+)  # fmt: skip
+
+
+EXPLANATIONS = {
+    "tcav": (
+        "Bars: mean TCAV score over random runs with its 95% interval; dots: single runs. "
+        "Dashed line and band: mean ± 1 sd of the random-vs-random null. Solid bars marked * "
+        "are significant after multiple-testing correction; hatched grey bars are not."
+    ),
+    "heatmap": (
+        "Mean TCAV score for each concept (columns) at each layer (rows). 0.5 (white) is no "
+        "preference; red: the class logit rises along the concept for most examples, blue: "
+        "it falls. Hatched grey cells are not significant."
+    ),
+    "cav-accuracy": (
+        "Held-out accuracy of the concept-vs-random linear classifiers (mean over runs; dots: "
+        f"single runs). Bars below the dashed line at {LOW_CAV_ACCURACY:g} are near chance, "
+        "hatched and marked !: TCAV scores from those CAVs mean little."
+    ),
+}
+"""What each kind of plot shows (one paragraph per kind in the report)."""
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """One plot to draw: its kind, the rows it shows, its file name and a short title."""
+
+    kind: str
+    target: str | None
+    layer: str | None
+    filename: str
+    title: str
+
+
+def plan_plots(summary: pd.DataFrame) -> list[PlotSpec]:
+    """The plots ``summary`` gives rise to, in report order (bars, heatmaps, CAV accuracy)."""
+    if summary.empty or not {"target", "concept", "layer", "mean"} <= set(summary.columns):
+        return []
+    specs: list[PlotSpec] = []
+    targets = ordered_unique(summary["target"])
+    for target in targets:
+        rows = summary[summary["target"].astype(str) == target]
+        for layer in ordered_unique(rows["layer"]):
+            name = plot_filename("tcav", target, layer)
+            specs.append(PlotSpec("tcav", target, layer, name, f"Class {target}, layer {layer}"))
+    for target in targets:
+        name = plot_filename("heatmap", target)
+        specs.append(PlotSpec("heatmap", target, None, name, f"Class {target}, all layers"))
+    if np.isfinite(float_column(summary, "cav_accuracy_mean")).any():
+        if _accuracy_shared(summary):
+            name = plot_filename("cav-accuracy", None)
+            specs.append(PlotSpec("cav-accuracy", None, None, name, "All concepts and layers"))
+        else:  # accuracies differ between targets: one plot per target
+            for target in targets:
+                name = plot_filename("cav-accuracy", target)
+                specs.append(PlotSpec("cav-accuracy", target, None, name, f"Class {target}"))
+    return specs
+
+
+def plot_all(summary: pd.DataFrame, runs: pd.DataFrame | None, out_dir: Path) -> list[Path]:
+    """Write every plot of :func:`plan_plots` as PNG into ``out_dir``; return their paths.
+
+    Args:
+        summary: one row per (target, concept, layer) with at least ``target, concept,
+            layer, mean``; other columns (``ci_low, ci_high, null_mean, null_std,
+            significant, cav_accuracy_mean``) are used when present.
+        runs: one row per CAV (``target, concept, layer, tcav_score, cav_accuracy,
+            is_null``) for the single-run dots, or ``None``.
+        out_dir: folder for the PNGs (created if needed).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    concept_runs = _concept_runs(runs)
+    paths: list[Path] = []
+    for spec in plan_plots(summary):
+        path = out_dir / spec.filename
+        if spec.kind == "tcav":
+            rows = _select(summary, spec.target, spec.layer)
+            plot_tcav_bars(rows, _select(concept_runs, spec.target, spec.layer), spec, path)
+        elif spec.kind == "heatmap":
+            plot_heatmap(_select(summary, spec.target), spec, path)
+        else:
+            rows = _select(summary, spec.target)
+            run_rows = _select(concept_runs, spec.target)
+            if spec.target is None:
+                rows = rows.drop_duplicates(["concept", "layer"])
+                if run_rows is not None:
+                    keys = [c for c in ("concept", "layer", "random", "run") if c in run_rows]
+                    run_rows = run_rows.drop_duplicates(keys)
+            plot_cav_accuracy(rows, run_rows, spec, path)
+        paths.append(path)
+    return paths
+
+
+def plot_tcav_bars(
+    rows: pd.DataFrame, runs: pd.DataFrame | None, spec: PlotSpec, path: Path
+) -> None:
+    """Bar chart of one (target, layer): mean ± CI per concept, the null, significance."""
+    concepts = [str(c) for c in rows["concept"]]
+    n = len(concepts)
+    x = np.arange(n, dtype=float)
+    mean = float_column(rows, "mean")
+    lo, hi = float_column(rows, "ci_low"), float_column(rows, "ci_high")
+    null_mean, null_std = float_column(rows, "null_mean"), float_column(rows, "null_std")
+    sig = significant_mask(rows)
+
+    with _figure(min(MAX_WIDTH_IN, max(6.0, 0.55 * n + 4.0)), 4.2, path) as fig:
+        ax = fig.add_subplot()
+        bars = ax.bar(x, np.nan_to_num(mean), width=0.7, zorder=2, linewidth=0.8)
+        for bar, s in zip(bars, sig, strict=True):
+            bar.set_facecolor(SIG_COLOR if s else NONSIG_COLOR)
+            bar.set_edgecolor(SIG_COLOR if s else NONSIG_EDGE)
+            bar.set_hatch(None if s else "///")
+        ok = np.isfinite(mean) & np.isfinite(lo) & np.isfinite(hi)
+        if ok.any():
+            yerr = np.clip(np.vstack([mean[ok] - lo[ok], hi[ok] - mean[ok]]), 0, None)
+            ax.errorbar(
+                x[ok],
+                mean[ok],
+                yerr=yerr,
+                fmt="none",
+                ecolor=TEXT_COLOR,
+                elinewidth=1.2,
+                capsize=4,
+                zorder=4,
+            )
+        _draw_null(ax, x, null_mean, null_std)
+        _draw_run_dots(ax, concepts, runs, "tcav_score", x, 0.5)
+        for xi in x[~np.isfinite(mean)]:
+            ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=8, color=NONSIG_EDGE)
+        for xi in x[sig]:  # stars above the axes: never hidden by error bars or dots
+            ax.text(xi, 1.0, "*", ha="center", va="bottom", fontsize=16, fontweight="bold",
+                    color=SIG_COLOR, clip_on=False, zorder=5)  # fmt: skip
+        ax.set_ylim(0, 1)
+        ax.set_xlim(-0.6, n - 0.4)
+        ax.set_ylabel("TCAV score")
+        ax.set_title(_label(f"class {spec.target} · layer {spec.layer}", 70), loc="left", pad=24)
+        _concept_ticks(ax, x, concepts)
+        handles = [
+            Patch(facecolor=SIG_COLOR, edgecolor=SIG_COLOR, label="significant (*)"),
+            Patch(
+                facecolor=NONSIG_COLOR, edgecolor=NONSIG_EDGE, hatch="///", label="not significant"
+            ),
+            Line2D(
+                [], [], color=TEXT_COLOR, marker="|", markersize=10, lw=1.2, label="95% interval"
+            ),
+        ]
+        if np.isfinite(null_mean).any():
+            handles.append(Line2D([], [], color=NULL_COLOR, ls="--", lw=1.5, label="null mean"))
+        if np.isfinite(null_std).any():
+            handles.append(Patch(facecolor=NULL_COLOR, alpha=0.15, label="null ± 1 sd"))
+        if runs is not None and len(runs):
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    ls="",
+                    marker="o",
+                    ms=4,
+                    color=TEXT_COLOR,
+                    alpha=0.45,
+                    label="single runs",
+                )
+            )
+        _legend_right(ax, handles)
+
+
+def plot_heatmap(rows: pd.DataFrame, spec: PlotSpec, path: Path) -> None:
+    """Layer × concept heatmap of mean TCAV scores for one target; non-significant hatched."""
+    layers, concepts = ordered_unique(rows["layer"]), ordered_unique(rows["concept"])
+    n_l, n_c = len(layers), len(concepts)
+    values = np.full((n_l, n_c), np.nan)
+    sig = np.zeros((n_l, n_c), dtype=bool)
+    li, ci = {v: i for i, v in enumerate(layers)}, {v: i for i, v in enumerate(concepts)}
+    for layer, concept, m, s in zip(
+        rows["layer"],
+        rows["concept"],
+        float_column(rows, "mean"),
+        significant_mask(rows),
+        strict=True,
+    ):
+        i, j = li[str(layer)], ci[str(concept)]
+        if np.isnan(values[i, j]):
+            values[i, j], sig[i, j] = m, s
+
+    width = min(MAX_WIDTH_IN, max(5.5, 0.75 * n_c + 3.5))
+    height = min(14.0, max(3.0, 0.5 * n_l + 2.3))
+    with _figure(width, height, path) as fig:
+        ax = fig.add_subplot()
+        cmap = colormaps["RdBu_r"]
+        norm = TwoSlopeNorm(vmin=0.0, vcenter=0.5, vmax=1.0)
+        shown = np.ma.masked_invalid(np.where(sig, values, np.nan))
+        image = ax.imshow(shown, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+        annotate = n_l * n_c <= MAX_ANNOTATED_CELLS
+        for i in range(n_l):
+            for j in range(n_c):
+                v = values[i, j]
+                if not sig[i, j]:
+                    ax.add_patch(
+                        Rectangle(
+                            (j - 0.5, i - 0.5),
+                            1,
+                            1,
+                            facecolor=NONSIG_COLOR,
+                            edgecolor=NONSIG_EDGE,
+                            hatch="//",
+                            lw=0,
+                            zorder=1,
+                        )
+                    )
+                if not annotate:
+                    continue
+                if np.isnan(v):
+                    text, color = "n/a", NONSIG_EDGE
+                elif sig[i, j]:
+                    text = f"{v:.2f}*"
+                    color = "white" if abs(v - 0.5) > 0.3 else TEXT_COLOR
+                else:
+                    text, color = f"{v:.2f}", "#4a5568"
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color=color,
+                    zorder=3,
+                    bbox=None
+                    if sig[i, j]
+                    else dict(boxstyle="round,pad=0.15", fc=NONSIG_COLOR, ec="none"),
+                )
+        ax.set_xticks(np.arange(n_c) + 0.5, minor=True)
+        ax.set_yticks(np.arange(n_l) + 0.5, minor=True)
+        ax.grid(which="minor", color="white", lw=2)
+        ax.tick_params(which="minor", length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        _concept_ticks(ax, np.arange(n_c, dtype=float), concepts)
+        ax.set_yticks(np.arange(n_l), [_label(v) for v in layers])
+        ax.set_ylabel("layer")
+        ax.set_xlim(-0.5, n_c - 0.5)
+        ax.set_ylim(n_l - 0.5, -0.5)
+        fig.colorbar(
+            image,
+            ax=ax,
+            label="mean TCAV score",
+            fraction=0.05,
+            pad=0.02,
+            shrink=0.9 if n_l > 2 else 1.0,
+        )
+        ax.set_title(_label(f"Mean TCAV score · class {spec.target}", 70), loc="left", pad=24)
+        ax.legend(
+            handles=[
+                Patch(facecolor=cmap(0.85), label="significant (*)"),
+                Patch(
+                    facecolor=NONSIG_COLOR,
+                    edgecolor=NONSIG_EDGE,
+                    hatch="//",
+                    label="not significant",
+                ),
+            ],
+            loc="lower left",
+            bbox_to_anchor=(0.0, 1.0),
+            ncol=2,
+            frameon=False,
+            fontsize=8.5,
+            borderaxespad=0.2,
+        )
+
+
+def plot_cav_accuracy(
+    rows: pd.DataFrame, runs: pd.DataFrame | None, spec: PlotSpec, path: Path
+) -> None:
+    """Grouped bars of mean CAV accuracy (concept × layer); near-chance CAVs flagged."""
+    concepts, layers = ordered_unique(rows["concept"]), ordered_unique(rows["layer"])
+    n_c, n_l = len(concepts), len(layers)
+    acc = {
+        (str(c), str(lay)): to_float(a)
+        for c, lay, a in zip(rows["concept"], rows["layer"], rows["cav_accuracy_mean"], strict=True)
+    }
+    group_w = 0.8
+    bar_w = group_w / max(n_l, 1)
+    palette = _layer_colors(n_l)
+    x0 = np.arange(n_c, dtype=float)
+    width = min(MAX_WIDTH_IN, max(6.5, (0.3 * n_l + 0.35) * n_c + 4.5))
+    with _figure(width, 4.2, path) as fig:
+        ax = fig.add_subplot()
+        ax.axhline(LOW_CAV_ACCURACY, color=LOW_ACC_COLOR, ls="--", lw=1.4, zorder=3)
+        ax.axhline(0.5, color=NONSIG_EDGE, ls=":", lw=1.2, zorder=3)
+        handles: list = []
+        for k, layer in enumerate(layers):
+            color = palette[k]
+            xs = x0 - group_w / 2 + (k + 0.5) * bar_w
+            vals = np.array([acc.get((c, layer), np.nan) for c in concepts])
+            bars = ax.bar(xs, np.nan_to_num(vals), width=bar_w * 0.92, color=color, zorder=2)
+            for bar, v, xi in zip(bars, vals, xs, strict=True):
+                if np.isfinite(v) and v < LOW_CAV_ACCURACY:
+                    bar.set_hatch("xx")
+                    bar.set_edgecolor(LOW_ACC_COLOR)
+                    bar.set_linewidth(1.2)
+                    ax.text(
+                        xi,
+                        max(v, LOW_CAV_ACCURACY) + 0.01,
+                        "!",
+                        ha="center",
+                        va="bottom",
+                        color=LOW_ACC_COLOR,
+                        fontsize=13,
+                        fontweight="bold",
+                        zorder=5,
+                    )
+            if runs is not None and len(runs):
+                layer_runs = runs[runs["layer"].astype(str) == layer]
+                _draw_run_dots(ax, concepts, layer_runs, "cav_accuracy", xs, bar_w * 0.6)
+            handles.append(Patch(facecolor=color, label=_label(f"layer {layer}")))
+        handles += [
+            Patch(
+                facecolor="white",
+                edgecolor=LOW_ACC_COLOR,
+                hatch="xx",
+                label=f"near chance (< {LOW_CAV_ACCURACY:g}) !",
+            ),
+            Line2D(
+                [],
+                [],
+                color=LOW_ACC_COLOR,
+                ls="--",
+                lw=1.4,
+                label=f"threshold {LOW_CAV_ACCURACY:g}",
+            ),
+            Line2D([], [], color=NONSIG_EDGE, ls=":", lw=1.2, label="chance (0.5)"),
+        ]
+        ax.set_ylim(0, 1.05)
+        ax.set_xlim(-0.6, n_c - 0.4)
+        ax.set_ylabel("CAV accuracy (held out)")
+        who = "all classes" if spec.target is None else f"class {spec.target}"
+        ax.set_title(_label(f"CAV accuracy · {who}", 70), loc="left")
+        _concept_ticks(ax, x0, concepts)
+        _legend_right(ax, handles)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _figure(width: float, height: float, path: Path) -> Iterator[Figure]:
+    """A fresh Agg figure, saved to ``path`` as PNG on exit."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fonts = {"font.family": "sans-serif", "font.sans-serif": _font_stack()}
+    with warnings.catch_warnings(), rc_context(fonts):
+        warnings.filterwarnings("ignore", message=r"Glyph .* missing")
+        yield fig
+        for ax in fig.axes:
+            ax.spines[["top", "right"]].set_visible(False)
+        fig.savefig(
+            path,
+            format="png",
+            dpi=DPI,
+            bbox_inches="tight",
+            pad_inches=0.15,
+            metadata={"Software": None},
+        )
+
+
+@lru_cache(maxsize=1)
+def _font_stack() -> list[str]:
+    """DejaVu Sans, then installed fonts with wider Unicode coverage (CJK names)."""
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *(f for f in _FALLBACK_FONTS if f in installed)]
+
+
+def _layer_colors(n: int) -> list:
+    """Distinct colours for ``n`` layers, avoiding the red used to flag near-chance CAVs."""
+    if n <= 8:
+        tab = colormaps["tab10"]
+        return [tab(i) for i in (0, 1, 2, 4, 5, 7, 8, 9)][:n]
+    return [colormaps["viridis"](i / max(n - 1, 1)) for i in range(n)]
+
+
+def _label(text: str, max_len: int = _LABEL_MAX) -> str:
+    """Plain text for matplotlib: ``$`` escaped (no mathtext), long names shortened."""
+    text = " ".join(str(text).split())
+    if len(text) > max_len:
+        text = text[: max_len - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+def _concept_ticks(ax, x: np.ndarray, concepts: list[str]) -> None:
+    labels = [_label(c) for c in concepts]
+    rotate = len(labels) > 4 or max((len(s) for s in labels), default=0) > 10
+    ax.set_xticks(
+        x,
+        labels,
+        rotation=35 if rotate else 0,
+        ha="right" if rotate else "center",
+        rotation_mode="anchor",
+    )
+
+
+def _legend_right(ax, handles: list) -> None:
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        fontsize=8.5,
+        borderaxespad=0.0,
+    )
+
+
+def _draw_null(ax, x: np.ndarray, null_mean: np.ndarray, null_std: np.ndarray) -> None:
+    """One dashed line (and ±1 sd band) if the null is shared, else one per bar."""
+    ok = np.isfinite(null_mean)
+    if not ok.any():
+        return
+    shared = np.ptp(null_mean[ok]) < 1e-9 and (
+        not np.isfinite(null_std).any() or np.nanmax(null_std) - np.nanmin(null_std) < 1e-9
+    )
+    if shared:
+        m = null_mean[ok][0]
+        sd = null_std[np.isfinite(null_std)]
+        if sd.size:
+            ax.axhspan(m - sd[0], m + sd[0], color=NULL_COLOR, alpha=0.15, lw=0, zorder=1)
+        ax.axhline(m, color=NULL_COLOR, ls="--", lw=1.5, zorder=3)
+        return
+    for xi, m, sd in zip(x[ok], null_mean[ok], null_std[ok], strict=True):
+        if np.isfinite(sd):
+            ax.add_patch(
+                Rectangle(
+                    (xi - 0.45, m - sd), 0.9, 2 * sd, color=NULL_COLOR, alpha=0.15, lw=0, zorder=1
+                )
+            )
+        ax.hlines(m, xi - 0.45, xi + 0.45, colors=NULL_COLOR, linestyles="--", lw=1.5, zorder=3)
+
+
+def _draw_run_dots(
+    ax, concepts: list[str], runs: pd.DataFrame | None, column: str, x: np.ndarray, spread: float
+) -> None:
+    """Single-run values as small dots, spread evenly across each bar."""
+    if runs is None or column not in runs.columns or runs.empty:
+        return
+    names = runs["concept"].astype(str)
+    for xi, concept in zip(x, concepts, strict=True):
+        vals = float_column(runs[names == concept], column)
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            offsets = np.linspace(-spread / 2, spread / 2, vals.size) if vals.size > 1 else [0]
+            ax.scatter(
+                xi + np.asarray(offsets), vals, s=7, color=TEXT_COLOR, alpha=0.45, lw=0, zorder=4
+            )
+
+
+def _concept_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The non-null rows of ``runs`` (None if unusable)."""
+    if runs is None or runs.empty or not {"target", "concept", "layer"} <= set(runs.columns):
+        return None
+    if "is_null" in runs.columns:
+        runs = runs[[not as_bool(v) for v in runs["is_null"]]]
+    return runs
+
+
+def _select(table: pd.DataFrame | None, target: str | None, layer: str | None = None):
+    """Rows of ``table`` for ``target`` (all if None) and ``layer`` (all if None)."""
+    if table is None:
+        return None
+    mask = np.ones(len(table), dtype=bool)
+    if target is not None:
+        mask &= (table["target"].astype(str) == target).to_numpy()
+    if layer is not None:
+        mask &= (table["layer"].astype(str) == layer).to_numpy()
+    return table[mask]
+
+
+def _accuracy_shared(summary: pd.DataFrame) -> bool:
+    """True when every (concept, layer) has the same CAV accuracy for all targets."""
+    acc = pd.DataFrame(
+        {
+            "concept": summary["concept"].astype(str),
+            "layer": summary["layer"].astype(str),
+            "acc": float_column(summary, "cav_accuracy_mean"),
+        }
+    )
+    spread = acc.groupby(["concept", "layer"], sort=False)["acc"].agg(
+        lambda s: (s.max() - s.min()) if s.notna().any() else 0.0
+    )
+    return bool((spread.fillna(0.0) <= 1e-9).all())
