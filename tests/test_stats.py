@@ -18,8 +18,14 @@ from tcavkit.stats import (
     adjust_pvalues,
     concept_test,
     confidence_interval,
-    summarize,
 )
+from tcavkit.stats import summarize as summarize_any_statistic
+
+
+def summarize(runs, **kwargs):
+    """Most tests here check the tests' math on the TCAV score itself."""
+    return summarize_any_statistic(runs, statistic=kwargs.pop("statistic", "tcav_score"), **kwargs)
+
 
 CONTRACT = [
     "target",
@@ -447,3 +453,48 @@ def test_power_planted_concept_is_found_after_holm():
         others += int(s.significant.iloc[1:].sum())
     assert found >= 9, f"planted concept found in {found}/10 replicates"
     assert others <= 1
+
+
+def _effect_table(concept_effects, null_effects):
+    """Runs with constant TCAV scores (0.5) and the given per-run effects."""
+    rows = []
+    for kind, groups, is_null in (
+        ("concept", concept_effects, False),
+        ("null", null_effects, True),
+    ):
+        for name, values in groups.items():
+            for run, value in enumerate(values):
+                rows.append(
+                    dict(target="t", concept=name, layer="l", random=f"x{run}", run=run,
+                         tcav_score=0.5, magnitude=0.0, cav_accuracy=1.0, is_null=is_null,
+                         effect=value, kind="relative" if " vs " in name else kind)
+                )
+    return pd.DataFrame(rows)
+
+
+def test_effect_statistic_is_tested_while_scores_are_reported():
+    null = {f"r{j}": [0.1 * (j - 2), 0.1 * (j - 2)] for j in range(5)}  # T_j = -.2 .. .2
+    table = _effect_table({"far": [1.0, 1.0]}, null)
+    row = summarize_any_statistic(table, correction="none").iloc[0]
+    t_null = np.array([-0.2, -0.1, 0.0, 0.1, 0.2])
+    t = (1.0 - t_null.mean()) / (t_null.std(ddof=1) * math.sqrt(1 + 1 / 5))
+    assert row.p_value == pytest.approx(2 * st.t.sf(t, 4))
+    assert row["mean"] == 0.5 and row.null_mean == 0.5  # the score columns stay scores
+    assert row.statistic == "effect" and row.statistic_mean == 1.0
+    # The classic tests ignore the statistic and use the score: identical scores -> p = 1.
+    assert summarize_any_statistic(table, test="ttest").iloc[0].p_value == 1.0
+
+
+def test_relative_pairs_are_compared_with_single_random_pairs():
+    null = {f"r{j}": [float(j), float(-j)] for j in range(1, 6)}  # T_j = 0, pairs spread
+    table = _effect_table({"a vs b": [3.0, 3.0]}, null)
+    row = summarize_any_statistic(table, correction="none").iloc[0]
+    pairs = np.array([v for values in null.values() for v in values])
+    t = 3.0 / (pairs.std(ddof=1) * math.sqrt(1 + 1 / pairs.size))
+    assert row.p_value == pytest.approx(2 * st.t.sf(t, pairs.size - 1))
+
+
+def test_missing_statistic_column_is_named():
+    table = _effect_table({"c": [1.0]}, {"r0": [0.0], "r1": [1.0]}).drop(columns="effect")
+    with pytest.raises(DataError, match="effect"):
+        summarize_any_statistic(table)

@@ -61,15 +61,18 @@ class CAV:
         direction: ``(d,)`` unit vector pointing toward the concept.
         intercept: the decision function is ``x @ direction + intercept`` (> 0: concept).
         accuracy: held-out accuracy in [0, 1].
+        separation: distance between the positive and negative class means along
+            ``direction`` (all examples of both sets), in activation units.
     """
 
     direction: np.ndarray
     intercept: float
     accuracy: float
+    separation: float = 0.0
 
     def flipped(self) -> CAV:
-        """The same classifier with the classes swapped."""
-        return CAV(-self.direction, -self.intercept, self.accuracy)
+        """The same classifier with the classes swapped (the separation is unchanged)."""
+        return CAV(-self.direction, -self.intercept, self.accuracy, self.separation)
 
 
 def pair_seed(seed: int, *names: str) -> int:
@@ -127,7 +130,8 @@ def train_cav(
         x_test, y_test = x_train, y_train
     predicted = (x_test @ direction + intercept) > 0
     accuracy = float(np.mean(predicted == (y_test == 1)))
-    return CAV(direction, float(intercept), accuracy)
+    gap = pos.mean(axis=0, dtype=np.float64) - neg.mean(axis=0, dtype=np.float64)
+    return CAV(direction, float(intercept), accuracy, float(gap @ direction))
 
 
 def _fit(x: np.ndarray, y: np.ndarray, options: CavOptions, seed: int) -> tuple[np.ndarray, float]:

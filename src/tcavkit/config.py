@@ -1,0 +1,221 @@
+"""The experiment file: a typed, validated description of one TCAV experiment.
+
+Loaded from YAML with ``yaml.safe_load``; unknown keys are errors that name the key and
+suggest the closest valid one; relative paths are resolved against the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tcavkit.cav import CavOptions
+from tcavkit.concepts.preprocessing import Preprocessing
+from tcavkit.errors import ConfigError
+from tcavkit.stats import CORRECTIONS, TESTS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """How images become model inputs."""
+
+    size: tuple[int, int] | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channels_last: bool = False
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(**self.model_dump())
+
+
+class ModelSpec(_Strict):
+    """Which model, which layers, which output is the logits."""
+
+    path: Path | None = None
+    factory: str | None = None
+    weights: Path | None = None
+    trusted: bool = False
+    layers: list[str] = Field(min_length=1)
+    logits: str | None = None
+    output: int | str | None = None
+    labels: list[str] | Path | None = None
+    input: InputSpec = InputSpec()
+
+
+class RandomSpec(_Strict):
+    """The random (negative) sets: a glob over the data folder or a list of names."""
+
+    sets: str | list[str] = "random500_*"
+    runs: int = Field(20, ge=1)
+
+
+class ExamplesSpec(_Strict):
+    """How many examples each set uses."""
+
+    max: int | None = Field(100, ge=1)
+    min: int = Field(10, ge=2)
+
+
+class CavSpec(_Strict):
+    """CAV learner settings (see :class:`tcavkit.cav.CavOptions`)."""
+
+    method: Literal["sgd", "logistic", "mean-difference"] = "sgd"
+    alpha: float = Field(0.01, gt=0)
+    test_fraction: float = Field(0.33, ge=0, lt=1)
+    max_iter: int = Field(1000, ge=1)
+
+    def options(self) -> CavOptions:
+        return CavOptions(**self.model_dump())
+
+
+class StatsSpec(_Strict):
+    """The significance test (see :mod:`tcavkit.stats`)."""
+
+    test: str = "concept-t"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    correction: str = "holm"
+    confidence: float = Field(0.95, gt=0, lt=1)
+    statistic: Literal["effect", "tcav_score", "magnitude"] = "effect"
+
+    @field_validator("test")
+    @classmethod
+    def _known_test(cls, value: str) -> str:
+        if value not in TESTS:
+            raise ValueError(f"unknown test {value!r}; choose one of {', '.join(TESTS)}")
+        return value
+
+    @field_validator("correction")
+    @classmethod
+    def _known_correction(cls, value: str) -> str:
+        if value not in CORRECTIONS:
+            raise ValueError(
+                f"unknown correction {value!r}; choose one of {', '.join(CORRECTIONS)}"
+            )
+        return value
+
+
+class ExperimentConfig(_Strict):
+    """One TCAV experiment, as in the YAML file."""
+
+    model: ModelSpec
+    data: Path
+    targets: list[str] = Field(min_length=1)
+    concepts: list[str] = Field(default_factory=list)
+    random: RandomSpec = RandomSpec()
+    relative: list[tuple[str, str]] = Field(default_factory=list)
+    examples: ExamplesSpec = ExamplesSpec()
+    cav: CavSpec = CavSpec()
+    stats: StatsSpec = StatsSpec()
+    seed: int = 0
+    batch_size: int = Field(32, ge=1)
+    device: str = "auto"
+    cache: Path | None = Path(".tcavkit-cache")
+    output: Path = Path("results")
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed at ``loc`` (a pydantic error location) of ``model``."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        current = annotation if isinstance(annotation, type) else None
+        if current is None or not issubclass(current, BaseModel):
+            return []
+    return list(current.model_fields)
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    """One line per problem, naming the key and, for unknown keys, the closest valid one."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            valid = _valid_keys(ExperimentConfig, loc)
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+            lines.append(f"unknown key {key!r}{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"missing required key {key!r}")
+        else:
+            lines.append(f"{key}: {err['msg']}")
+    return ConfigError(f"{source}: " + "; ".join(lines))
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "config") -> ExperimentConfig:
+    """Validate a raw mapping and resolve relative paths against ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+    return resolve_paths(config, base_dir)
+
+
+def resolve_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
+    """Make every path in ``config`` absolute, relative ones taken from ``base_dir``."""
+
+    def fix(path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else (base_dir / path).resolve()
+
+    labels = config.model.labels
+    model = config.model.model_copy(
+        update={
+            "path": fix(config.model.path),
+            "weights": fix(config.model.weights),
+            "labels": fix(labels) if isinstance(labels, Path) else labels,
+        }
+    )
+    return config.model_copy(
+        update={
+            "model": model,
+            "data": fix(config.data),
+            "cache": fix(config.cache),
+            "output": fix(config.output),
+        }
+    )
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key.sub=value, e.g. --set cav.method=sgd")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    raw = apply_overrides(raw, overrides or [])
+    return parse_config(raw, path.parent.resolve(), source=str(path))

@@ -1,0 +1,133 @@
+"""The experiment engine end to end on models whose gradients are known in closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import axis_model
+from tcavkit import CavOptions, Experiment
+from tcavkit.errors import ConfigError, LayerError
+from tcavkit.results import RUN_COLUMNS, SUMMARY_COLUMNS, TcavResult
+
+
+def make(inputs, tmp_path, **kwargs):
+    targets, concepts, random = inputs
+    options = dict(
+        layers=["1"], labels=["a", "b"], runs=10, min_examples=5,
+        cav=CavOptions(method="mean-difference"), cache_dir=str(tmp_path / "cache"),
+        progress=False, device="cpu",
+    )
+    options.update(kwargs)
+    model = options.pop("model", None) or axis_model()
+    return Experiment(model, targets=targets, concepts=concepts, random=random, **options)
+
+
+def test_scores_and_magnitudes_match_closed_form(axis_experiment_inputs, tmp_path):
+    result = make(axis_experiment_inputs, tmp_path).run()
+    runs = result.runs
+    assert list(runs.columns[: len(RUN_COLUMNS)]) == RUN_COLUMNS
+    for (concept, negative, layer), cav in result.cavs.items():
+        for k, target in enumerate(["a", "b"]):
+            row = runs[
+                (runs.target == target) & (runs.concept == concept) & (runs.random == negative)
+                & (runs.layer == layer) & ~runs.is_null
+            ]
+            if row.empty:
+                continue
+            # Every target gradient is e_k: the derivative along v is v_k for all examples.
+            assert row.tcav_score.item() == float(cav.direction[k] > 0)
+            assert row.magnitude.item() == pytest.approx(cav.direction[k], rel=1e-5)
+    up_a = runs[(runs.target == "a") & (runs.concept == "up")]
+    assert (up_a.tcav_score == 1.0).all()  # planted along e_0, the gradient of class a
+
+
+def test_run_and_summary_tables_have_the_documented_shape(axis_experiment_inputs, tmp_path):
+    result = make(axis_experiment_inputs, tmp_path, relative=[("up", "side")]).run()
+    runs, summary = result.runs, result.summary
+    n_random, n_runs = 12, 10
+    per_target_layer = 3 * n_runs + n_random * n_runs  # concepts + relative + null
+    assert len(runs) == 2 * per_target_layer
+    assert runs.is_null.sum() == 2 * n_random * n_runs
+    null = runs[runs.is_null]
+    assert (null.concept != null.random).all()
+    assert set(null.concept) == {f"random500_{i}" for i in range(12)}
+    assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    assert set(zip(summary.target, summary.concept, strict=True)) == {
+        (t, c) for t in "ab" for c in ("up", "side", "up vs side")
+    }
+    assert not summary[SUMMARY_COLUMNS].isna().any().any()
+    assert summary.significant.dtype == bool
+
+
+def test_null_pairs_are_exact_mirror_images(axis_experiment_inputs, tmp_path):
+    runs = make(axis_experiment_inputs, tmp_path).run().runs
+    null = runs[runs.is_null].set_index(["target", "layer", "concept", "random"])
+    for (target, layer, a, b), row in null.iterrows():
+        if (target, layer, b, a) in null.index:
+            mirror = null.loc[(target, layer, b, a)]
+            assert row.tcav_score == pytest.approx(1 - mirror.tcav_score)
+            assert row.magnitude == pytest.approx(-mirror.magnitude, abs=1e-6)
+
+
+def test_same_seed_identical_runs_and_different_seed_different_cavs(
+    axis_experiment_inputs, tmp_path
+):
+    first = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method="sgd")).run()
+    second = make(axis_experiment_inputs, tmp_path / "b", cav=CavOptions(method="sgd")).run()
+    pd.testing.assert_frame_equal(first.runs, second.runs)
+    other = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method="sgd"), seed=1).run()
+    key = ("up", "random500_0", "1")
+    assert not np.array_equal(first.cavs[key].direction, other.cavs[key].direction)
+
+
+def test_save_and_load_round_trip(axis_experiment_inputs, tmp_path):
+    result = make(axis_experiment_inputs, tmp_path).run()
+    out = result.save(tmp_path / "out")
+    for name in ("runs.csv", "summary.csv", "results.json"):
+        assert (out / name).is_file()
+    loaded = TcavResult.load(out)
+    pd.testing.assert_frame_equal(
+        loaded.summary[SUMMARY_COLUMNS], result.summary[SUMMARY_COLUMNS], check_dtype=False
+    )
+    for key in ("config", "seed", "versions", "model", "sets", "timings"):
+        assert key in loaded.meta
+    assert loaded.meta["model"]["fingerprint"] == result.meta["model"]["fingerprint"]
+    assert loaded.meta["sets"]["up"]["n_examples"] == 20
+
+
+def test_second_run_does_no_forward_pass_and_weight_change_recomputes(
+    axis_experiment_inputs, tmp_path
+):
+    model = axis_model()
+    counter = model[0]
+    make(axis_experiment_inputs, tmp_path, model=model).run()
+    passes = counter.calls
+    assert passes > 0
+    again = make(axis_experiment_inputs, tmp_path, model=model)
+    second = again.run()
+    assert counter.calls == passes  # nothing went through the model
+    assert again.counts.forward_batches == again.counts.backward_batches == 0
+    import torch
+
+    with torch.no_grad():
+        model[2].weight[1, 3] = 0.25
+    changed = make(axis_experiment_inputs, tmp_path, model=model)
+    changed.run()
+    assert changed.counts.sets_from_cache == 0
+    assert counter.calls > passes
+    assert second.meta["counts"]["sets_from_cache"] == 2 + 2 + 12
+
+
+def test_random_runs_warning_and_errors(axis_experiment_inputs, tmp_path):
+    with pytest.warns(UserWarning, match="only 3 random runs"):
+        make(axis_experiment_inputs, tmp_path, runs=3).run()
+    with pytest.raises(LayerError, match="unknown layer 'conv1'"):
+        make(axis_experiment_inputs, tmp_path, layers=["conv1"])
+    with pytest.raises(ConfigError, match="target 'c'"):
+        targets, concepts, random = axis_experiment_inputs
+        make(({"c": targets["a"]}, concepts, random), tmp_path)
+    with pytest.raises(ConfigError, match="at least 2"):
+        targets, concepts, random = axis_experiment_inputs
+        make((targets, concepts, {"r": random["random500_0"]}), tmp_path)
