@@ -15,9 +15,14 @@ from tcavkit.results import RUN_COLUMNS, SUMMARY_COLUMNS, TcavResult
 def make(inputs, tmp_path, **kwargs):
     targets, concepts, random = inputs
     options = dict(
-        layers=["1"], labels=["a", "b"], runs=10, min_examples=5,
-        cav=CavOptions(method="mean-difference"), cache_dir=str(tmp_path / "cache"),
-        progress=False, device="cpu",
+        layers=["1"],
+        labels=["a", "b"],
+        runs=10,
+        min_examples=5,
+        cav=CavOptions(method="mean-difference"),
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+        device="cpu",
     )
     options.update(kwargs)
     model = options.pop("model", None) or axis_model()
@@ -31,8 +36,11 @@ def test_scores_and_magnitudes_match_closed_form(axis_experiment_inputs, tmp_pat
     for (concept, negative, layer), cav in result.cavs.items():
         for k, target in enumerate(["a", "b"]):
             row = runs[
-                (runs.target == target) & (runs.concept == concept) & (runs.random == negative)
-                & (runs.layer == layer) & ~runs.is_null
+                (runs.target == target)
+                & (runs.concept == concept)
+                & (runs.random == negative)
+                & (runs.layer == layer)
+                & ~runs.is_null
             ]
             if row.empty:
                 continue

@@ -8,9 +8,7 @@ mark any texture, with the default test and the default number of random runs (2
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 
 from tcavkit import CavOptions, Experiment, ImageFolder, Preprocessing, TensorSource
 from tcavkit.concepts.synthetic import make_dataset
@@ -89,10 +87,18 @@ def null_concept_experiment(model, seed: int, test: str = "concept-t"):
     from tcavkit import StatsOptions
 
     return Experiment(
-        model, layers=["block2", "block3"], targets=targets, concepts=concepts, random=random,
-        labels=["fire", "water", "grass"], cav=CavOptions(method="mean-difference"),
-        stats=StatsOptions(test=test, correction="holm"), seed=seed, cache_dir=None,
-        progress=False, device="cpu",
+        model,
+        layers=["block2", "block3"],
+        targets=targets,
+        concepts=concepts,
+        random=random,
+        labels=["fire", "water", "grass"],
+        cav=CavOptions(method="mean-difference"),
+        stats=StatsOptions(test=test, correction="holm"),
+        seed=seed,
+        cache_dir=None,
+        progress=False,
+        device="cpu",
     ).run()
 
 

@@ -465,9 +465,19 @@ def _effect_table(concept_effects, null_effects):
         for name, values in groups.items():
             for run, value in enumerate(values):
                 rows.append(
-                    dict(target="t", concept=name, layer="l", random=f"x{run}", run=run,
-                         tcav_score=0.5, magnitude=0.0, cav_accuracy=1.0, is_null=is_null,
-                         effect=value, kind="relative" if " vs " in name else kind)
+                    dict(
+                        target="t",
+                        concept=name,
+                        layer="l",
+                        random=f"x{run}",
+                        run=run,
+                        tcav_score=0.5,
+                        magnitude=0.0,
+                        cav_accuracy=1.0,
+                        is_null=is_null,
+                        effect=value,
+                        kind="relative" if " vs " in name else kind,
+                    )
                 )
     return pd.DataFrame(rows)
 

@@ -287,32 +287,36 @@ class Experiment:
         started = time.perf_counter()
         self.counts = Counts()
         self._sizes: dict[str, int] = {}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TcavWarning)
-            with _timed(timings, "resolve"):
-                sets = self._resolve_sets()
-                model_fp = self.adapter.fingerprint()
-            with _timed(timings, "activations"):
-                acts = self._activations(sets, model_fp)
-            with _timed(timings, "gradients"):
-                grads = self._gradients(sets, model_fp)
-            with _timed(timings, "cavs"):
-                rows, cavs = self._train_cavs(acts)
-            with _timed(timings, "scores"):
-                runs = self._score(rows, cavs, grads)
-            with _timed(timings, "stats"):
-                summary = summarize(
-                    runs,
-                    test=self.stats.test,
-                    alpha=self.stats.alpha,
-                    correction=self.stats.correction,
-                    confidence=self.stats.confidence,
-                    statistic=self.stats.statistic,
-                )
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", TcavWarning)
+                with _timed(timings, "resolve"):
+                    sets = self._resolve_sets()
+                    model_fp = self.adapter.fingerprint()
+                with _timed(timings, "activations"):
+                    acts = self._activations(sets, model_fp)
+                with _timed(timings, "gradients"):
+                    grads = self._gradients(sets, model_fp)
+                with _timed(timings, "cavs"):
+                    rows, cavs = self._train_cavs(acts)
+                with _timed(timings, "scores"):
+                    runs = self._score(rows, cavs, grads)
+                with _timed(timings, "stats"):
+                    summary = summarize(
+                        runs,
+                        test=self.stats.test,
+                        alpha=self.stats.alpha,
+                        correction=self.stats.correction,
+                        confidence=self.stats.confidence,
+                        statistic=self.stats.statistic,
+                    )
+        finally:
+            # Recorded to go into the results, and re-emitted even when the run fails.
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         timings["total"] = time.perf_counter() - started
         messages = list(dict.fromkeys(str(w.message) for w in caught))
-        for w in caught:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         meta = self._meta(sets, model_fp, timings, messages)
         trained = {(t.positive, t.negative, t.layer): cav for t, cav in cavs.items()}
         return TcavResult(runs=runs, summary=summary, meta=meta, cavs=trained)

@@ -1,0 +1,289 @@
+"""The ``tcavkit`` command line: thin commands over experiment, report, sorter and demo."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tcavkit.errors import TcavError, TcavWarning
+
+app = typer.Typer(
+    name="tcavkit",
+    help="TCAV: which human concepts does a model use for a class, at which layer?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state: dict[str, bool] = {"debug": False}
+
+DebugOption = Annotated[
+    bool, typer.Option("--debug", help="Show the full traceback when something fails.")
+]
+TrustOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-model-file",
+        help="Allow loading a pickled model file (torch.save); this can run code from the file.",
+    ),
+]
+
+
+@app.callback()
+def main(debug: DebugOption = False) -> None:
+    """tcavkit: Testing with Concept Activation Vectors (Kim et al., 2018)."""
+    _state["debug"] = debug
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@contextmanager
+def _errors(debug: bool = False) -> Iterator[None]:
+    """TcavError → one line on stderr and exit 1; Ctrl-C → exit 130."""
+    try:
+        yield
+    except TcavError as exc:
+        if debug or _state["debug"]:
+            traceback.print_exc()
+        _err("error: " + " ".join(str(exc).split()))
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        _err("interrupted; run again to resume from the cache")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def _collect_warnings(show: bool) -> Iterator[list[str]]:
+    """Print each distinct TcavWarning once, as ``warning: ...`` (nothing when not ``show``)."""
+    seen: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TcavWarning)
+        try:
+            yield seen
+        finally:
+            for w in caught:
+                if issubclass(w.category, TcavWarning):
+                    text = " ".join(str(w.message).split())
+                    if text not in seen:
+                        seen.append(text)
+    if show:
+        for text in seen:
+            _err(f"warning: {text}")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if number != number:  # NaN
+        return "-"
+    return f"{number:.{digits}f}"
+
+
+def print_summary(summary: Any, echo: Callable[[str], None] = typer.echo) -> None:
+    """A compact table: target, concept, layer, mean ± std, null mean, p (adjusted), marker."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("target", "concept", "layer", "mean ± std", "null_mean", "p_adjusted", ""):
+        justify = "right" if column in ("mean ± std", "null_mean", "p_adjusted") else "left"
+        table.add_column(column, justify=justify)
+    for row in summary.to_dict(orient="records"):
+        table.add_row(
+            str(row["target"]),
+            str(row["concept"]),
+            str(row["layer"]),
+            f"{_fmt(row['mean'])} ± {_fmt(row['std'])}",
+            _fmt(row["null_mean"]),
+            _fmt(row["p_adjusted"], 4),
+            "*" if bool(row["significant"]) else "",
+        )
+    console = Console(width=200, soft_wrap=True, highlight=False)
+    with console.capture() as capture:
+        console.print(table)
+    echo(capture.get().rstrip())
+    echo("* significant after correction")
+
+
+@app.command()
+def run(
+    experiment: Annotated[Path, typer.Argument(help="The experiment YAML file.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Results folder (default: output:).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key, e.g. --set cav.method=sgd."),
+    ] = None,
+    trust_model_file: TrustOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no warnings.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Run a TCAV experiment, save its tables and write report.html."""
+    from tcavkit.demo import run_experiment_file
+
+    with _errors(debug), _collect_warnings(not quiet):
+        outcome = run_experiment_file(
+            experiment,
+            out=out,
+            overrides=set_ or [],
+            trust_model_file=trust_model_file,
+            progress=not quiet,
+        )
+    print_summary(outcome.result.summary)
+    typer.echo(f"report: {outcome.report}")
+
+
+@app.command()
+def report(
+    results_dir: Annotated[Path, typer.Argument(help="A folder written by `tcavkit run`.")],
+    debug: DebugOption = False,
+) -> None:
+    """Rebuild plots and report.html from a results folder."""
+    from tcavkit.report import build_report
+
+    with _errors(debug):
+        path = build_report(results_dir)
+    typer.echo(f"report: {path}")
+
+
+@app.command()
+def layers(
+    model: Annotated[Path, typer.Argument(help="A model file or an experiment YAML file.")],
+    trust_model_file: TrustOption = False,
+    size: Annotated[
+        tuple[int, int] | None, typer.Option("--size", help="Input height and width.")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """List the model's layers with their output shapes for one input."""
+    with _errors(debug):
+        rows = _layer_shapes(model, trust_model_file, size)
+    width = max((len(name) for name, _ in rows), default=5)
+    for name, shape in rows:
+        typer.echo(f"{name:<{width}}  {shape}")
+
+
+def _layer_shapes(path: Path, trust: bool, size: tuple[int, int] | None) -> list[tuple[str, str]]:
+    import torch
+
+    from tcavkit.config import ModelSpec, load_config
+    from tcavkit.errors import LayerError
+    from tcavkit.models.loading import load_model
+
+    channels_last = False
+    if path.suffix.lower() in (".yaml", ".yml"):
+        config = load_config(path)
+        spec = config.model
+        adapter = load_model(spec, device="cpu", trust_model_file=trust, base_dir=path.parent)
+        size = size or spec.input.size
+        channels_last = spec.input.channels_last
+    else:
+        spec = ModelSpec(path=path.resolve(), layers=["(any)"])
+        adapter = load_model(spec, device="cpu", trust_model_file=trust)
+    height, width = size or (224, 224)
+    shape = (1, height, width, 3) if channels_last else (1, 3, height, width)
+    x = torch.zeros(shape)
+    names = adapter.layer_names()
+    with torch.inference_mode():
+        try:
+            _, captured = adapter.run(x, names, need_output=True)
+        except (LayerError, RuntimeError):
+            captured = {}
+            for name in names:  # one at a time: report the layers that do run
+                with suppress(LayerError, RuntimeError):
+                    captured.update(adapter.run(x, [name], need_output=True)[1])
+    return [(name, str(tuple(captured[name].shape)) if name in captured else "-") for name in names]
+
+
+@app.command()
+def sort(
+    experiment: Annotated[Path, typer.Argument(help="The experiment YAML file.")],
+    concept: Annotated[str, typer.Option("--concept", "-c", help="Concept to sort by.")],
+    layer: Annotated[str, typer.Option("--layer", "-l", help="Layer of the CAVs.")],
+    images: Annotated[Path, typer.Option("--images", help="Folder of images to sort.")],
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Images shown per end.")] = 8,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: output:).")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
+    trust_model_file: TrustOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no warnings.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Rank images by cosine similarity with a concept's mean CAV at a layer."""
+    from tcavkit.experiment import Experiment
+    from tcavkit.sorter import sort_images
+
+    with _errors(debug), _collect_warnings(not quiet):
+        exp = Experiment.from_config(
+            experiment,
+            overrides=set_ or [],
+            trust_model_file=trust_model_file,
+            progress=not quiet,
+        )
+        result = sort_images(exp, concept, layer, images)
+        folder = Path(out) if out is not None else Path((exp.config or {})["output"])
+        stem = f"sort-{concept}-{layer}"
+        csv_path = result.write_csv(folder / f"{stem}.csv")
+        sheet = result.write_contact_sheet(folder / f"{stem}.png", top)
+    k = min(top, len(result.files))
+    typer.echo(f"most like {concept!r} at {layer}:")
+    for i in range(k):
+        typer.echo(f"  {i + 1:>4}  {result.cosine[i]:+.3f}  {result.files[i].name}")
+    typer.echo(f"least like {concept!r} at {layer}:")
+    n = len(result.files)
+    for i in range(max(k, n - k), n) if n > k else []:
+        typer.echo(f"  {i + 1:>4}  {result.cosine[i]:+.3f}  {result.files[i].name}")
+    typer.echo(f"table: {csv_path}")
+    typer.echo(f"contact sheet: {sheet}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything.")] = Path(
+        "tcavkit-demo"
+    ),
+    size: Annotated[int, typer.Option("--size", min=16, help="Image side in pixels.")] = 64,
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller, faster run (CI).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Generate data with a known answer, train a CNN, run TCAV and check the answer."""
+    from tcavkit.concepts.synthetic import CREATURE_COLOURS
+    from tcavkit.demo import run_demo
+
+    with _errors(debug), _collect_warnings(not quiet):
+        outcome = run_demo(out, size=size, quick=quick, progress=not quiet, echo=typer.echo)
+    print_summary(outcome.run.result.summary)
+    typer.echo(f"experiment: {outcome.experiment_file}")
+    typer.echo(f"report: {outcome.run.report}")
+    typer.echo(f"time: {outcome.seconds:.1f} s")
+    for target, ok in outcome.passed.items():
+        colour = CREATURE_COLOURS[target]
+        verdict = "recovered" if ok else "NOT recovered"
+        typer.echo(f"  {target}: {colour} {verdict}")
+    if outcome.ok:
+        typer.echo("PASS: TCAV recovered the planted ground truth (each class's body colour)")
+    else:
+        typer.echo("FAIL: TCAV did not recover the planted ground truth")
+        raise typer.Exit(1)
+
+
+def entry() -> None:  # pragma: no cover - for python -m
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

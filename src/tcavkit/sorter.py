@@ -1,0 +1,129 @@
+"""Sort a folder of images along a concept: cosine similarity of each image's activations
+with the mean CAV of the concept (the CAVs ``tcavkit run`` trains against each random run).
+
+Used by ``tcavkit sort``; the ranking, the CSV and the contact sheet live here.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from tcavkit.concepts.base import Selection
+from tcavkit.concepts.sources import ImageFolder
+from tcavkit.errors import DataError
+from tcavkit.experiment import Experiment
+
+THUMBNAIL = 96
+
+
+@dataclass(frozen=True)
+class SortResult:
+    """Images ranked by cosine similarity with a concept's mean CAV (best first).
+
+    Attributes:
+        files: ``(n,)`` image paths, best first.
+        cosine: ``(n,)`` cosine similarity of each image's activations with the mean CAV.
+        projection: ``(n,)`` dot product of the activations with the unit mean CAV.
+        concept, layer: what was sorted by.
+    """
+
+    concept: str
+    layer: str
+    files: list[Path]
+    cosine: np.ndarray
+    projection: np.ndarray
+
+    def write_csv(self, path: Path) -> Path:
+        """Columns: rank (1 = most like the concept), file, cosine, projection."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["rank", "file", "cosine", "projection"])
+            for i, (file, cos, proj) in enumerate(
+                zip(self.files, self.cosine, self.projection, strict=True), start=1
+            ):
+                writer.writerow([i, str(file), f"{cos:.6g}", f"{proj:.6g}"])
+        return path
+
+    def write_contact_sheet(self, path: Path, k: int) -> Path:
+        """A PNG with the top ``k`` images in the first row and the bottom ``k`` in the second."""
+        k = max(1, min(k, len(self.files)))
+        rows = [list(range(k)), list(range(len(self.files) - k, len(self.files)))[::-1]]
+        label_h, pad = 14, 4
+        cell_w, cell_h = THUMBNAIL + pad, THUMBNAIL + label_h + pad
+        sheet = Image.new("RGB", (k * cell_w + pad, 2 * cell_h + pad), "white")
+        draw = ImageDraw.Draw(sheet)
+        for r, indices in enumerate(rows):
+            for c, index in enumerate(indices):
+                with Image.open(self.files[index]) as img:
+                    thumb = img.convert("RGB")
+                    thumb.thumbnail((THUMBNAIL, THUMBNAIL))
+                x, y = pad + c * cell_w, pad + r * cell_h
+                sheet.paste(thumb, (x, y))
+                tag = "top" if r == 0 else "bottom"
+                draw.text((x, y + THUMBNAIL + 1), f"{tag} {self.cosine[index]:+.2f}", fill="black")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(path)
+        return path
+
+
+def mean_direction(directions: np.ndarray) -> np.ndarray:
+    """The normalised mean of unit CAV directions ``(runs, d)`` → ``(d,)``."""
+    mean = np.asarray(directions, dtype=np.float64).mean(axis=0)
+    norm = np.linalg.norm(mean)
+    if not np.isfinite(norm) or norm == 0:
+        raise DataError("the concept's CAVs cancel out (mean direction is zero); cannot sort")
+    return mean / norm
+
+
+def rank_by_direction(acts: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Order, cosine and projection of activations ``(n, d)`` along a unit ``(d,)`` direction.
+
+    Returns:
+        (order ``(n,)`` best first, cosine ``(n,)``, projection ``(n,)``) in input order.
+    """
+    acts = np.asarray(acts, dtype=np.float64)
+    projection = acts @ direction
+    norms = np.linalg.norm(acts, axis=1)
+    cosine = np.divide(projection, norms, out=np.zeros_like(projection), where=norms > 0)
+    order = np.lexsort((-projection, -cosine))
+    return order, cosine, projection
+
+
+def sort_images(experiment: Experiment, concept: str, layer: str, images: Path) -> SortResult:
+    """Rank every image in the folder ``images`` by similarity to ``concept`` at ``layer``."""
+    cavs = experiment.concept_cavs(concept, layer)
+    direction = mean_direction(np.stack([cav.direction for cav in cavs]))
+    folder = Path(images)
+    examples = folder_set = ImageFolder(folder).resolve(
+        "images", Selection(max_examples=None, min_examples=1, seed=0)
+    )
+    data = examples.load(experiment.preprocessing)
+    skipped = set(folder_set.skipped)
+    files = [folder / f for f in folder_set.files if str(folder / f) not in skipped]
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(data), experiment.batch_size):
+            batch = data[start : start + experiment.batch_size]
+            chunks.append(experiment.adapter.activations(batch, [layer])[layer].numpy())
+    acts = np.concatenate(chunks).reshape(len(data), -1)
+    if acts.shape[1] != direction.shape[0]:
+        raise DataError(
+            f"images in {folder} give {acts.shape[1]} activations at layer {layer!r} but the "
+            f"CAVs have {direction.shape[0]}: the images must be preprocessed like the "
+            "experiment's (model.input.size)"
+        )
+    order, cosine, projection = rank_by_direction(acts, direction)
+    return SortResult(
+        concept=concept,
+        layer=layer,
+        files=[files[i] for i in order],
+        cosine=cosine[order],
+        projection=projection[order],
+    )

@@ -1,0 +1,92 @@
+"""The engine on image folders: cache invalidation by content and errors that name things."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tcavkit import CavOptions, Experiment, ImageFolder, Preprocessing
+from tcavkit.concepts.synthetic import make_dataset
+from tcavkit.errors import DataError, TcavError, TooFewExamplesError
+from tcavkit.starters import starter_cnn
+
+SIZE = (16, 16)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return make_dataset(
+        tmp_path / "data",
+        size=SIZE,
+        n_per_set=6,
+        n_random_sets=3,
+        concepts=("red", "striped"),
+        targets=("fire",),
+        seed=0,
+    )
+
+
+def experiment(data, tmp_path, model=None, size=SIZE, **sets):
+    folders = {name: ImageFolder(path) for name, path in data.items()}
+    folders.update(sets)
+    torch.manual_seed(0)
+    return Experiment(
+        model or starter_cnn(),
+        layers=["block1", "block2"],
+        targets={"fire": folders["fire"]},
+        concepts={"red": folders["red"], "striped": folders["striped"]},
+        random={n: f for n, f in folders.items() if n.startswith("random500_")},
+        labels=["fire", "water", "grass"],
+        runs=3,
+        min_examples=4,
+        cav=CavOptions(method="mean-difference"),
+        preprocessing=Preprocessing(size=size),
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+        device="cpu",
+    )
+
+
+def test_cache_is_keyed_by_file_content_and_preprocessing(data, tmp_path):
+    model = starter_cnn()
+    with pytest.warns(UserWarning, match="only 3 random runs"):
+        experiment(data, tmp_path, model).run()
+        warm = experiment(data, tmp_path, model)
+        warm.run()
+        assert warm.counts.forward_batches == 0 and warm.counts.sets_computed == 0
+        # Rewrite one image of the red set: only that set is recomputed.
+        image = sorted(data["red"].iterdir())[0]
+        from PIL import Image
+
+        Image.new("RGB", SIZE, (0, 255, 0)).save(image)
+        changed = experiment(data, tmp_path, model)
+        changed.run()
+        assert changed.counts.sets_computed == 1
+        # Another input size is another preprocessing: everything is recomputed.
+        resized = experiment(data, tmp_path, model, size=(24, 24))
+        resized.run()
+        assert resized.counts.sets_from_cache == 0
+
+
+def test_missing_folder_is_named(data, tmp_path):
+    with pytest.raises(DataError, match="does-not-exist"):
+        experiment(data, tmp_path, red=ImageFolder(tmp_path / "does-not-exist")).run()
+
+
+def test_folder_of_corrupt_files_is_named(data, tmp_path):
+    bad = tmp_path / "broken"
+    bad.mkdir()
+    for i in range(6):
+        (bad / f"img{i}.jpg").write_bytes(b"this is not a jpeg")
+    with pytest.raises(TooFewExamplesError, match="broken"), pytest.warns(UserWarning):
+        experiment(data, tmp_path, red=ImageFolder(bad)).run()
+
+
+def test_too_few_examples_is_named(data, tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    for image in sorted(data["red"].iterdir())[:2]:
+        (few / image.name).write_bytes(image.read_bytes())
+    with pytest.raises(TooFewExamplesError, match="few") as info:
+        experiment(data, tmp_path, red=ImageFolder(few)).run()
+    assert isinstance(info.value, TcavError)
