@@ -17,23 +17,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tcavkit.concepts.synthetic import CREATURE_COLOURS, make_dataset
+from tcavkit.concepts.synthetic import CREATURE_COLOURS, DEFAULT_CONCEPTS, make_dataset
 from tcavkit.experiment import Experiment
 from tcavkit.report import build_report
 from tcavkit.results import TcavResult
 from tcavkit.starters import CLASSES, train_starter_cnn
 
-DEMO_CONCEPTS = (
-    "red",
-    "green",
-    "blue",
-    "yellow",
-    "black",
-    "white",
-    "striped",
-    "dotted",
-    "zigzag",
-)
+DEMO_CONCEPTS = DEFAULT_CONCEPTS
 DEMO_LAYERS = ("block2", "block3")
 
 EXPERIMENT_TEMPLATE = """\

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from tcavkit.cav import CAV
+from tcavkit.stats import CORE_SUMMARY_COLUMNS
 
 RUN_COLUMNS = [
     "target",
@@ -26,22 +27,7 @@ RUN_COLUMNS = [
 ]
 EXTRA_RUN_COLUMNS = ["magnitude_ratio", "separation", "effect", "kind"]
 NAME_COLUMNS = ("target", "concept", "layer", "random")
-SUMMARY_COLUMNS = [
-    "target",
-    "concept",
-    "layer",
-    "n_runs",
-    "mean",
-    "std",
-    "ci_low",
-    "ci_high",
-    "null_mean",
-    "null_std",
-    "p_value",
-    "p_adjusted",
-    "significant",
-    "cav_accuracy_mean",
-]
+SUMMARY_COLUMNS = list(CORE_SUMMARY_COLUMNS)
 
 
 def _jsonable(value: Any) -> Any:

@@ -147,6 +147,7 @@ from scipy import stats as _st
 from tcavkit.errors import ConfigError, DataError, TcavWarning
 
 __all__ = [
+    "CORE_SUMMARY_COLUMNS",
     "CORRECTIONS",
     "STATISTICS",
     "SUMMARY_COLUMNS",
@@ -163,7 +164,7 @@ STATISTICS = ("effect", "tcav_score", "magnitude")
 CORRECTIONS = ("holm", "bonferroni", "bh", "none")
 
 #: Columns of :func:`summarize`'s table, in order (the first 14 are the stable contract).
-SUMMARY_COLUMNS = (
+CORE_SUMMARY_COLUMNS = (
     "target",
     "concept",
     "layer",
@@ -178,6 +179,9 @@ SUMMARY_COLUMNS = (
     "p_adjusted",
     "significant",
     "cav_accuracy_mean",
+)
+SUMMARY_COLUMNS = (
+    *CORE_SUMMARY_COLUMNS,
     "magnitude_mean",
     "n_null",
     "n_null_runs",

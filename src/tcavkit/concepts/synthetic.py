@@ -39,6 +39,7 @@ COLOURS: dict[str, RGB] = {
 }
 TEXTURES: tuple[str, ...] = ("striped", "dotted", "zigzag")
 CREATURE_COLOURS: dict[str, str] = {"fire": "red", "water": "blue", "grass": "green"}
+DEFAULT_CONCEPTS: tuple[str, ...] = ("red", "green", "blue", "yellow", "black", "white", *TEXTURES)
 MIN_SIZE = 16
 IMAGE_FORMATS: tuple[str, ...] = ("png", "jpg", "jpeg", "bmp")
 
@@ -395,17 +396,7 @@ def make_dataset(
     size: Size = (64, 64),
     n_per_set: int = 50,
     n_random_sets: int = 20,
-    concepts: Sequence[str] = (
-        "red",
-        "green",
-        "blue",
-        "yellow",
-        "black",
-        "white",
-        "striped",
-        "dotted",
-        "zigzag",
-    ),
+    concepts: Sequence[str] = DEFAULT_CONCEPTS,
     targets: Sequence[str] = ("fire", "water", "grass"),
     seed: int = 0,
     random_prefix: str = "random500_",
