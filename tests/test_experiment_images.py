@@ -90,3 +90,14 @@ def test_too_few_examples_is_named(data, tmp_path):
     with pytest.raises(TooFewExamplesError, match="few") as info:
         experiment(data, tmp_path, red=ImageFolder(few)).run()
     assert isinstance(info.value, TcavError)
+
+
+def test_skipped_files_are_reported_on_cold_and_warm_runs(data, tmp_path):
+    (data["red"] / "zz-broken.png").write_bytes(b"not a png at all")
+    for _ in range(2):  # computed, then from the cache
+        with pytest.warns(UserWarning, match="zz-broken.png"):
+            result = experiment(data, tmp_path).run()
+        assert [p.endswith("zz-broken.png") for p in result.meta["sets"]["red"]["skipped"]] == [
+            True
+        ]
+        assert result.meta["sets"]["red"]["n_examples"] == 6

@@ -225,7 +225,7 @@ class Experiment:
         if concept not in self.concepts:
             raise ConfigError(f"unknown concept {concept!r}; concepts: {sorted(self.concepts)}")
         self.adapter.check_layers([layer])
-        self._sizes = {}
+        self._sizes, self._skipped = {}, {}
         names = [concept, *self.random]
         sources = {name: {**self.concepts, **self.random}[name] for name in names}
         sets = {name: src.resolve(name, self.selection) for name, src in sources.items()}
@@ -287,6 +287,7 @@ class Experiment:
         started = time.perf_counter()
         self.counts = Counts()
         self._sizes: dict[str, int] = {}
+        self._skipped: dict[str, list[str]] = {}
         caught: list[warnings.WarningMessage] = []
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -407,6 +408,8 @@ class Experiment:
         cached = {layer: self.store.get(key) for layer, key in keys.items()}
         if all(array is not None for array in cached.values()):
             self.counts.sets_from_cache += 1
+            skipped = self.store.get_meta(next(iter(keys.values()))).get("skipped", [])
+            self._note_skipped(examples.name, skipped, from_cache=True)
             return cached  # type: ignore[return-value]
         parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in keys}
         for batch in self._batches(examples):
@@ -415,14 +418,28 @@ class Experiment:
             for layer in keys:
                 parts[layer].append(out[layer])
         self.counts.sets_computed += 1
+        skipped = [str(path) for path in examples.skipped]
+        self._note_skipped(examples.name, skipped, from_cache=False)
         arrays = {}
         for layer, key in keys.items():
             array = torch.cat(parts[layer]).numpy()
             _check_finite(array, examples.name, layer)
-            self.store.put(key, array, meta={"set": examples.name, "layer": layer})
+            meta = {"set": examples.name, "layer": layer, "skipped": skipped}
+            self.store.put(key, array, meta=meta)
             stored = self.store.get(key)
             arrays[layer] = stored if stored is not None else array
         return arrays
+
+    def _note_skipped(self, name: str, skipped: list[str], *, from_cache: bool) -> None:
+        """Remember skipped files for the results; repeat the warning on a cache hit."""
+        self._skipped[name] = list(skipped)
+        if from_cache:
+            for path in skipped:
+                warnings.warn(
+                    f"example set '{name}': unreadable file {path} was skipped (cached result)",
+                    TcavWarning,
+                    stacklevel=4,
+                )
 
     def _plan(self) -> list[_RunRow]:
         """Every scored row of one layer-independent plan (tasks carry the layer later)."""
@@ -558,7 +575,7 @@ class Experiment:
                     "n_examples": self._sizes.get(name),
                     "description": sets[name].description,
                     "fingerprint": sets[name].fingerprint,
-                    "skipped": list(sets[name].skipped),
+                    "skipped": self._skipped.get(name, []),
                 }
                 for name in sets
             },

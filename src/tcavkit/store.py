@@ -59,6 +59,15 @@ class ArrayStore:
                 raise CacheError(f"cannot read cache file {path}: {exc}") from exc
             return None
 
+    def get_meta(self, key: str) -> dict[str, Any]:
+        """The metadata stored beside ``key`` (empty if none or unreadable)."""
+        if self.root is None:
+            return {}
+        try:
+            return json.loads(self._path(key).with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            return {}
+
     def put(self, key: str, array: np.ndarray, meta: dict[str, Any] | None = None) -> None:
         """Store ``array`` under ``key`` atomically (temp file + rename); ``meta`` beside it."""
         if self.root is None:
