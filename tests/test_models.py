@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import CountingIdentity
 from tcavkit.errors import LayerError, ModelError
 from tcavkit.models import TorchModel
 
@@ -49,18 +50,8 @@ def test_inplace_relu_does_not_corrupt_gradients_or_activations():
     torch.testing.assert_close(grads["0"], torch.tensor([[2.0, -1.0], [0.0, 0.0]]))
 
 
-class Counting(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return x
-
-
 def test_forward_stops_after_the_last_requested_layer():
-    tail = Counting()
+    tail = CountingIdentity()
     model = nn.Sequential(nn.Linear(3, 2), tail, nn.Linear(2, 2))
     adapter = TorchModel(model, device="cpu")
     adapter.activations(X, ["0"])
