@@ -131,7 +131,7 @@ def run(
     debug: DebugOption = False,
 ) -> None:
     """Run a TCAV experiment, save its tables and write report.html."""
-    from tcavkit.demo import run_experiment_file
+    from tcavkit.workflow import run_experiment_file
 
     with _errors(debug), _collect_warnings(not quiet):
         outcome = run_experiment_file(

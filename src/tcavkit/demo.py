@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from tcavkit.concepts.synthetic import CREATURE_COLOURS, DEFAULT_CONCEPTS, make_dataset
-from tcavkit.experiment import Experiment
-from tcavkit.report import build_report
-from tcavkit.results import TcavResult
 from tcavkit.starters import CLASSES, train_starter_cnn
+from tcavkit.workflow import RunOutcome, run_experiment_file
 
 DEMO_CONCEPTS = DEFAULT_CONCEPTS
 DEMO_LAYERS = ("block2", "block3")
@@ -58,39 +56,6 @@ seed: 0
 cache: .tcavkit-cache             # activation cache; a rerun reuses it
 output: results                   # where `tcavkit run` writes tables, plots and report.html
 """
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What :func:`run_experiment_file` produced."""
-
-    result: TcavResult
-    out_dir: Path
-    report: Path
-    warnings: list[str] = field(default_factory=list)
-
-
-def run_experiment_file(
-    path: str | Path,
-    *,
-    out: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    trust_model_file: bool = False,
-    progress: bool = True,
-) -> RunOutcome:
-    """Build, run and save the experiment in the YAML file ``path``, then write its report.
-
-    The code path of ``tcavkit run`` (and of the demo).
-    """
-    experiment = Experiment.from_config(
-        path, overrides=list(overrides), trust_model_file=trust_model_file, progress=progress
-    )
-    result = experiment.run()
-    output = out if out is not None else (experiment.config or {}).get("output", "results")
-    out_dir = Path(output)
-    result.save(out_dir)
-    report = build_report(out_dir)
-    return RunOutcome(result, out_dir, report, result.warnings)
 
 
 def ground_truth(summary: pd.DataFrame) -> dict[str, bool]:
