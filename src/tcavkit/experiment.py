@@ -32,7 +32,7 @@ from tcavkit.concepts.sources import ImageFolder, as_source
 from tcavkit.config import ExperimentConfig, load_config
 from tcavkit.errors import ConfigError, DataError, TcavWarning
 from tcavkit.models.adapter import ModelAdapter, OutputSelector, TorchModel
-from tcavkit.models.loading import load_labels, load_model
+from tcavkit.models.loading import describe, load_labels, load_model
 from tcavkit.results import EXTRA_RUN_COLUMNS, RUN_COLUMNS, TcavResult
 from tcavkit.scoring import tcav_scores
 from tcavkit.stats import summarize
@@ -114,6 +114,8 @@ class Experiment:
         output: which model output holds the logits (index or key) for tuple/dict outputs.
         cache_dir: activation cache folder (``None``: no disk cache).
         progress: show a progress bar per phase.
+        config: the experiment file's content, recorded in the results as given.
+        model_description: how the report names the model (default: its class name).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class Experiment:
         cache_dir: str | None = ".tcavkit-cache",
         progress: bool = True,
         config: dict[str, Any] | None = None,
+        model_description: str | None = None,
     ) -> None:
         if isinstance(model, ModelAdapter):
             self.adapter = model
@@ -164,6 +167,9 @@ class Experiment:
         self.store = ArrayStore(cache_dir)
         self.progress = progress
         self.config = config
+        self.model_description = (
+            model_description or type(getattr(self.adapter, "module", self.adapter)).__name__
+        )
         self.counts = Counts()
         self._validate()
 
@@ -215,6 +221,7 @@ class Experiment:
             cache_dir=str(config.cache) if config.cache is not None else None,
             progress=progress,
             config=config.model_dump(mode="json"),
+            model_description=describe(spec),
         )
 
     def concept_cavs(self, concept: str, layer: str) -> list[CAV]:
@@ -565,7 +572,7 @@ class Experiment:
             "versions": _versions(),
             "model": {
                 "fingerprint": model_fp,
-                "description": type(getattr(self.adapter, "module", self.adapter)).__name__,
+                "description": self.model_description,
                 "layers": self.layers,
                 "labels": self.labels,
             },
