@@ -12,13 +12,10 @@ accuracy is measured on the training examples. All randomness comes from ``seed`
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression, SGDClassifier
 
 from tcavkit.errors import ConfigError, DataError
 
@@ -31,12 +28,16 @@ class CavOptions:
     """How CAVs are trained.
 
     Attributes:
-        method: ``sgd`` (linear SVM, hinge loss, as tensorflow/tcav), ``logistic`` (L2
-            logistic regression) or ``mean-difference`` (closed form, FastCAV).
-        alpha: L2 regularisation strength (``sgd``: scikit-learn's ``alpha``; ``logistic``:
-            the same objective scale, ``C = 1 / (alpha * n_train)``). Default 0.01.
+        method: ``sgd``: the linear SVM of tensorflow/tcav's default CAV (hinge loss, the
+            objective of scikit-learn's ``SGDClassifier``), solved to optimality in batch;
+            ``logistic``: L2 logistic regression; ``mean-difference``: closed form
+            (FastCAV). See :mod:`tcavkit.learners`.
+        alpha: L2 regularisation strength (the objective is ``alpha/2 |w|² + mean loss``,
+            as scikit-learn's ``SGDClassifier(alpha)`` and ``LogisticRegression(C=1 /
+            (alpha * n_train))``). Default 0.01.
         test_fraction: share of each class held out to measure accuracy. Default 1/3.
-        max_iter: iteration cap for the iterative learners.
+        max_iter: cap on the solver's sweeps (``sgd``) or Newton steps (``logistic``, at
+            most 100).
     """
 
     method: CavMethod = "sgd"
@@ -102,7 +103,7 @@ def balanced_split(
 def train_cav(
     pos: np.ndarray, neg: np.ndarray, options: CavOptions = CavOptions(), seed: int = 0
 ) -> CAV:
-    """Train one CAV.
+    """Train one CAV (the experiment trains many at once with the same code).
 
     Args:
         pos: concept activations ``(n_pos, d)``.
@@ -110,48 +111,21 @@ def train_cav(
         options: the learner and its settings.
         seed: fixes balancing, the split and the learner.
     """
-    rng = np.random.default_rng(seed)
-    pos_tr, pos_te, neg_tr, neg_te = balanced_split(len(pos), len(neg), options.test_fraction, rng)
-    x_train = np.concatenate([pos[pos_tr], neg[neg_tr]]).astype(np.float32, copy=False)
-    y_train = np.r_[np.ones(len(pos_tr)), np.zeros(len(neg_tr))]
-    weights, intercept = _fit(x_train, y_train, options, seed)
-    norm = float(np.linalg.norm(weights))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise DataError(
-            "the concept and negative activations cannot be separated in any direction "
-            "(identical or non-finite activations): check that the sets differ"
-        )
-    direction = (weights / norm).astype(np.float32)
-    intercept /= norm
-    if len(pos_te):
-        x_test = np.concatenate([pos[pos_te], neg[neg_te]])
-        y_test = np.r_[np.ones(len(pos_te)), np.zeros(len(neg_te))]
-    else:
-        x_test, y_test = x_train, y_train
-    predicted = (x_test @ direction + intercept) > 0
-    accuracy = float(np.mean(predicted == (y_test == 1)))
-    gap = pos.mean(axis=0, dtype=np.float64) - neg.mean(axis=0, dtype=np.float64)
-    return CAV(direction, float(intercept), accuracy, float(gap @ direction))
+    import torch
 
+    from tcavkit.cav_batch import CavTask, train_cav_batch
 
-def _fit(x: np.ndarray, y: np.ndarray, options: CavOptions, seed: int) -> tuple[np.ndarray, float]:
-    """Unnormalised weights ``(d,)`` and intercept for labels ``y`` (1 = concept)."""
-    if options.method == "mean-difference":
-        mu_pos = x[y == 1].mean(axis=0, dtype=np.float64)
-        mu_neg = x[y == 0].mean(axis=0, dtype=np.float64)
-        weights = mu_pos - mu_neg
-        return weights, float(-weights @ (mu_pos + mu_neg) / 2)
-    if options.method == "sgd":
-        model = SGDClassifier(
-            loss="hinge",
-            alpha=options.alpha,
-            max_iter=options.max_iter,
-            tol=1e-3,
-            random_state=seed,
-        )
-    else:
-        model = LogisticRegression(C=1.0 / (options.alpha * len(y)), max_iter=options.max_iter)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x, y)
-    return model.coef_[0].astype(np.float64), float(model.intercept_[0])
+    arrays = {
+        "positive": torch.from_numpy(np.ascontiguousarray(pos, dtype=np.float32)),
+        "negative": torch.from_numpy(np.ascontiguousarray(neg, dtype=np.float32)),
+    }
+    sizes = {name: len(array) for name, array in arrays.items()}
+    batch = train_cav_batch(
+        [CavTask("positive", "negative", seed)], arrays.__getitem__, sizes, options
+    )
+    return CAV(
+        batch.directions[0].numpy(),
+        float(batch.intercepts[0]),
+        float(batch.accuracies[0]),
+        float(batch.separations[0]),
+    )

@@ -118,6 +118,7 @@ class ExperimentConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     device: str = "auto"
     cache: Path | None = Path(".tcavkit-cache")
+    cache_dtype: Literal["float32", "float16"] = "float32"
     output: Path = Path("results")
 
 

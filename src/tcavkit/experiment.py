@@ -9,6 +9,7 @@ scored with one matrix product. Results come back as tables; no math lives here.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import platform
 import re
 import time
@@ -16,6 +17,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +27,27 @@ import torch
 from tqdm.auto import tqdm
 
 from tcavkit import __version__
-from tcavkit.cav import CAV, CavOptions, pair_seed, train_cav
+from tcavkit.cav import CAV, CavOptions, pair_seed
+from tcavkit.cav_batch import CavBatch, CavTable, CavTask, train_cav_batch
 from tcavkit.concepts.base import ExampleSet, ExampleSource, Selection
 from tcavkit.concepts.preprocessing import Preprocessing
 from tcavkit.concepts.sources import ImageFolder, as_source
 from tcavkit.config import ExperimentConfig, load_config
-from tcavkit.errors import ConfigError, DataError, TcavWarning
+from tcavkit.errors import CacheError, ConfigError, DataError, TcavWarning
+from tcavkit.learners import VERSION as LEARNERS_VERSION
 from tcavkit.models.adapter import ModelAdapter, OutputSelector, TorchModel
 from tcavkit.models.loading import describe, load_labels, load_model
 from tcavkit.results import EXTRA_RUN_COLUMNS, RUN_COLUMNS, TcavResult
-from tcavkit.scoring import tcav_scores
+from tcavkit.scoring import scores_from_derivatives
 from tcavkit.stats import summarize
 from tcavkit.store import ArrayStore, cache_key
 
 MIN_RECOMMENDED_RUNS = 10
+CACHE_DTYPES = ("float32", "float16")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+CAV_BATCH_BYTES = 64 * 2**20  # directions of one CAV batch (the rest streams past them)
+
+Loader = Any  # () -> np.ndarray (n, d): a set's activations (or gradients) at one layer
 
 
 def natural_key(name: str) -> list[Any]:
@@ -66,16 +75,7 @@ class Counts:
     sets_computed: int = 0
     sets_from_cache: int = 0
     cavs_trained: int = 0
-
-
-@dataclass(frozen=True)
-class _CavTask:
-    """One CAV to train: ``positive`` against ``negative`` at ``layer``."""
-
-    positive: str
-    negative: str
-    layer: str
-    seed: int
+    cavs_from_cache: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class _RunRow:
     run: int
     is_null: bool
     kind: str
-    task: _CavTask
+    task: CavTask  # its seed is made layer-specific by :func:`_at_layer`
     flip: bool
 
 
@@ -112,7 +112,10 @@ class Experiment:
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (for a bare module).
         logits: the layer whose output is the logits (models ending in a softmax).
         output: which model output holds the logits (index or key) for tuple/dict outputs.
-        cache_dir: activation cache folder (``None``: no disk cache).
+        cache_dir: cache folder for activations, gradients and CAVs (``None``: no disk
+            cache; everything is kept in memory).
+        cache_dtype: ``float32``, or ``float16`` to cache activations at half precision
+            (half the disk; gradients and all computation stay float32).
         progress: show a progress bar per phase.
         config: the experiment file's content, recorded in the results as given.
         model_description: how the report names the model (default: its class name).
@@ -140,6 +143,7 @@ class Experiment:
         logits: str | None = None,
         output: OutputSelector = None,
         cache_dir: str | None = ".tcavkit-cache",
+        cache_dtype: str = "float32",
         progress: bool = True,
         config: dict[str, Any] | None = None,
         model_description: str | None = None,
@@ -165,6 +169,9 @@ class Experiment:
         self.seed = seed
         self.batch_size = batch_size
         self.store = ArrayStore(cache_dir)
+        if cache_dtype not in CACHE_DTYPES:
+            raise ConfigError(f"cache_dtype {cache_dtype!r}: choose one of {CACHE_DTYPES}")
+        self.cache_dtype = cache_dtype
         self.progress = progress
         self.config = config
         self.model_description = (
@@ -219,6 +226,7 @@ class Experiment:
             seed=config.seed,
             batch_size=config.batch_size,
             cache_dir=str(config.cache) if config.cache is not None else None,
+            cache_dtype=config.cache_dtype,
             progress=progress,
             config=config.model_dump(mode="json"),
             model_description=describe(spec),
@@ -231,22 +239,21 @@ class Experiment:
         """
         if concept not in self.concepts:
             raise ConfigError(f"unknown concept {concept!r}; concepts: {sorted(self.concepts)}")
-        self.adapter.check_layers([layer])
+        if layer not in self.layers:
+            raise ConfigError(
+                f"layer {layer!r} is not one of the experiment's layers {self.layers}"
+            )
         self._sizes, self._skipped = {}, {}
         names = [concept, *self.random]
         sources = {name: {**self.concepts, **self.random}[name] for name in names}
         sets = {name: src.resolve(name, self.selection) for name, src in sources.items()}
         acts = self._activations(sets, self.adapter.fingerprint(), names=names)
         rows = [row for row in self._plan() if row.kind == "concept" and row.concept == concept]
-        return [
-            train_cav(
-                acts[concept][layer],
-                acts[row.random][layer],
-                self.cav,
-                pair_seed(row.task.seed, layer),
-            )
-            for row in rows
-        ]
+        tasks = [_at_layer(row.task, layer) for row in rows]
+        batch = train_cav_batch(
+            tasks, self._set_loader(acts, layer), self._sizes, self.cav, self.adapter.device
+        )
+        return _cavs_of(batch)
 
     # -- construction checks ---------------------------------------------------------------
     def _validate(self) -> None:
@@ -306,10 +313,7 @@ class Experiment:
                     acts = self._activations(sets, model_fp)
                 with _timed(timings, "gradients"):
                     grads = self._gradients(sets, model_fp)
-                with _timed(timings, "cavs"):
-                    rows, cavs = self._train_cavs(acts)
-                with _timed(timings, "scores"):
-                    runs = self._score(rows, cavs, grads)
+                runs, cavs = self._cavs_and_scores(sets, model_fp, acts, grads, timings)
                 with _timed(timings, "stats"):
                     summary = summarize(
                         runs,
@@ -326,8 +330,7 @@ class Experiment:
         timings["total"] = time.perf_counter() - started
         messages = list(dict.fromkeys(str(w.message) for w in caught))
         meta = self._meta(sets, model_fp, timings, messages)
-        trained = {(t.positive, t.negative, t.layer): cav for t, cav in cavs.items()}
-        return TcavResult(runs=runs, summary=summary, meta=meta, cavs=trained)
+        return TcavResult(runs=runs, summary=summary, meta=meta, cavs=cavs)
 
     def _bar(self, total: int, desc: str, unit: str) -> tqdm:
         return tqdm(total=total, desc=desc, unit=unit, disable=not self.progress, leave=False)
@@ -354,11 +357,13 @@ class Experiment:
 
     def _activations(
         self, sets: dict[str, ExampleSet], model_fp: str, names: Sequence[str] | None = None
-    ) -> dict[str, dict[str, np.ndarray]]:
-        """{set name: {layer: (n, d)}} for concept and random sets; one pass per unique set."""
+    ) -> dict[str, dict[str, Loader]]:
+        """{set name: {layer: loader of (n, d)}} for concept and random sets; one pass per
+        unique set. Loaders read the cache on each call (nothing large stays in memory)."""
         names = list(names) if names is not None else [*self.concepts, *self.random]
-        by_fingerprint: dict[str, dict[str, np.ndarray]] = {}
-        result: dict[str, dict[str, np.ndarray]] = {}
+        by_fingerprint: dict[str, dict[str, Loader]] = {}
+        result: dict[str, dict[str, Loader]] = {}
+        extra = {} if self.cache_dtype == "float32" else {"storage": self.cache_dtype}
         with self._bar(len(names), "activations", "set") as bar:
             for name in names:
                 examples = sets[name]
@@ -366,21 +371,21 @@ class Experiment:
                     by_fingerprint[examples.fingerprint] = self._layer_arrays(
                         examples,
                         {
-                            layer: self._key("activations", model_fp, layer, examples)
+                            layer: self._key("activations", model_fp, layer, examples, **extra)
                             for layer in self.layers
                         },
                         lambda x: self.adapter.activations(x, self.layers),
                         "forward_batches",
+                        storage=self.cache_dtype,
                     )
                 result[name] = by_fingerprint[examples.fingerprint]
-                self._sizes[name] = len(next(iter(result[name].values())))
                 bar.update()
         return result
 
     def _gradients(
         self, sets: dict[str, ExampleSet], model_fp: str
-    ) -> dict[str, dict[str, np.ndarray]]:
-        """{target: {layer: (n, d)}}: gradients of the target's class logit."""
+    ) -> dict[str, dict[str, Loader]]:
+        """{target: {layer: loader of (n, d)}}: gradients of the target's class logit."""
         result = {}
         with self._bar(len(self.targets), "gradients", "target") as bar:
             for name in self.targets:
@@ -404,20 +409,31 @@ class Experiment:
                     lambda x, k=index: self.adapter.gradients(x, k, self.layers),
                     "backward_batches",
                 )
-                self._sizes[name] = len(next(iter(result[name].values())))
                 bar.update()
         return result
 
     def _layer_arrays(
-        self, examples: ExampleSet, keys: dict[str, str], compute: Any, counter: str
-    ) -> dict[str, np.ndarray]:
-        """Per-layer arrays from the store, or computed batch by batch and stored."""
+        self,
+        examples: ExampleSet,
+        keys: dict[str, str],
+        compute: Any,
+        counter: str,
+        *,
+        storage: str = "float32",
+    ) -> dict[str, Loader]:
+        """Per-layer loaders of arrays from the store, or computed batch by batch and stored.
+
+        With ``storage="float16"`` arrays are cached at half precision (unless a value
+        exceeds the float16 range) and read back as float32.
+        """
         cached = {layer: self.store.get(key) for layer, key in keys.items()}
         if all(array is not None for array in cached.values()):
             self.counts.sets_from_cache += 1
             skipped = self.store.get_meta(next(iter(keys.values()))).get("skipped", [])
             self._note_skipped(examples.name, skipped, from_cache=True)
-            return cached  # type: ignore[return-value]
+            self._sizes[examples.name] = len(next(iter(cached.values())))  # type: ignore[arg-type]
+            return {layer: self._cache_loader(key) for layer, key in keys.items()}
+        del cached
         parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in keys}
         for batch in self._batches(examples):
             out = compute(batch)
@@ -427,15 +443,41 @@ class Experiment:
         self.counts.sets_computed += 1
         skipped = [str(path) for path in examples.skipped]
         self._note_skipped(examples.name, skipped, from_cache=False)
-        arrays = {}
+        loaders: dict[str, Loader] = {}
         for layer, key in keys.items():
-            array = torch.cat(parts[layer]).numpy()
+            array = torch.cat(parts.pop(layer)).numpy()
             _check_finite(array, examples.name, layer)
+            self._sizes[examples.name] = len(array)
+            if self.store.root is None:
+                loaders[layer] = lambda array=array: array
+                continue
+            if storage == "float16" and float(np.abs(array).max(initial=0.0)) <= FLOAT16_MAX:
+                array = array.astype(np.float16)
             meta = {"set": examples.name, "layer": layer, "skipped": skipped}
             self.store.put(key, array, meta=meta)
-            stored = self.store.get(key)
-            arrays[layer] = stored if stored is not None else array
-        return arrays
+            loaders[layer] = self._cache_loader(key)
+        return loaders
+
+    def _cache_loader(self, key: str) -> Loader:
+        def load() -> np.ndarray:
+            array = self.store.get(key, writable_copy=True)
+            if array is None:
+                raise CacheError(
+                    f"cache entry {key} disappeared during the run (was the cache folder "
+                    f"{self.store.root} cleared?); run again"
+                )
+            return array
+
+        return load
+
+    def _set_loader(self, acts: dict[str, dict[str, Loader]], layer: str) -> Any:
+        """set name → float32 tensor ``(n, d)`` on the model's device, read when asked."""
+        device = self.adapter.device
+
+        def load(name: str) -> torch.Tensor:
+            return torch.from_numpy(acts[name][layer]()).to(device=device, dtype=torch.float32)
+
+        return load
 
     def _note_skipped(self, name: str, skipped: list[str], *, from_cache: bool) -> None:
         """Remember skipped files for the results; repeat the warning on a cache hit."""
@@ -469,11 +511,11 @@ class Experiment:
         plan: list[_RunRow] = []
         for concept in self.concepts:
             for run, negative in enumerate(random_names[:n_runs]):
-                task = _CavTask(concept, negative, "", pair_seed(self.seed, concept, negative))
+                task = CavTask(concept, negative, pair_seed(self.seed, concept, negative))
                 plan.append(_RunRow(concept, negative, run, False, "concept", task, False))
         for a, b in self.relative:
             for run in range(n_runs):
-                task = _CavTask(a, b, "", pair_seed(self.seed, a, b, str(run)))
+                task = CavTask(a, b, pair_seed(self.seed, a, b, str(run)))
                 plan.append(_RunRow(f"{a} vs {b}", b, run, False, "relative", task, False))
         n_null = min(n_runs, len(random_names) - 1)
         for j, pseudo in enumerate(random_names):
@@ -481,76 +523,203 @@ class Experiment:
             for run, other in enumerate(others):
                 k = random_names.index(other)
                 first, second = (pseudo, other) if j < k else (other, pseudo)
-                task = _CavTask(first, second, "", pair_seed(self.seed, first, second))
+                task = CavTask(first, second, pair_seed(self.seed, first, second))
                 plan.append(_RunRow(pseudo, other, run, True, "null", task, j > k))
         return plan
 
-    def _train_cavs(
-        self, acts: dict[str, dict[str, np.ndarray]]
-    ) -> tuple[list[_RunRow], dict[_CavTask, CAV]]:
-        """Train each distinct (positive, negative, layer) CAV once."""
-        plan = self._plan()
-        tasks = list(
-            dict.fromkeys(
-                _CavTask(row.task.positive, row.task.negative, layer, row.task.seed)
-                for layer in self.layers
-                for row in plan
-            )
-        )
-        cavs: dict[_CavTask, CAV] = {}
-        with self._bar(len(tasks), "CAVs", "cav") as bar:
-            for task in tasks:
-                pos = acts[task.positive][task.layer]
-                neg = acts[task.negative][task.layer]
-                cavs[task] = train_cav(pos, neg, self.cav, pair_seed(task.seed, task.layer))
-                self.counts.cavs_trained += 1
-                bar.update()
-        return plan, cavs
-
-    def _score(
+    def _cavs_and_scores(
         self,
-        plan: list[_RunRow],
-        cavs: dict[_CavTask, CAV],
-        grads: dict[str, dict[str, np.ndarray]],
-    ) -> pd.DataFrame:
-        """The runs table: every planned row scored for every target and layer."""
-        records = []
-        for layer in self.layers:
-            chosen = [
-                cavs[_CavTask(row.task.positive, row.task.negative, layer, row.task.seed)]
-                for row in plan
-            ]
-            oriented = [
-                cav.flipped() if row.flip else cav for row, cav in zip(plan, chosen, strict=True)
-            ]
-            directions = np.stack([cav.direction for cav in oriented])
-            for target in self.targets:
-                scores = tcav_scores(grads[target][layer], directions)
-                for i, (row, cav) in enumerate(zip(plan, oriented, strict=True)):
-                    records.append(
-                        {
-                            "target": target,
-                            "concept": row.concept,
-                            "layer": layer,
-                            "random": row.random,
-                            "run": row.run,
-                            "tcav_score": scores.tcav_score[i],
-                            "magnitude": scores.magnitude[i],
-                            "cav_accuracy": cav.accuracy,
-                            "is_null": row.is_null,
-                            "magnitude_ratio": scores.magnitude_ratio[i],
-                            "separation": cav.separation,
-                            "effect": scores.magnitude[i] * cav.separation,
-                            "kind": row.kind,
-                        }
-                    )
-        runs = pd.DataFrame.from_records(records, columns=[*RUN_COLUMNS, *EXTRA_RUN_COLUMNS])
+        sets: dict[str, ExampleSet],
+        model_fp: str,
+        acts: dict[str, dict[str, Loader]],
+        grads: dict[str, dict[str, Loader]],
+        timings: dict[str, float],
+    ) -> tuple[pd.DataFrame, CavTable]:
+        """Train (or load) every CAV of each layer in batches and score each batch at once.
+
+        Each distinct (positive, negative) pair is trained once per layer and shared by
+        every target; a batch's directions meet all targets' gradients in one product.
+        """
+        plan = self._plan()
+        table = CavTable()
+        frames = []
+        timings["cavs"] = timings["scores"] = 0.0
+        device = self.adapter.device
+        targets = list(self.targets)
+        layer_tasks = {
+            layer: list(dict.fromkeys(_at_layer(row.task, layer) for row in plan))
+            for layer in self.layers
+        }
+        total = sum(len(tasks) for tasks in layer_tasks.values())
+        with self._bar(total, "CAVs", "cav") as bar:
+            for layer, tasks in layer_tasks.items():
+                target_grads = [np.asarray(grads[t][layer](), dtype=np.float32) for t in targets]
+                bounds = np.cumsum([0, *(len(g) for g in target_grads)])
+                g = torch.from_numpy(np.concatenate(target_grads)).to(device)
+                del target_grads
+                scores = np.empty((len(targets), len(tasks), 6))
+
+                score = partial(self._score_batch, g, bounds, scores, timings)
+                began = time.perf_counter()
+                directions, stats = self._layer_cavs(
+                    sets, model_fp, layer, tasks, acts, g.shape[1], score, bar
+                )
+                timings["cavs"] += time.perf_counter() - began
+                table.add_layer(layer, tasks, directions, stats)
+                del g
+                frames.append(self._layer_rows(plan, layer, tasks, scores, stats))
+        runs = pd.concat(frames, ignore_index=True)[[*RUN_COLUMNS, *EXTRA_RUN_COLUMNS]]
         order = {name: i for i, name in enumerate(self.targets)}
-        return runs.sort_values(
+        runs = runs.sort_values(
             ["target", "is_null"],
             key=lambda col: col.map(order) if col.name == "target" else col,
             kind="stable",
         ).reset_index(drop=True)
+        return runs, table
+
+    @staticmethod
+    def _score_batch(
+        g: torch.Tensor,
+        bounds: np.ndarray,
+        scores: np.ndarray,
+        timings: dict[str, float],
+        directions: torch.Tensor,
+        start: int,
+    ) -> None:
+        """Score a batch of CAVs ``(b, d)`` for every target at once (both orientations).
+
+        Args:
+            g: all targets' gradients ``(n_all, d)``, target k in rows ``bounds[k]:bounds[k+1]``.
+            scores: ``(n_targets, m, 6)`` filled at rows ``start:start+b`` with score,
+                magnitude and magnitude ratio, then the same for the flipped direction.
+        """
+        began = time.perf_counter()
+        derivs = (g @ directions.T).double().cpu().numpy()
+        stop = start + derivs.shape[1]
+        for k in range(len(bounds) - 1):
+            part = derivs[bounds[k] : bounds[k + 1]]
+            for offset, sign in ((0, 1.0), (3, -1.0)):
+                found = scores_from_derivatives(sign * part)
+                scores[k, start:stop, offset] = found.tcav_score
+                scores[k, start:stop, offset + 1] = found.magnitude
+                scores[k, start:stop, offset + 2] = found.magnitude_ratio
+        timings["scores"] += time.perf_counter() - began
+
+    def _layer_cavs(
+        self,
+        sets: dict[str, ExampleSet],
+        model_fp: str,
+        layer: str,
+        tasks: list[CavTask],
+        acts: dict[str, dict[str, Loader]],
+        dim: int,
+        score: Any,
+        bar: tqdm,
+    ) -> tuple[Any, np.ndarray]:
+        """Directions ``(m, dim)`` and stats ``(m, 3)`` of ``tasks`` at ``layer``: read from
+        the cache, or trained batch by batch (each batch scored by ``score`` and streamed to
+        the cache as it is made)."""
+        key = self._cav_key(sets, model_fp, layer, tasks)
+        stats_key = cache_key(kind="cav-stats", cavs=key)
+        step = max(1, CAV_BATCH_BYTES // (4 * dim))
+        chunks = [(start, min(start + step, len(tasks))) for start in range(0, len(tasks), step)]
+        cached = self.store.get(key, writable_copy=True)
+        cached_stats = self.store.get(stats_key)
+        if (
+            cached is not None
+            and cached_stats is not None
+            and cached.shape == (len(tasks), dim)
+            and cached_stats.shape == (len(tasks), 3)
+        ):
+            for start, stop in chunks:
+                score(torch.from_numpy(cached[start:stop]).to(self.adapter.device), start)
+                bar.update(stop - start)
+            self.counts.cavs_from_cache += len(tasks)
+            return cached, np.array(cached_stats)
+        del cached, cached_stats
+        load = self._set_loader(acts, layer)
+        stats = np.empty((len(tasks), 3))
+        kept: list[np.ndarray] = []
+        meta = {"layer": layer, "cavs": len(tasks), "method": self.cav.method}
+        with self.store.writer(key, (len(tasks), dim), np.float32, meta) as append:
+            for start, stop in chunks:
+                batch = train_cav_batch(
+                    tasks[start:stop], load, self._sizes, self.cav, self.adapter.device
+                )
+                stats[start:stop, 0] = batch.intercepts
+                stats[start:stop, 1] = batch.accuracies
+                stats[start:stop, 2] = batch.separations
+                score(batch.directions, start)
+                host = batch.directions.cpu().numpy()
+                append(host)
+                if self.store.root is None:
+                    kept.append(host)
+                self.counts.cavs_trained += stop - start
+                bar.update(stop - start)
+                del batch
+        self.store.put(stats_key, stats, meta={"cavs": key})
+        stored = self.store.get(key, writable_copy=True)
+        return (stored if stored is not None else np.concatenate(kept)), stats
+
+    def _cav_key(
+        self, sets: dict[str, ExampleSet], model_fp: str, layer: str, tasks: list[CavTask]
+    ) -> str:
+        """Content key of a layer's CAVs: the activations they are trained on, the tasks'
+        examples and seeds, and the learner."""
+        digest = hashlib.sha256()
+        for task in tasks:
+            digest.update(
+                f"{sets[task.positive].fingerprint}|{sets[task.negative].fingerprint}|"
+                f"{task.seed}\n".encode()
+            )
+        return cache_key(
+            kind="cavs",
+            model=model_fp,
+            layer=layer,
+            preprocessing=self.preprocessing.fingerprint(),
+            storage=self.cache_dtype,
+            cav=asdict(self.cav),
+            learners=LEARNERS_VERSION,
+            tasks=digest.hexdigest(),
+        )
+
+    def _layer_rows(
+        self,
+        plan: list[_RunRow],
+        layer: str,
+        tasks: list[CavTask],
+        scores: np.ndarray,
+        stats: np.ndarray,
+    ) -> pd.DataFrame:
+        """The runs-table rows of one layer: every planned row for every target."""
+        position = {task: i for i, task in enumerate(tasks)}
+        index = np.array([position[_at_layer(row.task, layer)] for row in plan])
+        flip = np.array([row.flip for row in plan])
+        accuracy, separation = stats[index, 1], stats[index, 2]
+        frames = []
+        for k, target in enumerate(self.targets):
+            chosen = np.where(flip[:, None], scores[k, index, 3:], scores[k, index, :3])
+            magnitude = chosen[:, 1]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "target": target,
+                        "concept": [row.concept for row in plan],
+                        "layer": layer,
+                        "random": [row.random for row in plan],
+                        "run": [row.run for row in plan],
+                        "tcav_score": chosen[:, 0],
+                        "magnitude": magnitude,
+                        "cav_accuracy": accuracy,
+                        "is_null": [row.is_null for row in plan],
+                        "magnitude_ratio": chosen[:, 2],
+                        "separation": separation,
+                        "effect": magnitude * separation,
+                        "kind": [row.kind for row in plan],
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True)
 
     def _meta(
         self,
@@ -607,6 +776,24 @@ class Experiment:
             "seed": self.seed,
             "batch_size": self.batch_size,
         }
+
+
+def _at_layer(task: CavTask, layer: str) -> CavTask:
+    """The task at one layer: each layer's CAV gets its own seed."""
+    return CavTask(task.positive, task.negative, pair_seed(task.seed, layer))
+
+
+def _cavs_of(batch: CavBatch) -> list[CAV]:
+    directions = batch.directions.cpu().numpy()
+    return [
+        CAV(
+            directions[i],
+            float(batch.intercepts[i]),
+            float(batch.accuracies[i]),
+            float(batch.separations[i]),
+        )
+        for i in range(len(directions))
+    ]
 
 
 def random_set_names(config: ExperimentConfig) -> list[str]:

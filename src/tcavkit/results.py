@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,14 +54,15 @@ class TcavResult:
         runs: one row per scored CAV (see :data:`RUN_COLUMNS`; null rows have ``is_null``).
         summary: one row per (target, concept, layer) (see :data:`SUMMARY_COLUMNS`).
         meta: config, seed, versions, model and data fingerprints, timings, warnings.
-        cavs: (concept, negative set, layer) → trained :class:`~tcavkit.cav.CAV` (kept in
-            memory only; not written by :meth:`save`).
+        cavs: (concept, negative set, layer) → trained :class:`~tcavkit.cav.CAV` (read
+            from the cache on demand, or kept in memory without a cache; not written by
+            :meth:`save`).
     """
 
     runs: pd.DataFrame
     summary: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
-    cavs: dict[tuple[str, str, str], CAV] = field(default_factory=dict, repr=False)
+    cavs: Mapping[tuple[str, str, str], CAV] = field(default_factory=dict, repr=False)
 
     @property
     def warnings(self) -> list[str]:

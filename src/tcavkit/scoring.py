@@ -39,7 +39,12 @@ def tcav_scores(grads: np.ndarray, cavs: np.ndarray) -> Scores:
         grads: class-logit gradients of the target examples ``(n, d)``.
         cavs: unit CAV directions ``(m, d)``.
     """
-    derivs = directional_derivatives(grads, cavs).astype(np.float64)
+    return scores_from_derivatives(directional_derivatives(grads, cavs))
+
+
+def scores_from_derivatives(derivs: np.ndarray) -> Scores:
+    """Scores of ``m`` CAVs from their directional derivatives ``(n, m)``."""
+    derivs = np.asarray(derivs, dtype=np.float64)
     positive = np.clip(derivs, 0.0, None).sum(axis=0)
     total = np.abs(derivs).sum(axis=0)
     ratio = np.divide(positive, total, out=np.full_like(positive, 0.5), where=total > 0)

@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +45,19 @@ class ArrayStore:
         assert self.root is not None
         return self.root / key[:2] / f"{key}.npy"
 
-    def get(self, key: str) -> np.ndarray | None:
-        """The array stored under ``key`` (memory-mapped, read-only), or ``None``."""
+    def get(self, key: str, *, writable_copy: bool = False) -> np.ndarray | None:
+        """The array stored under ``key`` (memory-mapped), or ``None``.
+
+        The map is read-only, or copy-on-write with ``writable_copy`` (the file never
+        changes; frameworks that refuse read-only buffers accept it without a copy).
+        """
         if self.root is None:
             return None
         path = self._path(key)
         if not path.exists():
             return None
         try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            return np.load(path, mmap_mode="c" if writable_copy else "r", allow_pickle=False)
         except (ValueError, OSError) as exc:
             # A damaged entry is a miss: drop it so that it is recomputed and rewritten.
             path.unlink(missing_ok=True)
@@ -68,6 +74,55 @@ class ArrayStore:
         except (OSError, ValueError):
             return {}
 
+    @contextmanager
+    def writer(
+        self, key: str, shape: tuple[int, ...], dtype: np.dtype | str, meta: dict[str, Any]
+    ) -> Iterator[Callable[[np.ndarray], None]]:
+        """Write an array of ``shape`` row block by row block (nothing held in memory).
+
+        Yields a function that appends the next rows; the entry appears (atomically) only
+        if every row was written and the block exits normally. With no store, rows are
+        discarded.
+        """
+        if self.root is None:
+            yield lambda rows: None
+            return
+        path = self._path(key)
+        dtype = np.dtype(dtype)
+        written = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                dir=path.parent, prefix=".tmp-", suffix=".npy", delete=False
+            ) as handle:
+                tmp_name = handle.name
+                header = {
+                    "descr": np.lib.format.dtype_to_descr(dtype),
+                    "fortran_order": False,
+                    "shape": shape,
+                }
+                np.lib.format.write_array_header_2_0(handle, header)
+
+                def append(rows: np.ndarray) -> None:
+                    nonlocal written
+                    block = np.ascontiguousarray(rows, dtype=dtype)
+                    handle.write(block.tobytes())
+                    written += len(block)
+
+                try:
+                    yield append
+                except BaseException:
+                    handle.close()
+                    Path(tmp_name).unlink(missing_ok=True)
+                    raise
+            if written != shape[0]:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise CacheError(f"cache entry {key}: wrote {written} of {shape[0]} rows")
+            os.replace(tmp_name, path)
+            self._write_meta(path, meta)
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+
     def put(self, key: str, array: np.ndarray, meta: dict[str, Any] | None = None) -> None:
         """Store ``array`` under ``key`` atomically (temp file + rename); ``meta`` beside it."""
         if self.root is None:
@@ -81,13 +136,21 @@ class ArrayStore:
                 np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
                 tmp_name = handle.name
             os.replace(tmp_name, path)
-            if meta is not None:
-                meta_path = path.with_suffix(".json")
-                tmp_meta = meta_path.with_name(f".tmp-{meta_path.name}")
-                tmp_meta.write_text(json.dumps(meta, sort_keys=True, default=str))
-                os.replace(tmp_meta, meta_path)
+            self._write_meta(path, meta)
         except OSError as exc:
-            raise CacheError(
-                f"cannot write to the cache folder {self.root}: {exc}. "
-                "Choose another folder with `cache:` or free some disk space"
-            ) from exc
+            raise self._write_error(exc) from exc
+
+    @staticmethod
+    def _write_meta(path: Path, meta: dict[str, Any] | None) -> None:
+        if meta is None:
+            return
+        meta_path = path.with_suffix(".json")
+        tmp_meta = meta_path.with_name(f".tmp-{meta_path.name}")
+        tmp_meta.write_text(json.dumps(meta, sort_keys=True, default=str))
+        os.replace(tmp_meta, meta_path)
+
+    def _write_error(self, exc: OSError) -> CacheError:
+        return CacheError(
+            f"cannot write to the cache folder {self.root}: {exc}. "
+            "Choose another folder with `cache:` or free some disk space"
+        )
