@@ -87,41 +87,83 @@ def _involving(tasks: Sequence[CavTask]) -> dict[str, tuple[list[int], list[int]
     return roles
 
 
+def _groups(names: Sequence[str], sizes: dict[str, int], max_rows: int) -> list[list[str]]:
+    """Consecutive groups of sets holding at most ``max_rows`` examples (at least one set)."""
+    groups: list[list[str]] = []
+    rows = 0
+    for name in names:
+        if groups and rows + sizes[name] <= max_rows:
+            groups[-1].append(name)
+            rows += sizes[name]
+        else:
+            groups.append([name])
+            rows = sizes[name]
+    return groups
+
+
 def _grams(
-    tasks: Sequence[CavTask], splits: Sequence[_Split], load: SetLoader, n_train: int
+    tasks: Sequence[CavTask],
+    splits: Sequence[_Split],
+    load: SetLoader,
+    sizes: dict[str, int],
+    n_train: int,
+    max_rows: int,
 ) -> torch.Tensor:
     """``(m, n_train, n_train)`` Gram matrices of each task's training rows (positive rows
-    first, then negative; padded with zeros)."""
+    first, then negative; padded with zeros).
+
+    Positive sets are stacked in groups of at most ``max_rows`` examples, and so are their
+    negative sets: every Gram block then comes from one large matrix product. All rows are
+    shifted by one common vector first (the mean of the first group), which changes no
+    centred Gram matrix but keeps float32 products accurate for activations far from 0.
+    """
     m = len(tasks)
-    own: dict[str, torch.Tensor] = {}
     by_positive: dict[str, list[int]] = {}
     for i, task in enumerate(tasks):
         by_positive.setdefault(task.positive, []).append(i)
-    device = None
-    gram = None
-    for positive, indices in by_positive.items():
-        x_pos = load(positive)
+    gram: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
+    own: dict[str, torch.Tensor] = {}
+
+    def stack(group: list[str]) -> tuple[torch.Tensor, dict[str, slice]]:
+        nonlocal shift
+        parts, where, start = [], {}, 0
+        for name in group:
+            x = load(name)
+            if shift is None:
+                shift = x.mean(dim=0, keepdim=True)
+            parts.append(x - shift)
+            where[name] = slice(start, start + len(x))
+            start += len(x)
+        stacked = torch.cat(parts)
+        for name, rows in where.items():
+            if name not in own:
+                own[name] = (stacked[rows] @ stacked[rows].T).double()
+        return stacked, where
+
+    for pos_group in _groups(list(by_positive), sizes, max_rows):
+        x_pos, pos_rows = stack(pos_group)
         if gram is None:
-            device = x_pos.device
-            gram = torch.zeros(m, n_train, n_train, dtype=torch.float64, device=device)
-        if positive not in own:
-            own[positive] = (x_pos @ x_pos.T).double()
-        for i in indices:
-            negative = tasks[i].negative
-            x_neg = load(negative)
-            if negative not in own:
-                own[negative] = (x_neg @ x_neg.T).double()
+            gram = torch.zeros(m, n_train, n_train, dtype=torch.float64, device=x_pos.device)
+        group_tasks = [i for name in pos_group for i in by_positive[name]]
+        negatives = list(dict.fromkeys(tasks[i].negative for i in group_tasks))
+        for neg_group in _groups(negatives, sizes, max_rows):
+            x_neg, neg_rows = stack(neg_group)
             cross = (x_pos @ x_neg.T).double()
-            split = splits[i]
-            p = torch.as_tensor(split.pos_train, device=device)
-            q = torch.as_tensor(split.neg_train, device=device)
-            kp, kn = len(p), len(q)
-            gram[i, :kp, :kp] = own[positive][p][:, p]
-            gram[i, kp : kp + kn, kp : kp + kn] = own[negative][q][:, q]
-            block = cross[p][:, q]
-            gram[i, :kp, kp : kp + kn] = block
-            gram[i, kp : kp + kn, :kp] = block.T
-            del x_neg
+            for i in group_tasks:
+                task = tasks[i]
+                if task.negative not in neg_rows:
+                    continue
+                split = splits[i]
+                p = torch.as_tensor(split.pos_train, device=cross.device)
+                q = torch.as_tensor(split.neg_train, device=cross.device)
+                kp, kn = len(p), len(q)
+                block = cross[pos_rows[task.positive]][p][:, neg_rows[task.negative]][:, q]
+                gram[i, :kp, :kp] = own[task.positive][p][:, p]
+                gram[i, kp : kp + kn, kp : kp + kn] = own[task.negative][q][:, q]
+                gram[i, :kp, kp : kp + kn] = block
+                gram[i, kp : kp + kn, :kp] = block.T
+            del x_neg, cross
         del x_pos
     assert gram is not None
     return gram
@@ -131,8 +173,10 @@ def _coefficients(
     tasks: Sequence[CavTask],
     splits: Sequence[_Split],
     load: SetLoader,
+    sizes: dict[str, int],
     options: CavOptions,
     device: torch.device,
+    max_rows: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Coefficients ``(m, n_train)`` over [positive train rows, negative train rows], b0."""
     m = len(tasks)
@@ -146,7 +190,7 @@ def _coefficients(
         mask[i, : kp + kn] = True
     if options.method == "mean-difference":
         return learners.mean_difference(y, mask)
-    gram = _grams(tasks, splits, load, n_train).to(device)
+    gram = _grams(tasks, splits, load, sizes, n_train, max_rows).to(device)
     if options.method == "sgd":
         return learners.hinge_svm(gram, y, mask, options.alpha, max_epochs=options.max_iter)
     return learners.logistic(gram, y, mask, options.alpha, max_iter=min(options.max_iter, 100))
@@ -158,6 +202,7 @@ def train_cav_batch(
     sizes: dict[str, int],
     options: CavOptions,
     device: torch.device | str = "cpu",
+    max_rows: int = 1024,
 ) -> CavBatch:
     """Train every CAV of ``tasks`` (all at one layer).
 
@@ -167,13 +212,14 @@ def train_cav_batch(
             and pass; the batch keeps no reference).
         sizes: set name → number of examples.
         options: learner settings.
+        max_rows: examples stacked at once for the Gram products (iterative learners).
 
     Raises:
         DataError: a task's classes cannot be separated in any direction.
     """
     device = torch.device(device)
     splits = _splits(tasks, sizes, options)
-    coef, b0 = _coefficients(tasks, splits, load, options, device)
+    coef, b0 = _coefficients(tasks, splits, load, sizes, options, device, max_rows)
     roles = _involving(tasks)
     weights: torch.Tensor | None = None
     # Pass 2: directions as coefficient-weighted sums of each set's rows.
@@ -188,7 +234,7 @@ def train_cav_batch(
             kp = len(splits[i].pos_train)
             rows[r, splits[i].neg_train] = coef[i, kp : kp + len(splits[i].neg_train)].cpu()
         index = torch.as_tensor(as_pos + as_neg, device=device)
-        weights.index_add_(0, index, rows.to(device=device, dtype=torch.float32) @ x)
+        weights[index] += rows.to(device=device, dtype=torch.float32) @ x  # unique indices
         del x
     assert weights is not None
     norms = torch.linalg.vector_norm(weights.double(), dim=1)
