@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tcavkit.config import ModelSpec
-from tcavkit.errors import ConfigError, LayerError, ModelError
+from tcavkit.errors import ConfigError, LayerError, ModelError, TcavWarning
 from tcavkit.models.adapter import TorchModel
 from tcavkit.models.loading import (
     describe,
@@ -315,3 +315,176 @@ def test_labels(tmp_path: Path) -> None:
     assert load_labels(None) is None
     with pytest.raises(ConfigError, match="nolabels.txt does not exist"):
         load_labels(tmp_path / "nolabels.txt")
+
+
+# -- (f) model-zoo factories: arguments, nested names, checkpoint prefixes ----------------------
+def _zoo_reference(factory: str, **kwargs) -> nn.Module:
+    import zoo_like
+
+    torch.manual_seed(5)
+    model = getattr(zoo_like, factory)(**kwargs)
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.uniform_(-0.2, 0.2)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def test_torchvision_style_factory_with_args_and_nested_layers(tmp_path: Path) -> None:
+    reference = _zoo_reference("resnet_like", num_classes=3)
+    state = {f"module._orig_mod.{k}": v for k, v in reference.state_dict().items()}
+    torch.save(state, tmp_path / "resnet.pt")  # DataParallel around torch.compile
+    layers = ["layer3.1.conv2", "layer2.0.downsample.0", "layer4.1", "layer1.0.relu"]
+    model = load_model(
+        ModelSpec(
+            factory="zoo_like:resnet_like",
+            factory_args={"num_classes": 3, "weights": None},
+            weights=tmp_path / "resnet.pt",
+            layers=layers,
+        ),
+        device="cpu",
+    )
+    assert set(layers) <= set(model.layer_names())
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    plain = TorchModel(reference, device="cpu")
+    torch.testing.assert_close(model.logits(x), plain.logits(x))
+    for name, value in model.activations(x, layers).items():
+        torch.testing.assert_close(value, plain.activations(x, [name])[name])
+    for name, value in model.gradients(x, 2, layers).items():
+        torch.testing.assert_close(value, plain.gradients(x, 2, [name])[name])
+    # The relu module runs twice per block; the first call is the one captured.
+    first = torch.relu(
+        reference.layer1[0].bn1(
+            reference.layer1[0].conv1(
+                reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+            )
+        )
+    )
+    torch.testing.assert_close(
+        model.activations(x, ["layer1.0.relu"])["layer1.0.relu"], first.reshape(4, -1)
+    )
+
+
+def test_timm_style_factory_with_lightning_checkpoint(tmp_path: Path) -> None:
+    reference = _zoo_reference("create_model", model_name="mlp_tiny", num_classes=3)
+    state = reference.state_dict()
+    other = {k: torch.zeros_like(v) for k, v in state.items()}
+    checkpoint = {
+        "epoch": 7,
+        "state_dict": {
+            **{f"model.{k}": v for k, v in state.items()},
+            **{f"model_ema.{k}": v for k, v in other.items()},  # must not be picked
+            "loss_fn.weight": torch.ones(3),
+        },
+    }
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+    spec = ModelSpec(
+        factory="zoo_like:create_model",
+        factory_args={"model_name": "mlp_tiny", "pretrained": False, "num_classes": 3},
+        weights=tmp_path / "last.ckpt",
+        layers=["blocks.5", "blocks.5.mlp.fc1"],
+    )
+    with pytest.warns(TcavWarning, match=r"entries under 'model\.'; ignored the \d+ others"):
+        model = load_model(spec, device="cpu")
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    plain = TorchModel(reference, device="cpu")
+    torch.testing.assert_close(model.logits(x), plain.logits(x))
+    grads = model.gradients(x, 1, ["blocks.5", "blocks.5.mlp.fc1"])
+    torch.testing.assert_close(grads["blocks.5"], plain.gradients(x, 1, ["blocks.5"])["blocks.5"])
+    assert grads["blocks.5"].shape == (3, 16 * 8)  # 16 tokens x 8 features
+    assert "blocks.5" in model.layer_names() and "head" in model.layer_names()
+
+
+def test_weights_without_batchnorm_counters(tmp_path: Path) -> None:
+    reference = _zoo_reference("resnet_like", num_classes=3)
+    state = {k: v for k, v in reference.state_dict().items() if "num_batches_tracked" not in k}
+    torch.save(state, tmp_path / "old.pt")
+    spec = ModelSpec(
+        factory="zoo_like:resnet_like",
+        factory_args={"num_classes": 3},
+        weights=tmp_path / "old.pt",
+        layers=["layer1"],
+    )
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(load_model(spec).logits(x), TorchModel(reference).logits(x))
+
+
+def test_factory_args_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model.factory_args"):
+        load_model(spec(path=tmp_path / "a.onnx", factory_args={"num_classes": 3}))
+    with pytest.raises(ModelError, match=r"factory_args \{'model_name': 'nope'\}.*Unknown model"):
+        load_model(spec(factory="zoo_like:create_model", factory_args={"model_name": "nope"}))
+    with pytest.raises(ModelError, match="with no arguments.*set model.factory_args"):
+        load_model(spec(factory="zoo_like:create_model"))
+    with pytest.raises(ModelError, match="no pretrained weights"):
+        load_model(
+            spec(
+                factory="zoo_like:create_model",
+                factory_args={"model_name": "mlp_tiny", "pretrained": True},
+            )
+        )
+    from tcavkit.config import parse_config
+
+    raw = {
+        "model": {
+            "factory": "timm:create_model",
+            "factory_args": {"model_name": "resnet18", "pretrained": False, "num_classes": 3},
+            "layers": ["layer3.1.conv2"],
+        },
+        "data": "data",
+        "targets": ["a"],
+        "concepts": ["b"],
+    }
+    config = parse_config(raw, tmp_path)
+    assert config.model.factory_args == {
+        "model_name": "resnet18",
+        "pretrained": False,
+        "num_classes": 3,
+    }
+    with pytest.raises(ConfigError, match="model.factory_args"):
+        parse_config({**raw, "model": {**raw["model"], "factory_args": [1, 2]}}, tmp_path)
+
+
+class _NotInstalled:
+    """A meta path finder that makes packages look uninstalled, whether they are or not."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def find_spec(self, name: str, path=None, target=None):
+        if name.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name.split(".")[0])
+        return None
+
+
+def test_missing_zoo_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "meta_path", [_NotInstalled("timm", "torchvision"), *sys.meta_path])
+    for name in [m for m in sys.modules if m.split(".")[0] in ("timm", "torchvision")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ModelError, match="package 'timm' is not installed: pip install timm"):
+        load_factory("timm:create_model")
+    with pytest.raises(ModelError, match="'torchvision' is not installed: pip install torchvision"):
+        load_factory("torchvision.models:resnet18")
+    (tmp_path / "uses_timm_mod.py").write_text("import timm\n\ndef build():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "uses_timm_mod", raising=False)
+    with pytest.raises(ModelError, match="needs the package 'timm', which is not installed"):
+        load_factory("uses_timm_mod:build")
+    sys.modules.pop("uses_timm_mod", None)
+
+
+def test_describe_onnx(tmp_path: Path) -> None:
+    assert describe(spec(path=tmp_path / "m.onnx")) == f"ONNX file {tmp_path / 'm.onnx'}"
+
+
+def test_onnx_extra_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"not used")
+    monkeypatch.setitem(sys.modules, "onnx2torch", None)  # as if not installed
+    with pytest.raises(ModelError, match=r"'onnx2torch'.*pip install 'tcavkit\[onnx\]'"):
+        load_model(spec(path=path))
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ModelError, match=r"'onnx'.*pip install 'tcavkit\[onnx\]'"):
+        load_model(spec(path=path))

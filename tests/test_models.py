@@ -1,5 +1,9 @@
 """The torch adapter: activations, closed-form gradients, logits, errors, fingerprint."""
 
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import pytest
 import torch
 from torch import nn
@@ -119,3 +123,113 @@ def test_fingerprint_follows_weights_and_structure():
     other = linear_model()
     other[1] = nn.Tanh()
     assert TorchModel(other, device="cpu").fingerprint() != first
+
+
+# -- outputs wrapped in tuples, lists, namedtuples, dicts, dataclasses, objects ----------------
+class Pair(NamedTuple):
+    aux: torch.Tensor
+    logits: torch.Tensor
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor
+    hidden: torch.Tensor | None = None
+
+
+class ModelOutput(OrderedDict):
+    """Like HuggingFace's ModelOutput: a dict whose keys are attributes, ``[0]`` positional."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return super().__getitem__(key)
+
+
+class Plain:
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+        self.note = "not a tensor"
+
+
+WRAPPERS = {
+    "tuple": lambda z: (z * 0, z),
+    "list": lambda z: [z * 0, z],
+    "namedtuple": lambda z: Pair(z * 0, z),
+    "dict": lambda z: {"aux": z * 0, "logits": z},
+    "dataclass": lambda z: Output(logits=z, hidden=z * 0),
+    "model_output": lambda z: ModelOutput(logits=z, hidden=z * 0),
+    "object": lambda z: Plain(z),
+    "nested": lambda z: {"heads": (z * 0, {"main": z})},
+}
+SELECTORS = {
+    "tuple": [1, -1, "1"],
+    "list": [1, -1],
+    "namedtuple": ["logits", 1],
+    "dict": ["logits"],
+    "dataclass": ["logits"],
+    "model_output": ["logits", 0],
+    "object": ["logits"],
+    "nested": ["heads.1.main"],
+}
+
+
+class Wrapped(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.body = linear_model()
+        self.kind = kind
+
+    def forward(self, x):
+        return WRAPPERS[self.kind](self.body(x))
+
+
+@pytest.mark.parametrize("kind", list(WRAPPERS))
+def test_output_selectors_for_each_kind_of_output(kind):
+    expected = torch.tensor([[0.5, 3.0], [0.5, 3.0]])
+    for selector in SELECTORS[kind]:
+        adapter = TorchModel(Wrapped(kind), output=selector, device="cpu")
+        grads = adapter.gradients(X, 1, ["body.1"])
+        torch.testing.assert_close(grads["body.1"], expected)
+        torch.testing.assert_close(adapter.logits(X), linear_model()(X).detach())
+    with pytest.raises(ModelError, match="not a tensor: say which output holds the logits"):
+        TorchModel(Wrapped(kind), device="cpu").logits(X)
+
+
+def test_output_selector_errors_list_what_there_is():
+    def error(kind, selector):
+        with pytest.raises(ModelError) as info:
+            TorchModel(Wrapped(kind), output=selector, device="cpu").logits(X)
+        return str(info.value)
+
+    assert "available indices 0: tensor (2, 2), 1: tensor (2, 2)" in error("tuple", 2)
+    assert "available fields 'aux': tensor (2, 2), 'logits'" in error("namedtuple", "logit")
+    assert "available fields 'logits': tensor (2, 2), 'hidden'" in error("dataclass", "out")
+    assert "available keys 'logits'" in error("model_output", "scores")
+    assert "available attributes 'logits': tensor (2, 2)" in error("object", "x")
+    message = error("nested", "heads")
+    assert "is a tuple holding indices 0: tensor (2, 2), 1: dict" in message
+    assert "'heads.0'" in message
+    assert "returns a dict with keys 'heads': tuple" in error("nested", None)
+    with pytest.raises(ModelError, match="returns one tensor .2, 2.: remove model.output"):
+        TorchModel(linear_model(), output=0, device="cpu").logits(X)
+
+
+def test_output_index_into_stacked_heads():
+    class Stacked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = linear_model()
+
+        def forward(self, x):
+            z = self.body(x)
+            return torch.stack([z * 0, z])  # (heads, n, classes)
+
+    adapter = TorchModel(Stacked(), output=1, device="cpu")
+    torch.testing.assert_close(adapter.logits(X), linear_model()(X).detach())

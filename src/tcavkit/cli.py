@@ -192,7 +192,7 @@ def _layer_shapes(path: Path, trust: bool, size: tuple[int, int] | None) -> list
     else:
         spec = ModelSpec(path=path.resolve(), layers=["(any)"])
         adapter = load_model(spec, device="cpu", trust_model_file=trust)
-    height, width = size or (224, 224)
+    height, width = size or getattr(adapter, "input_size", None) or (224, 224)
     shape = (1, height, width, 3) if channels_last else (1, 3, height, width)
     x = torch.zeros(shape)
     names = adapter.layer_names()

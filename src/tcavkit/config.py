@@ -41,6 +41,7 @@ class ModelSpec(_Strict):
 
     path: Path | None = None
     factory: str | None = None
+    factory_args: dict[str, Any] = Field(default_factory=dict)
     weights: Path | None = None
     trusted: bool = False
     layers: list[str] = Field(min_length=1)

@@ -8,10 +8,11 @@ respect to every requested layer from one backward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -41,35 +42,121 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         ) from exc
 
 
+def _describe(value: Any) -> str:
+    """``tensor (2, 3)`` for a tensor, the type name otherwise."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def output_parts(output: Any) -> dict[int | str, Any] | None:
+    """The parts of a structured model output, by the selector that picks each one.
+
+    A mapping (a dict, HuggingFace's ``ModelOutput``) by key; a namedtuple by field name;
+    a tuple or list by index; a dataclass by field name; any other object by the names of
+    its tensor attributes. ``None`` for a tensor or an object without tensor attributes.
+    """
+    if isinstance(output, torch.Tensor):
+        return None
+    if isinstance(output, Mapping):
+        return dict(output.items())
+    if isinstance(output, tuple) and hasattr(output, "_fields"):  # namedtuple
+        return dict(zip(output._fields, output, strict=True))
+    if isinstance(output, (tuple, list)):
+        return dict(enumerate(output))
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        return {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+    attributes = getattr(output, "__dict__", None)
+    if isinstance(attributes, dict):
+        found = {k: v for k, v in attributes.items() if isinstance(v, torch.Tensor)}
+        return dict(found) or None
+    return None
+
+
+def _choices(output: Any, parts: dict[int | str, Any]) -> str:
+    """``keys 'a': tensor (2, 3), 'b': …`` for the error messages."""
+    if isinstance(output, Mapping):
+        kind = "keys"
+    elif isinstance(output, (tuple, list)) and not hasattr(output, "_fields"):
+        kind = "indices"
+    elif isinstance(output, tuple) or dataclasses.is_dataclass(output):
+        kind = "fields"
+    else:
+        kind = "attributes"
+    shown = [f"{key!r}: {_describe(value)}" for key, value in list(parts.items())[:12]]
+    return f"{kind} " + ", ".join(shown) + (" …" if len(parts) > 12 else "")
+
+
+def _pick(output: Any, part: int | str) -> tuple[bool, Any]:
+    """``(found, value)``: one step of a selector into ``output``."""
+    if isinstance(output, (tuple, list)):
+        index = int(part) if isinstance(part, str) and part.lstrip("-").isdigit() else part
+        if isinstance(index, int):
+            return (True, output[index]) if -len(output) <= index < len(output) else (False, None)
+    parts = output_parts(output)
+    if parts is not None and part in parts:
+        return True, parts[part]
+    if isinstance(part, int) and hasattr(output, "__getitem__"):
+        try:  # e.g. HuggingFace's ModelOutput: output[0] is the first field that is set
+            return True, output[part]
+        except (KeyError, IndexError, TypeError):
+            pass
+    return False, None
+
+
 def select_output(output: Any, selector: OutputSelector) -> torch.Tensor:
     """Pick the logits out of whatever the model returns.
 
     Args:
-        output: a tensor, or a tuple/list/dict/dataclass/object holding tensors.
-        selector: ``None`` (the output must be a tensor), an index, or a key/attribute name.
+        output: a tensor, or a tuple/list/namedtuple/dict/dataclass/object holding tensors
+            (HuggingFace's ``ModelOutput`` is a dict with attributes: ``"logits"`` works).
+        selector: ``None`` (the output must be a tensor); an index into a tuple or list
+            (negative counts from the end) or into a stacked ``(heads, n, classes)`` tensor;
+            a key, field or attribute name. A dotted selector such as ``"heads.0"`` walks
+            into nested outputs when no part has that exact name.
+
+    Raises:
+        ModelError: the selector is missing for a structured output, names no part of it,
+            or is set for a model that returns one ``(n, classes)`` tensor; the message
+            lists the parts there are.
     """
     if selector is None:
         if isinstance(output, torch.Tensor):
             return output
+        parts = output_parts(output)
+        listed = f" with {_choices(output, parts)}" if parts else ""
         raise ModelError(
-            f"the model returns a {type(output).__name__}, not a tensor: say which output holds "
-            "the logits with model.output (an index such as 0, or a key such as 'logits')"
+            f"the model returns a {type(output).__name__}{listed}, not a tensor: say which "
+            "output holds the logits with model.output (an index such as 0, or a key such as "
+            "'logits')"
         )
-    try:
-        if isinstance(output, dict) or isinstance(selector, int):
-            picked = output[selector]
-        elif hasattr(output, selector):
-            picked = getattr(output, selector)
-        else:
-            picked = output[selector]
-    except (KeyError, IndexError, TypeError) as exc:
-        keys = list(output.keys()) if isinstance(output, dict) else None
-        hint = f" (available keys: {keys})" if keys else ""
+    if isinstance(output, torch.Tensor) and output.ndim <= 2:
         raise ModelError(
-            f"model.output {selector!r} does not exist in the model's {type(output).__name__}"
-            f" output{hint}"
-        ) from exc
+            f"model.output is {selector!r}, but the model returns one tensor "
+            f"{tuple(output.shape)}: remove model.output"
+        )
+    found, picked = _pick(output, selector)
+    if not found and isinstance(selector, str) and "." in selector:
+        picked, found = output, True
+        for step in selector.split("."):
+            found, picked = _pick(picked, step)
+            if not found:
+                break
+    if not found:
+        parts = output_parts(output)
+        listed = f"; available {_choices(output, parts)}" if parts else ""
+        raise ModelError(
+            f"model.output {selector!r} does not exist in the model's {type(output).__name__} "
+            f"output{listed}"
+        )
     if not isinstance(picked, torch.Tensor):
+        parts = output_parts(picked)
+        if parts:
+            raise ModelError(
+                f"model.output {selector!r} is a {type(picked).__name__} holding "
+                f"{_choices(picked, parts)}, not a tensor: select the logits inside it with a "
+                f"dotted selector such as '{selector}.{next(iter(parts))}'"
+            )
         raise ModelError(f"model.output {selector!r} is a {type(picked).__name__}, not a tensor")
     return picked
 

@@ -6,9 +6,15 @@ Two ways to give a model:
 - ``model.path``: a TorchScript file (``torch.jit.save``), loaded safely; or a whole module
   saved with ``torch.save(model)``, which is a pickle and is loaded only when the user says
   the file is trusted (``--trust-model-file`` or ``model.trusted: true``).
-- ``model.factory: "package.module:callable"``, called with no arguments to build the
-  architecture, plus optionally ``model.weights``, a state_dict file loaded with
-  ``weights_only=True`` (no code runs).
+- ``model.path`` ending in ``.keras``, ``.h5`` or ``.hdf5``: a Keras 3 model, run on Keras's
+  PyTorch backend (:mod:`tcavkit.models.keras`; needs ``pip install 'tcavkit[keras]'``).
+- ``model.path`` ending in ``.onnx``: an ONNX model, converted to a PyTorch module with
+  onnx2torch; its layers are the ONNX node names (:mod:`tcavkit.models.onnx`; needs
+  ``pip install 'tcavkit[onnx]'``).
+- ``model.factory: "package.module:callable"``, called with ``model.factory_args`` as
+  keyword arguments (none by default) to build the architecture, e.g.
+  ``torchvision.models:resnet18`` or ``timm:create_model``, plus optionally
+  ``model.weights``, a state_dict file loaded with ``weights_only=True`` (no code runs).
 """
 
 from __future__ import annotations
@@ -26,14 +32,25 @@ import torch
 from torch import nn
 
 from tcavkit.config import ModelSpec
-from tcavkit.errors import ConfigError, ModelError
+from tcavkit.errors import ConfigError, ModelError, TcavWarning
 from tcavkit.models.adapter import ModelAdapter, TorchModel
 from tcavkit.models.torchscript import ScriptedSequentialModel
 
 FileKind = Literal["torchscript", "pickle", "unknown"]
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
-_STRIPPABLE_PREFIXES = ("module.", "model.")
+_OPTIONAL_SUFFIX = ".num_batches_tracked"
+# Import names of model-zoo packages → what to pip install when one is missing.
+_PIP_NAMES = {
+    "torchvision": "torchvision",
+    "timm": "timm",
+    "transformers": "transformers",
+    "huggingface_hub": "huggingface_hub",
+    "open_clip": "open_clip_torch",
+    "segmentation_models_pytorch": "segmentation-models-pytorch",
+    "torchaudio": "torchaudio",
+    "safetensors": "safetensors",
+}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -188,18 +205,35 @@ def load_factory(spec: str, search_dirs: Iterable[Path] = ()) -> Callable[..., A
                 raise
             module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        install = f"pip install {_PIP_NAMES[missing]}" if missing in _PIP_NAMES else "install it"
         if missing_self(exc):
+            if missing in _PIP_NAMES:
+                raise ModelError(
+                    f"model.factory {spec!r}: package {missing!r} is not installed: {install}"
+                ) from exc
             raise ModelError(
                 f"model.factory {spec!r}: cannot import module {module_name!r}; install it or "
                 "add its folder to PYTHONPATH (expected the form 'package.module:callable')"
+            ) from exc
+        if missing and "." not in missing:
+            raise ModelError(
+                f"model.factory {spec!r}: importing {module_name!r} needs the package "
+                f"{missing!r}, which is not installed: {install}"
             ) from exc
         raise ModelError(
             f"model.factory {spec!r}: importing {module_name!r} failed: {_one_line(exc)}"
         ) from exc
     except Exception as exc:
+        hint = ""
+        if "torchvision::" in str(exc):  # torchvision built for another torch (or for CUDA)
+            hint = (
+                f" (torchvision must be the release built for the installed torch "
+                f"{torch.__version__}: install both from the same index)"
+            )
         raise ModelError(
             f"model.factory {spec!r}: importing {module_name!r} raised "
-            f"{type(exc).__name__}: {_one_line(exc)}"
+            f"{type(exc).__name__}: {_one_line(exc)}{hint}"
         ) from exc
     obj: Any = module
     for part in attr.split("."):
@@ -214,14 +248,20 @@ def load_factory(spec: str, search_dirs: Iterable[Path] = ()) -> Callable[..., A
     return obj
 
 
-def _build_from_factory(spec: str, search_dirs: Iterable[Path]) -> nn.Module:
+def _build_from_factory(
+    spec: str, search_dirs: Iterable[Path], args: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """Call the factory with ``args`` as keyword arguments; it must return an ``nn.Module``."""
     factory = load_factory(spec, search_dirs)
+    args = dict(args or {})
     try:
-        module = factory()
+        module = factory(**args)
     except Exception as exc:
+        called = f"with model.factory_args {args}" if args else "with no arguments"
+        hint = "" if args else " (set model.factory_args for the arguments it needs)"
         raise ModelError(
-            f"model.factory {spec!r} failed when called with no arguments: "
-            f"{type(exc).__name__}: {_one_line(exc)}"
+            f"model.factory {spec!r} failed when called {called}: "
+            f"{type(exc).__name__}: {_one_line(exc)}{hint}"
         ) from exc
     if not isinstance(module, nn.Module):
         raise ModelError(
@@ -278,17 +318,40 @@ def load_state_dict_file(path: Path, *, trusted: bool = False) -> dict[str, torc
     return dict(obj)
 
 
-def _fit_keys(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Drop a ``module.``/``model.`` prefix (DataParallel, Lightning) when that makes the
-    keys match the model's."""
-    if set(state) == expected:
-        return state
-    for prefix in _STRIPPABLE_PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            stripped = {k[len(prefix) :]: v for k, v in state.items()}
-            if set(stripped) == expected:
-                return stripped
-    return state
+def _fits(keys: Iterable[str], expected: set[str]) -> bool:
+    """The keys are the model's, except perhaps BatchNorm's ``num_batches_tracked`` counters
+    (absent from checkpoints of old PyTorch versions, unused in eval mode)."""
+    keys = set(keys)
+    return keys <= expected and all(k.endswith(_OPTIONAL_SUFFIX) for k in expected - keys)
+
+
+def _fit_keys(
+    state: dict[str, torch.Tensor], expected: set[str]
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Drop the prefix that wrappers put before every key when that makes the keys match
+    the model's: ``module.`` (DataParallel, DDP), ``_orig_mod.`` (``torch.compile``),
+    ``model.``/``net.``/… (a Lightning module's attribute), up to three nested. Only keys under
+    the prefix are kept, so ``model.*`` is found next to ``model_ema.*`` or ``loss.*``.
+
+    Returns:
+        (the state_dict to load, the prefix dropped or ``""``).
+    """
+    if _fits(state, expected):
+        return state, ""
+    needed = len(expected) - sum(k.endswith(_OPTIONAL_SUFFIX) for k in expected)
+    frontier = [("", state)]
+    for _ in range(3):
+        deeper = []
+        for prefix, current in frontier:
+            for first in sorted({k.split(".", 1)[0] for k in current if "." in k}):
+                cut = len(first) + 1
+                sub = {k[cut:]: v for k, v in current.items() if k.startswith(f"{first}.")}
+                if _fits(sub, expected):
+                    return sub, f"{prefix}{first}."
+                if len(sub) >= needed:  # else no prefix below can fit either
+                    deeper.append((f"{prefix}{first}.", sub))
+        frontier = deeper
+    return state, ""
 
 
 def load_weights(
@@ -296,7 +359,18 @@ def load_weights(
 ) -> None:
     """Load the state_dict in ``path`` into ``module`` (strict), explaining any mismatch."""
     own = module.state_dict()
-    state = _fit_keys(load_state_dict_file(path, trusted=trusted), set(own))
+    stored = load_state_dict_file(path, trusted=trusted)
+    state, prefix = _fit_keys(stored, set(own))
+    ignored = sorted(k for k in stored if not k.startswith(prefix))
+    if ignored:
+        warnings.warn(
+            f"weights file {path}: loaded the {len(state)} entries under {prefix!r}; ignored "
+            f"the {len(ignored)} others ({_few(ignored, 3)})",
+            TcavWarning,
+            stacklevel=2,
+        )
+    if _fits(state, set(own)):  # fill in BatchNorm counters the file lacks
+        state = {**{k: own[k] for k in set(own) - set(state)}, **state}
     built = f"the model built by {factory!r}" if factory else "the model"
     missing, unexpected = set(own) - set(state), set(state) - set(own)
     if missing or unexpected:
@@ -342,6 +416,11 @@ def _check_spec(spec: ModelSpec) -> None:
             "model.weights is used with model.factory (which builds the architecture); with "
             "model.path the file already holds the weights"
         )
+    if spec.factory_args and spec.factory is None:
+        raise ConfigError(
+            "model.factory_args are the keyword arguments of model.factory; with model.path "
+            "there is nothing to call: remove them or use model.factory"
+        )
 
 
 def adapter_for(
@@ -356,6 +435,10 @@ def adapter_for(
         return ScriptedSequentialModel(
             module, logits_layer=logits_layer, output=output, device=device
         )
+    if type(module).__module__.split(".")[0] == "keras":  # a Keras 3 model (torch backend)
+        from tcavkit.models.keras import KerasModel
+
+        return KerasModel(module, logits_layer=logits_layer, output=output, device=device)
     return TorchModel(module, logits_layer=logits_layer, output=output, device=device)
 
 
@@ -385,11 +468,27 @@ def load_model(
     _check_spec(spec)
     trusted = trust_model_file or spec.trusted
     search_dirs = tuple(d for d in (base_dir, Path.cwd()) if d is not None)
+    if spec.path is not None and Path(spec.path).suffix.lower() in (".keras", ".h5", ".hdf5"):
+        from tcavkit.models.keras import load_keras  # imports Keras only when needed
+
+        return load_keras(
+            Path(spec.path),
+            logits_layer=spec.logits,
+            output=spec.output,
+            device=device,
+            trusted=trusted,
+        )
+    if spec.path is not None and Path(spec.path).suffix.lower() == ".onnx":
+        from tcavkit.models.onnx import load_onnx  # imports onnx2torch only when needed
+
+        return load_onnx(
+            Path(spec.path), logits_layer=spec.logits, output=spec.output, device=device
+        )
     if spec.path is not None:
         module = _load_model_file(Path(spec.path), trusted, search_dirs)
     else:
         assert spec.factory is not None
-        module = _build_from_factory(spec.factory, search_dirs)
+        module = _build_from_factory(spec.factory, search_dirs, spec.factory_args)
         if spec.weights is not None:
             load_weights(module, Path(spec.weights), trusted=trusted, factory=spec.factory)
     return adapter_for(module, logits_layer=spec.logits, output=spec.output, device=device)
@@ -422,6 +521,10 @@ def describe(spec: ModelSpec) -> str:
     """A short description of the model for reports, e.g. ``TorchScript file models/x.pt``."""
     if spec.path is not None:
         path = Path(spec.path)
+        if path.suffix.lower() in (".keras", ".h5", ".hdf5"):
+            return f"Keras file {spec.path}"
+        if path.suffix.lower() == ".onnx":
+            return f"ONNX file {spec.path}"
         kind = model_file_kind(path) if path.is_file() else "unknown"
         what = {
             "torchscript": "TorchScript file",
