@@ -139,3 +139,68 @@ def test_random_runs_warning_and_errors(axis_experiment_inputs, tmp_path):
     with pytest.raises(ConfigError, match="at least 2"):
         targets, concepts, random = axis_experiment_inputs
         make((targets, concepts, {"r": random["random500_0"]}), tmp_path)
+
+
+@pytest.mark.parametrize("method", ["mean-difference", "sgd"])
+def test_warm_run_reads_cavs_from_the_cache_and_gives_identical_tables(
+    axis_experiment_inputs, tmp_path, method
+):
+    first = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method=method))
+    cold = first.run()
+    assert first.counts.cavs_trained > 0 and first.counts.cavs_from_cache == 0
+    second = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method=method))
+    warm = second.run()
+    assert second.counts.cavs_trained == 0
+    assert second.counts.cavs_from_cache == first.counts.cavs_trained
+    pd.testing.assert_frame_equal(cold.runs, warm.runs)
+    key = ("up", "random500_0", "1")
+    np.testing.assert_array_equal(cold.cavs[key].direction, warm.cavs[key].direction)
+    # Another learner setting is another cache entry.
+    other = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method=method, alpha=0.1))
+    other.run()
+    assert other.counts.cavs_trained == first.counts.cavs_trained
+
+
+def test_cavs_trained_in_several_batches_equal_one_batch(
+    axis_experiment_inputs, tmp_path, monkeypatch
+):
+    import tcavkit.experiment as engine
+
+    whole = make(axis_experiment_inputs, tmp_path / "a", cav=CavOptions(method="sgd")).run()
+    monkeypatch.setattr(engine, "CAV_BATCH_BYTES", 4 * 4 * 7)  # 7 CAVs of 4 floats per batch
+    split = make(axis_experiment_inputs, tmp_path / "b", cav=CavOptions(method="sgd")).run()
+    # Each batch shifts its data by its own vector before the float32 Gram products, so
+    # the solver meets slightly different rounding: equal within its tolerance.
+    pd.testing.assert_frame_equal(whole.runs, split.runs, atol=1e-4, check_exact=False)
+    assert (whole.runs.tcav_score == split.runs.tcav_score).all()
+
+
+def test_concept_cavs_are_the_cavs_of_the_run(axis_experiment_inputs, tmp_path):
+    experiment = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method="sgd"))
+    result = experiment.run()
+    cavs = experiment.concept_cavs("up", "1")
+    assert len(cavs) == 10
+    for run, cav in enumerate(cavs):
+        stored = result.cavs[("up", f"random500_{run}", "1")]
+        np.testing.assert_allclose(cav.direction, stored.direction, atol=1e-6)
+        assert cav.accuracy == stored.accuracy
+
+
+def test_float16_cache_halves_the_disk_and_keeps_the_results(axis_experiment_inputs, tmp_path):
+    def payload(folder):
+        """Bytes of cached activations, gradients and CAVs (not the small float64 stats)."""
+        arrays = [np.load(p, mmap_mode="r") for p in folder.rglob("*.npy")]
+        return sum(a.nbytes for a in arrays if a.dtype != np.float64)
+
+    full = make(axis_experiment_inputs, tmp_path / "f32").run()
+    half_experiment = make(axis_experiment_inputs, tmp_path / "f16", cache_dtype="float16")
+    half = half_experiment.run()
+    again = make(axis_experiment_inputs, tmp_path / "f16", cache_dtype="float16").run()
+    pd.testing.assert_frame_equal(half.runs, again.runs)  # warm equals cold, bit for bit
+    # Same scores (signs are robust); magnitudes within float16 precision.
+    assert (full.runs.tcav_score == half.runs.tcav_score).all()
+    np.testing.assert_allclose(half.runs.magnitude, full.runs.magnitude, atol=2e-3)
+    assert (full.summary.significant == half.summary.significant).all()
+    assert payload(tmp_path / "f16") * 2 == payload(tmp_path / "f32") > 0
+    with pytest.raises(ConfigError, match="cache_dtype"):
+        make(axis_experiment_inputs, tmp_path, cache_dtype="int8")

@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,8 @@ from tcavkit.concepts.sources import ImageFolder, as_source
 from tcavkit.config import ExperimentConfig, load_config
 from tcavkit.errors import CacheError, ConfigError, DataError, TcavWarning
 from tcavkit.learners import VERSION as LEARNERS_VERSION
-from tcavkit.models.adapter import ModelAdapter, OutputSelector, TorchModel
-from tcavkit.models.loading import describe, load_labels, load_model
+from tcavkit.models.adapter import ModelAdapter, OutputSelector
+from tcavkit.models.loading import adapter_for, describe, load_labels, load_model
 from tcavkit.results import EXTRA_RUN_COLUMNS, RUN_COLUMNS, TcavResult
 from tcavkit.scoring import scores_from_derivatives
 from tcavkit.stats import summarize
@@ -44,7 +44,6 @@ from tcavkit.store import ArrayStore, cache_key
 
 MIN_RECOMMENDED_RUNS = 10
 CACHE_DTYPES = ("float32", "float16")
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 CAV_BATCH_BYTES = 64 * 2**20  # directions of one CAV batch (the rest streams past them)
 
 Loader = Any  # () -> np.ndarray (n, d): a set's activations (or gradients) at one layer
@@ -151,7 +150,7 @@ class Experiment:
         if isinstance(model, ModelAdapter):
             self.adapter = model
         else:
-            self.adapter = TorchModel(model, logits_layer=logits, output=output, device=device)
+            self.adapter = adapter_for(model, logits_layer=logits, output=output, device=device)
         self.layers = list(dict.fromkeys(layers))
         if not self.layers:
             raise ConfigError("no layers given: name at least one layer (tcavkit layers MODEL)")
@@ -222,7 +221,7 @@ class Experiment:
             min_examples=config.examples.min,
             cav=config.cav.options(),
             stats=StatsOptions(**config.stats.model_dump()),
-            preprocessing=spec.input.preprocessing(),
+            preprocessing=_model_preprocessing(spec.input.preprocessing(), adapter),
             seed=config.seed,
             batch_size=config.batch_size,
             cache_dir=str(config.cache) if config.cache is not None else None,
@@ -363,7 +362,7 @@ class Experiment:
         names = list(names) if names is not None else [*self.concepts, *self.random]
         by_fingerprint: dict[str, dict[str, Loader]] = {}
         result: dict[str, dict[str, Loader]] = {}
-        extra = {} if self.cache_dtype == "float32" else {"storage": self.cache_dtype}
+        extra = self._storage_key()
         with self._bar(len(names), "activations", "set") as bar:
             for name in names:
                 examples = sets[name]
@@ -400,6 +399,7 @@ class Experiment:
                         class_index=index,
                         logits=self.adapter.logits_layer,
                         output=self.adapter.output,
+                        **self._storage_key(),
                     )
                     for layer in self.layers
                 }
@@ -408,6 +408,7 @@ class Experiment:
                     keys,
                     lambda x, k=index: self.adapter.gradients(x, k, self.layers),
                     "backward_batches",
+                    storage=self.cache_dtype,
                 )
                 bar.update()
         return result
@@ -451,14 +452,21 @@ class Experiment:
             if self.store.root is None:
                 loaders[layer] = lambda array=array: array
                 continue
-            if storage == "float16" and float(np.abs(array).max(initial=0.0)) <= FLOAT16_MAX:
-                array = array.astype(np.float16)
             meta = {"set": examples.name, "layer": layer, "skipped": skipped}
+            if storage == "float16":
+                array, meta["scale"] = _to_half(array)
             self.store.put(key, array, meta=meta)
             loaders[layer] = self._cache_loader(key)
         return loaders
 
+    def _storage_key(self) -> dict[str, str]:
+        """Cache-key part for the storage precision (none for float32, as before)."""
+        return {} if self.cache_dtype == "float32" else {"storage": self.cache_dtype}
+
     def _cache_loader(self, key: str) -> Loader:
+        """A loader of the float32 array under ``key`` (float16 entries are scaled back)."""
+        scale = float(self.store.get_meta(key).get("scale", 1.0))
+
         def load() -> np.ndarray:
             array = self.store.get(key, writable_copy=True)
             if array is None:
@@ -466,6 +474,8 @@ class Experiment:
                     f"cache entry {key} disappeared during the run (was the cache folder "
                     f"{self.store.root} cleared?); run again"
                 )
+            if array.dtype == np.float16:
+                return array.astype(np.float32) * np.float32(scale)
             return array
 
         return load
@@ -632,7 +642,8 @@ class Experiment:
             and cached_stats.shape == (len(tasks), 3)
         ):
             for start, stop in chunks:
-                score(torch.from_numpy(cached[start:stop]).to(self.adapter.device), start)
+                block = torch.from_numpy(cached[start:stop]).to(self.adapter.device)
+                score(block.float(), start)
                 bar.update(stop - start)
             self.counts.cavs_from_cache += len(tasks)
             return cached, np.array(cached_stats)
@@ -641,7 +652,8 @@ class Experiment:
         stats = np.empty((len(tasks), 3))
         kept: list[np.ndarray] = []
         meta = {"layer": layer, "cavs": len(tasks), "method": self.cav.method}
-        with self.store.writer(key, (len(tasks), dim), np.float32, meta) as append:
+        dtype = np.dtype(self.cache_dtype)
+        with self.store.writer(key, (len(tasks), dim), dtype, meta) as append:
             for start, stop in chunks:
                 batch = train_cav_batch(
                     tasks[start:stop], load, self._sizes, self.cav, self.adapter.device
@@ -649,8 +661,10 @@ class Experiment:
                 stats[start:stop, 0] = batch.intercepts
                 stats[start:stop, 1] = batch.accuracies
                 stats[start:stop, 2] = batch.separations
-                score(batch.directions, start)
-                host = batch.directions.cpu().numpy()
+                # Scored as stored, so that a later run from the cache gives the same numbers.
+                rounded = batch.directions.to(_TORCH_DTYPES[self.cache_dtype])
+                score(rounded.float(), start)
+                host = rounded.cpu().numpy()
                 append(host)
                 if self.store.root is None:
                     kept.append(host)
@@ -776,6 +790,25 @@ class Experiment:
             "seed": self.seed,
             "batch_size": self.batch_size,
         }
+
+
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def _to_half(array: np.ndarray) -> tuple[np.ndarray, float]:
+    """``array`` as float16 divided by a power of two that puts its largest magnitude near
+    2**14 (no overflow; small gradients keep their precision); returns (half, scale)."""
+    peak = float(np.abs(array).max(initial=0.0))
+    scale = 2.0 ** (np.ceil(np.log2(peak)) - 14) if peak > 0 else 1.0
+    return (array / np.float32(scale)).astype(np.float16), scale
+
+
+def _model_preprocessing(preprocessing: Preprocessing, adapter: ModelAdapter) -> Preprocessing:
+    """Resize to the model's fixed input size (Keras, ONNX) when ``input.size`` is unset."""
+    size = getattr(adapter, "input_size", None)
+    if preprocessing.size is None and size:
+        return replace(preprocessing, size=tuple(size))
+    return preprocessing
 
 
 def _at_layer(task: CavTask, layer: str) -> CavTask:
