@@ -192,7 +192,7 @@ def _coefficients(
         return learners.mean_difference(y, mask)
     gram = _grams(tasks, splits, load, sizes, n_train, max_rows).to(device)
     if options.method == "sgd":
-        return learners.hinge_svm(gram, y, mask, options.alpha, max_epochs=options.max_iter)
+        return learners.hinge_svm(gram, y, mask, options.alpha, max_iter=options.max_iter)
     return learners.logistic(gram, y, mask, options.alpha, max_iter=min(options.max_iter, 100))
 
 
@@ -221,6 +221,7 @@ def train_cav_batch(
     splits = _splits(tasks, sizes, options)
     coef, b0 = _coefficients(tasks, splits, load, sizes, options, device, max_rows)
     roles = _involving(tasks)
+    coef_host = coef.cpu()  # one transfer, not one per task
     weights: torch.Tensor | None = None
     # Pass 2: directions as coefficient-weighted sums of each set's rows.
     for name, (as_pos, as_neg) in roles.items():
@@ -229,15 +230,15 @@ def train_cav_batch(
             weights = torch.zeros(len(tasks), x.shape[1], dtype=torch.float32, device=device)
         rows = torch.zeros(len(as_pos) + len(as_neg), len(x), dtype=torch.float64)
         for r, i in enumerate(as_pos):
-            rows[r, splits[i].pos_train] = coef[i, : len(splits[i].pos_train)].cpu()
+            rows[r, splits[i].pos_train] = coef_host[i, : len(splits[i].pos_train)]
         for r, i in enumerate(as_neg, start=len(as_pos)):
             kp = len(splits[i].pos_train)
-            rows[r, splits[i].neg_train] = coef[i, kp : kp + len(splits[i].neg_train)].cpu()
+            rows[r, splits[i].neg_train] = coef_host[i, kp : kp + len(splits[i].neg_train)]
         index = torch.as_tensor(as_pos + as_neg, device=device)
         weights[index] += rows.to(device=device, dtype=torch.float32) @ x  # unique indices
         del x
     assert weights is not None
-    norms = torch.linalg.vector_norm(weights.double(), dim=1)
+    norms = torch.linalg.vector_norm(weights, dim=1).double()
     bad = ~torch.isfinite(norms) | (norms == 0)
     if bool(bad.any()):
         task = tasks[int(torch.nonzero(bad)[0])]
@@ -246,8 +247,7 @@ def train_cav_batch(
             "sets' activations cannot be separated in any direction (identical or non-finite "
             "activations); check that the sets differ"
         )
-    directions = (weights / norms[:, None].float()).contiguous()
-    del weights
+    directions = weights.div_(norms[:, None].float())  # in place: no second (m, d) copy
     intercepts, accuracies, separations = _project(
         tasks, splits, roles, load, directions, b0.cpu().numpy() / norms.cpu().numpy()
     )
