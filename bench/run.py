@@ -122,7 +122,10 @@ def bench_workload(
             if not python.exists():
                 print(f"  {peer}: no {python}; see bench/README.md", file=sys.stderr)
                 continue
-            row(peer, f"{peer}_run.py", python=str(python), args=dev, timeout=timeout)
+            # tcav's default differentiates the log-softmax; the paper's TCAV (and tcavkit's,
+            # and captum's) differentiates the logit, with the same SGD alpha as the others.
+            extra = ["--loss", "logit", "--alpha", "0.01"] if peer == "tcav" else []
+            row(peer, f"{peer}_run.py", python=str(python), args=[*dev, *extra], timeout=timeout)
         # tcavkit with the peers' CAV learner, for the agreement table.
     return {"folder": str(folder), "rows": rows}
 

@@ -78,8 +78,9 @@ def hinge_svm(
     mask: torch.Tensor,
     alpha: float,
     *,
-    max_iter: int = 1000,
+    max_iter: int = 300,
     tol: float = 1e-4,
+    gap: float = 1e-6,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-regularised hinge loss, all problems at once, through its dual.
 
@@ -88,8 +89,9 @@ def hinge_svm(
     sweep of dual coordinate descent (Hsieh et al. 2008), which always descends and finds
     which coordinates sit at a bound, then one Newton step on the others, kept where it
     lowers the objective (it lands on the optimum once the bound set is right). A problem
-    stops when its largest projected gradient is below ``tol``, when its primal objective
-    has not improved for 200 iterations (a degenerate dual, with fewer features than
+    stops when its largest projected gradient is below ``tol``, when the duality gap is
+    below ``gap`` times the primal objective, when its primal objective has not improved
+    (by 1e-7, relatively) for 200 iterations (a degenerate dual, with fewer features than
     examples, otherwise crawls without changing the CAV), or after ``max_iter``
     iterations; it returns its best iterate and never moves after stopping, so a batch
     solves each problem exactly as it would be solved alone.
@@ -136,14 +138,16 @@ def hinge_svm(
         primal = 0.5 * ((grad + valid) * beta).sum(dim=1) + (upper * torch.clamp(-grad, min=0)).sum(
             dim=1
         )
-        improved = primal < best * (1 - 1e-12)
+        dual = (beta * valid).sum(dim=1) - 0.5 * ((grad + valid) * beta).sum(dim=1)
+        improved = primal < best * (1 - 1e-7)
         best_beta = torch.where((improved & active)[:, None], beta, best_beta)
         best = torch.where(improved & active, primal, best)
         stale = torch.where(improved, torch.zeros_like(stale), stale + 1)
         at_lower = (beta <= 0) & (grad > 0)
         at_upper = (beta >= upper) & (grad < 0)
         projected = torch.where(at_lower | at_upper, torch.zeros_like(grad), grad) * valid
-        active &= (projected.abs().amax(dim=1) > tol) & (stale < patience)
+        gap_closed = primal - dual <= gap * primal.abs()
+        active &= (projected.abs().amax(dim=1) > tol) & (stale < patience) & ~gap_closed
         if not bool(active.any()):
             break
         moving = active.to(q.dtype)
@@ -172,6 +176,11 @@ def hinge_svm(
                 break
             current = torch.where(better, objective(beta), current)
             size = torch.where(better[:, None], torch.zeros_like(size), size / 2)
+    grad = torch.einsum("mij,mj->mi", q, beta) - valid  # the last iterate may be the best
+    primal = 0.5 * ((grad + valid) * beta).sum(dim=1) + (upper * torch.clamp(-grad, min=0)).sum(
+        dim=1
+    )
+    best_beta = torch.where((primal < best)[:, None], beta, best_beta)
     signed = best_beta * y
     coef = _uncentre(signed, mask)
     return coef, bias_sq * signed.sum(dim=1)
