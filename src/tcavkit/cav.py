@@ -123,9 +123,4 @@ def train_cav(
     batch = train_cav_batch(
         [CavTask("positive", "negative", seed)], arrays.__getitem__, sizes, options
     )
-    return CAV(
-        batch.directions[0].numpy(),
-        float(batch.intercepts[0]),
-        float(batch.accuracies[0]),
-        float(batch.separations[0]),
-    )
+    return batch.cavs()[0]

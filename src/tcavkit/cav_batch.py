@@ -58,6 +58,19 @@ class CavBatch:
     accuracies: np.ndarray
     separations: np.ndarray
 
+    def cavs(self) -> list[CAV]:
+        """The batch as :class:`~tcavkit.cav.CAV` objects (directions on the CPU)."""
+        directions = self.directions.cpu().numpy()
+        return [
+            CAV(
+                directions[i],
+                float(self.intercepts[i]),
+                float(self.accuracies[i]),
+                float(self.separations[i]),
+            )
+            for i in range(len(directions))
+        ]
+
 
 @dataclass(frozen=True)
 class _Split:

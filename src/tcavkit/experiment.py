@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from tcavkit import __version__
 from tcavkit.cav import CAV, CavOptions, pair_seed
-from tcavkit.cav_batch import CavBatch, CavTable, CavTask, train_cav_batch
+from tcavkit.cav_batch import CavTable, CavTask, train_cav_batch
 from tcavkit.concepts.base import ExampleSet, ExampleSource, Selection
 from tcavkit.concepts.preprocessing import Preprocessing
 from tcavkit.concepts.sources import ImageFolder, as_source
@@ -252,7 +252,7 @@ class Experiment:
         batch = train_cav_batch(
             tasks, self._set_loader(acts, layer), self._sizes, self.cav, self.adapter.device
         )
-        return _cavs_of(batch)
+        return batch.cavs()
 
     # -- construction checks ---------------------------------------------------------------
     def _validate(self) -> None:
@@ -814,19 +814,6 @@ def _model_preprocessing(preprocessing: Preprocessing, adapter: ModelAdapter) ->
 def _at_layer(task: CavTask, layer: str) -> CavTask:
     """The task at one layer: each layer's CAV gets its own seed."""
     return CavTask(task.positive, task.negative, pair_seed(task.seed, layer))
-
-
-def _cavs_of(batch: CavBatch) -> list[CAV]:
-    directions = batch.directions.cpu().numpy()
-    return [
-        CAV(
-            directions[i],
-            float(batch.intercepts[i]),
-            float(batch.accuracies[i]),
-            float(batch.separations[i]),
-        )
-        for i in range(len(directions))
-    ]
 
 
 def random_set_names(config: ExperimentConfig) -> list[str]:

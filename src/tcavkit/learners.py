@@ -125,20 +125,24 @@ def hinge_svm(
 
     diag = torch.diagonal(q, dim1=1, dim2=2).clone()
     diag[diag <= 0] = 1.0  # padding, or an all-zero example (its β only meets the box)
+
     # The primal objective (times 1/alpha n) of the CAV that β stands for: the margins are
     # Qβ = grad + 1. With fewer features than examples the dual is degenerate and crawls
     # along directions that leave the CAV unchanged: a problem whose best primal value has
     # not improved for `patience` iterations stops too, and the best β is returned.
+    def margins_and_primal(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Dual gradient ``Qβ - 1``, the quadratic term ``βᵀQβ`` and the primal value."""
+        g = torch.einsum("mij,mj->mi", q, b) - valid
+        quad = ((g + valid) * b).sum(dim=1)
+        return g, quad, 0.5 * quad + (upper * torch.clamp(-g, min=0)).sum(dim=1)
+
     best = torch.full((m,), float("inf"), dtype=q.dtype, device=q.device)
     best_beta = beta.clone()
     stale = torch.zeros(m, dtype=torch.long, device=q.device)
     patience = 200
     for _ in range(max_iter):
-        grad = torch.einsum("mij,mj->mi", q, beta) - valid
-        primal = 0.5 * ((grad + valid) * beta).sum(dim=1) + (upper * torch.clamp(-grad, min=0)).sum(
-            dim=1
-        )
-        dual = (beta * valid).sum(dim=1) - 0.5 * ((grad + valid) * beta).sum(dim=1)
+        grad, quad, primal = margins_and_primal(beta)
+        dual = (beta * valid).sum(dim=1) - 0.5 * quad
         improved = primal < best * (1 - 1e-7)
         best_beta = torch.where((improved & active)[:, None], beta, best_beta)
         best = torch.where(improved & active, primal, best)
@@ -176,10 +180,7 @@ def hinge_svm(
                 break
             current = torch.where(better, objective(beta), current)
             size = torch.where(better[:, None], torch.zeros_like(size), size / 2)
-    grad = torch.einsum("mij,mj->mi", q, beta) - valid  # the last iterate may be the best
-    primal = 0.5 * ((grad + valid) * beta).sum(dim=1) + (upper * torch.clamp(-grad, min=0)).sum(
-        dim=1
-    )
+    _, _, primal = margins_and_primal(beta)  # the last iterate may be the best
     best_beta = torch.where((primal < best)[:, None], beta, best_beta)
     signed = best_beta * y
     coef = _uncentre(signed, mask)
