@@ -36,7 +36,7 @@ class CavOptions:
             as scikit-learn's ``SGDClassifier(alpha)`` and ``LogisticRegression(C=1 /
             (alpha * n_train))``). Default 0.01.
         test_fraction: share of each class held out to measure accuracy. Default 1/3.
-        max_iter: cap on the solver's iterations (``sgd``: at most 300, ``logistic``: at
+        max_iter: cap on the solver's iterations (``sgd`` and ``logistic``: at
             most 100).
     """
 

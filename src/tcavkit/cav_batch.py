@@ -205,7 +205,7 @@ def _coefficients(
         return learners.mean_difference(y, mask)
     gram = _grams(tasks, splits, load, sizes, n_train, max_rows).to(device)
     if options.method == "sgd":
-        return learners.hinge_svm(gram, y, mask, options.alpha, max_iter=min(options.max_iter, 300))
+        return learners.hinge_svm(gram, y, mask, options.alpha, max_iter=min(options.max_iter, 100))
     return learners.logistic(gram, y, mask, options.alpha, max_iter=min(options.max_iter, 100))
 
 
