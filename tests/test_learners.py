@@ -118,3 +118,37 @@ def test_a_batch_trains_the_same_cavs_as_one_at_a_time(method):
         assert batch.intercepts[i] == pytest.approx(single.intercept, abs=1e-4)
         assert batch.accuracies[i] == single.accuracy
         assert batch.separations[i] == pytest.approx(single.separation, rel=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("d", [40, 3])  # more features than examples, and far fewer
+def test_hinge_svm_is_the_exact_optimum_of_its_objective(d, seed):
+    # The learner's problem is a linear SVM without intercept on the centred examples with
+    # one extra constant feature B (B² = mean squared norm of the centred examples). Its
+    # dual is a smooth box-constrained QP that L-BFGS-B solves to high accuracy.
+    from scipy.optimize import minimize
+
+    x, y = problem(seed, n=24, d=d, shift=0.6)
+    centred = x - x.mean(0)
+    bias = np.sqrt(np.mean(np.sum(centred**2, axis=1)))
+    augmented = np.c_[centred, np.full(len(x), bias)]
+    a = augmented * y[:, None]
+    q = a @ a.T
+    ref = minimize(
+        lambda beta: (0.5 * beta @ q @ beta - beta.sum(), q @ beta - 1),
+        np.zeros(len(y)),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0, 1 / (0.01 * len(y)))] * len(y),
+        options={"ftol": 1e-16, "gtol": 1e-12, "maxiter": 100_000},
+    )
+    theirs = ref.x @ a  # v = Σ β_i y_i a_i
+    w, b = solve(learners.hinge_svm, [x], [y])
+    # Back to the augmented weights: the centred offset b + w·x̄ is v_B B.
+    ours = np.r_[w[0], (b[0] + w[0] @ x.mean(0)) / bias]
+
+    def objective(v):
+        return 0.005 * v @ v + np.mean(np.maximum(0, 1 - y * (augmented @ v)))
+
+    assert objective(ours) <= objective(theirs) * (1 + 1e-9)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
