@@ -233,3 +233,41 @@ def test_output_index_into_stacked_heads():
 
     adapter = TorchModel(Stacked(), output=1, device="cpu")
     torch.testing.assert_close(adapter.logits(X), linear_model()(X).detach())
+
+
+def conv_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 4, 3, padding=1),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 3),
+    )
+
+
+def test_channels_last_inputs_give_the_same_activations_and_gradients():
+    net = conv_net()
+    auto = TorchModel(net, device="cpu")
+    plain = TorchModel(net, device="cpu", memory_format="contiguous")
+    assert auto.channels_last and not plain.channels_last
+    assert auto._inputs(torch.zeros(2, 3, 16, 16)).is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(5, 3, 16, 16)
+    layers = ["1", "3"]
+    for ours, theirs in [
+        (auto.activations(x, layers), plain.activations(x, layers)),
+        (auto.gradients(x, 2, layers), plain.gradients(x, 2, layers)),
+    ]:
+        for layer in layers:
+            # Flattened in the logical (C, H, W) order whatever the memory layout.
+            assert ours[layer].shape == theirs[layer].shape == (5, theirs[layer].shape[1])
+            torch.testing.assert_close(ours[layer], theirs[layer], rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_only_for_convolutional_networks_unless_asked():
+    assert not TorchModel(linear_model(), device="cpu").channels_last
+    forced = TorchModel(linear_model(), device="cpu", memory_format="channels_last")
+    assert forced.channels_last
+    x = torch.rand(4, 3)  # not an image batch: passed through as it is
+    assert forced._inputs(x).is_contiguous()

@@ -13,7 +13,7 @@ import difflib
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -315,6 +315,12 @@ class TorchModel(ModelAdapter):
     """Adapter for any ``torch.nn.Module``; layers are named as in ``named_modules()``.
 
     The module is put in eval mode and moved to ``device``. Forward hooks capture the layers.
+
+    Args:
+        memory_format: how image batches ``(n, C, H, W)`` are laid out in memory (values
+            and layer outputs are the same either way). ``"auto"``: channels-last for a
+            network with 2-D convolutions on the CPU, where oneDNN's convolutions and
+            pooling run 1.2-1.8 times faster on it (``bench/``); as given elsewhere.
     """
 
     def __init__(
@@ -324,6 +330,7 @@ class TorchModel(ModelAdapter):
         logits_layer: str | None = None,
         output: OutputSelector = None,
         device: str | torch.device = "auto",
+        memory_format: Literal["auto", "channels_last", "contiguous"] = "auto",
     ) -> None:
         if not isinstance(module, nn.Module):
             raise ModelError(f"expected a torch.nn.Module, got {type(module).__name__}")
@@ -331,6 +338,17 @@ class TorchModel(ModelAdapter):
         self._modules = {name: mod for name, mod in module.named_modules() if name}
         super().__init__(logits_layer=logits_layer, output=output, device=device)
         self.module.eval().to(self.device)
+        if memory_format == "auto":
+            convolutional = any(isinstance(m, nn.Conv2d) for m in self._modules.values())
+            self.channels_last = convolutional and self.device.type == "cpu"
+        else:
+            self.channels_last = memory_format == "channels_last"
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        x = super()._inputs(x)
+        if self.channels_last and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def layer_names(self) -> list[str]:
         return list(self._modules)
