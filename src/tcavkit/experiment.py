@@ -30,6 +30,7 @@ from tcavkit import __version__
 from tcavkit.cav import CAV, CavOptions, pair_seed
 from tcavkit.cav_batch import CavTable, CavTask, train_cav_batch
 from tcavkit.concepts.base import ExampleSet, ExampleSource, Selection
+from tcavkit.concepts.prefetch import Prefetcher
 from tcavkit.concepts.preprocessing import Preprocessing
 from tcavkit.concepts.sources import ImageFolder, as_source
 from tcavkit.config import ExperimentConfig, load_config
@@ -246,7 +247,8 @@ class Experiment:
         names = [concept, *self.random]
         sources = {name: {**self.concepts, **self.random}[name] for name in names}
         sets = {name: src.resolve(name, self.selection) for name, src in sources.items()}
-        acts = self._activations(sets, self.adapter.fingerprint(), names=names)
+        with Prefetcher(self.preprocessing) as self._loads:
+            acts = self._activations(sets, self.adapter.fingerprint(), names=names)
         rows = [row for row in self._plan() if row.kind == "concept" and row.concept == concept]
         tasks = [_at_layer(row.task, layer) for row in rows]
         batch = train_cav_batch(
@@ -308,10 +310,12 @@ class Experiment:
                 with _timed(timings, "resolve"):
                     sets = self._resolve_sets()
                     model_fp = self.adapter.fingerprint()
-                with _timed(timings, "activations"):
-                    acts = self._activations(sets, model_fp)
-                with _timed(timings, "gradients"):
-                    grads = self._gradients(sets, model_fp)
+                order = self._to_compute(sets, model_fp)
+                with Prefetcher(self.preprocessing, order) as self._loads:
+                    with _timed(timings, "activations"):
+                        acts = self._activations(sets, model_fp)
+                    with _timed(timings, "gradients"):
+                        grads = self._gradients(sets, model_fp)
                 runs, cavs = self._cavs_and_scores(sets, model_fp, acts, grads, timings)
                 with _timed(timings, "stats"):
                     summary = summarize(
@@ -350,7 +354,7 @@ class Experiment:
         )
 
     def _batches(self, examples: ExampleSet) -> Iterator[torch.Tensor]:
-        data = examples.load(self.preprocessing)
+        data = self._loads.load(examples)
         for start in range(0, len(data), self.batch_size):
             yield data[start : start + self.batch_size]
 
@@ -362,17 +366,13 @@ class Experiment:
         names = list(names) if names is not None else [*self.concepts, *self.random]
         by_fingerprint: dict[str, dict[str, Loader]] = {}
         result: dict[str, dict[str, Loader]] = {}
-        extra = self._storage_key()
         with self._bar(len(names), "activations", "set") as bar:
             for name in names:
                 examples = sets[name]
                 if examples.fingerprint not in by_fingerprint:
                     by_fingerprint[examples.fingerprint] = self._layer_arrays(
                         examples,
-                        {
-                            layer: self._key("activations", model_fp, layer, examples, **extra)
-                            for layer in self.layers
-                        },
+                        self._activation_keys(model_fp, examples),
                         lambda x: self.adapter.activations(x, self.layers),
                         "forward_batches",
                         storage=self.cache_dtype,
@@ -390,28 +390,58 @@ class Experiment:
             for name in self.targets:
                 index = self.class_index(name)
                 examples = sets[name]
-                keys = {
-                    layer: self._key(
-                        "gradients",
-                        model_fp,
-                        layer,
-                        examples,
-                        class_index=index,
-                        logits=self.adapter.logits_layer,
-                        output=self.adapter.output,
-                        **self._storage_key(),
-                    )
-                    for layer in self.layers
-                }
                 result[name] = self._layer_arrays(
                     examples,
-                    keys,
+                    self._gradient_keys(model_fp, name, examples),
                     lambda x, k=index: self.adapter.gradients(x, k, self.layers),
                     "backward_batches",
                     storage=self.cache_dtype,
                 )
                 bar.update()
         return result
+
+    def _activation_keys(self, model_fp: str, examples: ExampleSet) -> dict[str, str]:
+        """{layer: cache key} of a set's activations."""
+        extra = self._storage_key()
+        return {
+            layer: self._key("activations", model_fp, layer, examples, **extra)
+            for layer in self.layers
+        }
+
+    def _gradient_keys(self, model_fp: str, target: str, examples: ExampleSet) -> dict[str, str]:
+        """{layer: cache key} of the gradients of ``target``'s class logit on its examples."""
+        return {
+            layer: self._key(
+                "gradients",
+                model_fp,
+                layer,
+                examples,
+                class_index=self.class_index(target),
+                logits=self.adapter.logits_layer,
+                output=self.adapter.output,
+                **self._storage_key(),
+            )
+            for layer in self.layers
+        }
+
+    def _to_compute(self, sets: dict[str, ExampleSet], model_fp: str) -> list[ExampleSet]:
+        """The sets that go through the model in this run, in the order they will: concept
+        and random sets missing from the cache (each content once), then targets."""
+        order: list[ExampleSet] = []
+        seen: set[str] = set()
+        for name in [*self.concepts, *self.random]:
+            examples = sets[name]
+            if examples.fingerprint not in seen:
+                seen.add(examples.fingerprint)
+                if not self._cached(self._activation_keys(model_fp, examples)):
+                    order.append(examples)
+        for name in self.targets:
+            if not self._cached(self._gradient_keys(model_fp, name, sets[name])):
+                order.append(sets[name])
+        return order
+
+    def _cached(self, keys: dict[str, str]) -> bool:
+        return all(self.store.get(key) is not None for key in keys.values())
 
     def _layer_arrays(
         self,
