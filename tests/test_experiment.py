@@ -187,7 +187,8 @@ def test_concept_cavs_are_the_cavs_of_the_run(axis_experiment_inputs, tmp_path):
 
 def test_float16_cache_halves_the_disk_and_keeps_the_results(axis_experiment_inputs, tmp_path):
     def payload(folder):
-        """Bytes of cached activations, gradients and CAVs (not the small float64 stats)."""
+        """Bytes of cached activations and gradients (not the small float64 CAV
+        coefficients and stats)."""
         arrays = [np.load(p, mmap_mode="r") for p in folder.rglob("*.npy")]
         return sum(a.nbytes for a in arrays if a.dtype != np.float64)
 

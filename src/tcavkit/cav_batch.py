@@ -51,12 +51,17 @@ class CavBatch:
         intercepts: ``(m,)``: the classifier is ``x · direction + intercept``.
         accuracies: ``(m,)`` held-out accuracy.
         separations: ``(m,)`` distance between the class means along the direction.
+        coefficients: ``(m, n_train)`` float64: each direction (before normalising) is
+            the coefficient-weighted sum of the task's training rows, positive rows first
+            (in split order), then negative ones; zero-padded. With the activations they
+            give back the directions (:func:`cav_directions`).
     """
 
     directions: torch.Tensor
     intercepts: np.ndarray
     accuracies: np.ndarray
     separations: np.ndarray
+    coefficients: np.ndarray
 
     def cavs(self) -> list[CAV]:
         """The batch as :class:`~tcavkit.cav.CAV` objects (directions on the CPU)."""
@@ -89,15 +94,6 @@ def _splits(tasks: Sequence[CavTask], sizes: dict[str, int], options: CavOptions
         )
         out.append(_Split(*parts))
     return out
-
-
-def _involving(tasks: Sequence[CavTask]) -> dict[str, tuple[list[int], list[int]]]:
-    """set name → (indices of tasks where it is positive, where it is negative)."""
-    roles: dict[str, tuple[list[int], list[int]]] = {}
-    for i, task in enumerate(tasks):
-        roles.setdefault(task.positive, ([], []))[0].append(i)
-        roles.setdefault(task.negative, ([], []))[1].append(i)
-    return roles
 
 
 def _groups(names: Sequence[str], sizes: dict[str, int], max_rows: int) -> list[list[str]]:
@@ -233,25 +229,121 @@ def train_cav_batch(
     device = torch.device(device)
     splits = _splits(tasks, sizes, options)
     coef, b0 = _coefficients(tasks, splits, load, sizes, options, device, max_rows)
-    roles = _involving(tasks)
-    coef_host = coef.cpu()  # one transfer, not one per task
+    coef_host = coef.cpu().numpy()
+    roles = _roles(tasks, splits)
+    directions, norms = _directions(tasks, roles, coef_host, load, device)
+    intercepts, accuracies, separations = _project(
+        len(tasks), roles, load, directions, b0.cpu().numpy() / norms
+    )
+    return CavBatch(directions, intercepts, accuracies, separations, coef_host)
+
+
+def cav_directions(
+    tasks: Sequence[CavTask],
+    coefficients: np.ndarray,
+    load: SetLoader,
+    sizes: dict[str, int],
+    options: CavOptions,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The unit directions ``(m, d)`` of CAVs trained before, from their coefficients
+    (:attr:`CavBatch.coefficients`) and the same activations: the learner is not run."""
+    roles = _roles(tasks, _splits(tasks, sizes, options))
+    directions, _ = _directions(tasks, roles, coefficients, load, torch.device(device))
+    return directions
+
+
+@dataclass(frozen=True)
+class _Role:
+    """The tasks one set takes part in, and its rows in each (concatenated)."""
+
+    tasks: np.ndarray  # (k,) task indices: positive roles first, then negative
+    positive: np.ndarray  # (k,) bool
+    train_task: np.ndarray  # (t,) column (0..k-1) of each training row below
+    train_row: np.ndarray  # (t,) row of the set
+    train_coef: np.ndarray  # (t,) the coefficient position of that row in its task
+    test_task: np.ndarray  # (u,) column of each held-out row (training rows if none)
+    test_row: np.ndarray  # (u,)
+
+
+def _roles(tasks: Sequence[CavTask], splits: Sequence[_Split]) -> dict[str, _Role]:
+    """Per set: its tasks and rows, as flat arrays (no per-task work in the passes)."""
+    found: dict[str, list[tuple[int, bool]]] = {}
+    for i, task in enumerate(tasks):
+        found.setdefault(task.positive, []).append((i, True))
+    for i, task in enumerate(tasks):
+        found.setdefault(task.negative, []).append((i, False))
+    roles = {}
+    for name, pairs in found.items():
+        columns, trains, tests, offsets = [], [], [], []
+        for i, positive in pairs:
+            s = splits[i]
+            train, test = (s.pos_train, s.pos_test) if positive else (s.neg_train, s.neg_test)
+            trains.append(train)
+            tests.append(test if len(test) else train)
+            offsets.append(0 if positive else len(s.pos_train))
+            columns.append(i)
+        k = np.arange(len(pairs))
+        train_len = np.array([len(t) for t in trains])
+        test_len = np.array([len(t) for t in tests])
+        starts = np.repeat(np.cumsum(train_len) - train_len, train_len)
+        within = np.arange(int(train_len.sum())) - starts
+        roles[name] = _Role(
+            tasks=np.array(columns),
+            positive=np.array([positive for _, positive in pairs]),
+            train_task=np.repeat(k, train_len),
+            train_row=np.concatenate(trains),
+            train_coef=within + np.repeat(np.array(offsets), train_len),
+            test_task=np.repeat(k, test_len),
+            test_row=np.concatenate(tests),
+        )
+    return roles
+
+
+def _runs(index: np.ndarray, min_length: int = 8) -> tuple[list[tuple[int, int, int]], np.ndarray]:
+    """Split ``index`` into long runs of consecutive values ``(position, first, last+1)`` and
+    the positions of everything else (so blocks of rows can be used in place)."""
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    starts = np.r_[0, breaks]
+    stops = np.r_[breaks, len(index)]
+    runs, rest = [], []
+    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+        if b - a >= min_length:
+            runs.append((a, int(index[a]), int(index[a]) + b - a))
+        else:
+            rest.extend(range(a, b))
+    return runs, np.array(rest, dtype=np.int64)
+
+
+def _directions(
+    tasks: Sequence[CavTask],
+    roles: dict[str, _Role],
+    coef: np.ndarray,
+    load: SetLoader,
+    device: torch.device,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Pass 2: unit directions ``(m, d)`` (``W = Σ_sets C_s X_s``) and the norms ``(m,)``.
+
+    Rows of ``W`` for tasks that sit next to each other are accumulated in place by one
+    fused product; the others are scattered in.
+    """
     weights: torch.Tensor | None = None
-    # Pass 2: directions as coefficient-weighted sums of each set's rows.
-    for name, (as_pos, as_neg) in roles.items():
+    for name, role in roles.items():
         x = load(name)
         if weights is None:
             weights = torch.zeros(len(tasks), x.shape[1], dtype=torch.float32, device=device)
-        rows = torch.zeros(len(as_pos) + len(as_neg), len(x), dtype=torch.float64)
-        for r, i in enumerate(as_pos):
-            rows[r, splits[i].pos_train] = coef_host[i, : len(splits[i].pos_train)]
-        for r, i in enumerate(as_neg, start=len(as_pos)):
-            kp = len(splits[i].pos_train)
-            rows[r, splits[i].neg_train] = coef_host[i, kp : kp + len(splits[i].neg_train)]
-        index = torch.as_tensor(as_pos + as_neg, device=device)
-        weights[index] += rows.to(device=device, dtype=torch.float32) @ x  # unique indices
+        rows = np.zeros((len(role.tasks), len(x)), dtype=np.float32)
+        rows[role.train_task, role.train_row] = coef[role.tasks[role.train_task], role.train_coef]
+        rows_t = torch.from_numpy(rows).to(device)
+        runs, rest = _runs(role.tasks)
+        for at, first, stop in runs:
+            weights[first:stop].addmm_(rows_t[at : at + stop - first], x)
+        if len(rest):
+            index = torch.as_tensor(role.tasks[rest], device=device)
+            weights.index_add_(0, index, rows_t[torch.as_tensor(rest, device=device)] @ x)
         del x
     assert weights is not None
-    norms = torch.linalg.vector_norm(weights, dim=1).double()
+    norms = torch.linalg.vector_norm(weights, dim=1)
     bad = ~torch.isfinite(norms) | (norms == 0)
     if bool(bad.any()):
         task = tasks[int(torch.nonzero(bad)[0])]
@@ -260,94 +352,101 @@ def train_cav_batch(
             "sets' activations cannot be separated in any direction (identical or non-finite "
             "activations); check that the sets differ"
         )
-    directions = weights.div_(norms[:, None].float())  # in place: no second (m, d) copy
-    intercepts, accuracies, separations = _project(
-        tasks, splits, roles, load, directions, b0.cpu().numpy() / norms.cpu().numpy()
-    )
-    return CavBatch(directions, intercepts, accuracies, separations)
+    weights.div_(norms[:, None])  # in place: no second (m, d) copy
+    return weights, norms.double().cpu().numpy()
 
 
 def _project(
-    tasks: Sequence[CavTask],
-    splits: Sequence[_Split],
-    roles: dict[str, tuple[list[int], list[int]]],
+    m: int,
+    roles: dict[str, _Role],
     load: SetLoader,
     directions: torch.Tensor,
     offsets: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pass 3: intercepts, held-out accuracies and separations from projections."""
-    m = len(tasks)
+    """Pass 3: intercepts, held-out accuracies and separations of ``m`` CAVs from the
+    projections of every row of their sets."""
     train_sum = np.zeros(m)
     train_count = np.zeros(m)
     mean_pos = np.zeros(m)
     mean_neg = np.zeros(m)
-    tests: list[list[tuple[np.ndarray, bool]]] = [[] for _ in range(m)]
-    for name, (as_pos, as_neg) in roles.items():
+    held_out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # task, value, positive
+    for name, role in roles.items():
         x = load(name)
-        index = torch.as_tensor(as_pos + as_neg, device=directions.device)
-        proj = (x @ directions[index].T).double().cpu().numpy()  # (n, m_s)
+        proj = np.empty((len(x), len(role.tasks)))  # (n, k): each row along each direction
+        runs, rest = _runs(role.tasks)
+        for at, first, stop in runs:  # consecutive directions are used in place
+            proj[:, at : at + stop - first] = (x @ directions[first:stop].T).cpu().numpy()
+        if len(rest):
+            index = torch.as_tensor(role.tasks[rest], device=directions.device)
+            proj[:, rest] = (x @ directions[index].T).cpu().numpy()
         del x
-        for column, i in enumerate(as_pos + as_neg):
-            split = splits[i]
-            positive = column < len(as_pos)
-            train, test = (
-                (split.pos_train, split.pos_test) if positive else (split.neg_train, split.neg_test)
+        values = proj[role.train_row, role.train_task]
+        train_sum += np.bincount(role.tasks[role.train_task], values, minlength=m)
+        train_count += np.bincount(role.tasks[role.train_task], minlength=m)
+        means = proj.mean(axis=0)
+        mean_pos[role.tasks[role.positive]] = means[role.positive]
+        mean_neg[role.tasks[~role.positive]] = means[~role.positive]
+        held_out.append(
+            (
+                role.tasks[role.test_task],
+                proj[role.test_row, role.test_task],
+                role.positive[role.test_task],
             )
-            values = proj[:, column]
-            train_sum[i] += values[train].sum()
-            train_count[i] += len(train)
-            (mean_pos if positive else mean_neg)[i] = values.mean()
-            tests[i].append((values[test] if len(test) else values[train], positive))
+        )
     intercepts = offsets - train_sum / train_count
-    accuracies = np.empty(m)
-    for i in range(m):
-        correct = total = 0
-        for values, positive in tests[i]:
-            predicted = values + intercepts[i] > 0
-            correct += int(np.sum(predicted == positive))
-            total += len(values)
-        accuracies[i] = correct / total
-    return intercepts, accuracies, mean_pos - mean_neg
+    correct = np.zeros(m)
+    total = np.zeros(m)
+    for task, value, positive in held_out:
+        right = (value + intercepts[task] > 0) == positive
+        correct += np.bincount(task, right.astype(np.float64), minlength=m)
+        total += np.bincount(task, minlength=m)
+    return intercepts, correct / total, mean_pos - mean_neg
 
 
 class CavTable(Mapping[tuple[str, str, str], CAV]):
-    """Trained CAVs by ``(positive, negative, layer)``, built on demand from per-layer arrays.
+    """Trained CAVs by ``(positive, negative, layer)``, each rebuilt when looked up.
 
-    Directions may be memory-mapped cache files, so thousands of CAVs cost no memory until
-    one is looked at.
+    A layer is kept as its tasks, the learners' coefficients and the stats; a direction is
+    rebuilt from the coefficients and the (cached) activations on demand, so thousands of
+    CAVs cost no memory until one is looked at.
     """
 
     def __init__(self) -> None:
-        self._layers: dict[str, tuple[dict[tuple[str, str], int], Any, np.ndarray]] = {}
+        self._layers: dict[str, tuple[list[CavTask], dict[tuple[str, str], int], Any, Any]] = {}
+        self._stats: dict[str, np.ndarray] = {}
 
     def add_layer(
         self,
         layer: str,
         tasks: Sequence[CavTask],
-        directions: Any,
+        coefficients: np.ndarray,
         stats: np.ndarray,
+        rebuild: Callable[[Sequence[CavTask], np.ndarray], torch.Tensor],
     ) -> None:
-        """Register ``layer``: ``directions`` ``(m, d)`` and ``stats`` ``(m, 3)`` (intercept,
-        accuracy, separation) in the order of ``tasks``."""
+        """Register ``layer``: ``coefficients`` ``(m, n_train)`` and ``stats`` ``(m, 3)``
+        (intercept, accuracy, separation) in the order of ``tasks``; ``rebuild(tasks,
+        coefficients)`` gives their directions (:func:`cav_directions`)."""
         index = {(t.positive, t.negative): i for i, t in enumerate(tasks)}
-        self._layers[layer] = (index, directions, np.asarray(stats, dtype=np.float64))
+        self._layers[layer] = (list(tasks), index, coefficients, rebuild)
+        self._stats[layer] = np.asarray(stats, dtype=np.float64)
 
     def __getitem__(self, key: tuple[str, str, str]) -> CAV:
         positive, negative, layer = key
-        index, directions, stats = self._layers[layer]
+        tasks, index, coefficients, rebuild = self._layers[layer]
         i = index[(positive, negative)]
-        intercept, accuracy, separation = stats[i]
+        direction = rebuild([tasks[i]], coefficients[i : i + 1])[0]
+        intercept, accuracy, separation = self._stats[layer][i]
         return CAV(
-            np.array(directions[i], dtype=np.float32),
+            direction.cpu().numpy().astype(np.float32),
             float(intercept),
             float(accuracy),
             float(separation),
         )
 
     def __iter__(self) -> Iterator[tuple[str, str, str]]:
-        for layer, (index, _, _) in self._layers.items():
+        for layer, (_, index, _, _) in self._layers.items():
             for positive, negative in index:
                 yield positive, negative, layer
 
     def __len__(self) -> int:
-        return sum(len(index) for index, _, _ in self._layers.values())
+        return sum(len(index) for _, index, _, _ in self._layers.values())

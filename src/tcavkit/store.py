@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,55 +71,6 @@ class ArrayStore:
             return json.loads(self._path(key).with_suffix(".json").read_text())
         except (OSError, ValueError):
             return {}
-
-    @contextmanager
-    def writer(
-        self, key: str, shape: tuple[int, ...], dtype: np.dtype | str, meta: dict[str, Any]
-    ) -> Iterator[Callable[[np.ndarray], None]]:
-        """Write an array of ``shape`` row block by row block (nothing held in memory).
-
-        Yields a function that appends the next rows; the entry appears (atomically) only
-        if every row was written and the block exits normally. With no store, rows are
-        discarded.
-        """
-        if self.root is None:
-            yield lambda rows: None
-            return
-        path = self._path(key)
-        dtype = np.dtype(dtype)
-        written = 0
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                dir=path.parent, prefix=".tmp-", suffix=".npy", delete=False
-            ) as handle:
-                tmp_name = handle.name
-                header = {
-                    "descr": np.lib.format.dtype_to_descr(dtype),
-                    "fortran_order": False,
-                    "shape": shape,
-                }
-                np.lib.format.write_array_header_2_0(handle, header)
-
-                def append(rows: np.ndarray) -> None:
-                    nonlocal written
-                    block = np.ascontiguousarray(rows, dtype=dtype)
-                    handle.write(block.tobytes())
-                    written += len(block)
-
-                try:
-                    yield append
-                except BaseException:
-                    handle.close()
-                    Path(tmp_name).unlink(missing_ok=True)
-                    raise
-            if written != shape[0]:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise CacheError(f"cache entry {key}: wrote {written} of {shape[0]} rows")
-            os.replace(tmp_name, path)
-            self._write_meta(path, meta)
-        except OSError as exc:
-            raise self._write_error(exc) from exc
 
     def put(self, key: str, array: np.ndarray, meta: dict[str, Any] | None = None) -> None:
         """Store ``array`` under ``key`` atomically (temp file + rename); ``meta`` beside it."""
