@@ -300,19 +300,35 @@ def _roles(tasks: Sequence[CavTask], splits: Sequence[_Split]) -> dict[str, _Rol
     return roles
 
 
-def _runs(index: np.ndarray, min_length: int = 8) -> tuple[list[tuple[int, int, int]], np.ndarray]:
-    """Split ``index`` into long runs of consecutive values ``(position, first, last+1)`` and
-    the positions of everything else (so blocks of rows can be used in place)."""
-    breaks = np.flatnonzero(np.diff(index) != 1) + 1
-    starts = np.r_[0, breaks]
-    stops = np.r_[breaks, len(index)]
-    runs, rest = [], []
-    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
-        if b - a >= min_length:
-            runs.append((a, int(index[a]), int(index[a]) + b - a))
+def _progressions(
+    index: np.ndarray, min_length: int = 4
+) -> tuple[list[tuple[int, slice]], np.ndarray]:
+    """Split ``index`` (increasing) into arithmetic progressions ``(position, slice)`` of at
+    least ``min_length`` values, and the positions of the rest.
+
+    Rows of a matrix at a progression form a strided view that matrix products read and
+    write in place, so no rows are gathered or scattered for them (in a batch of concept
+    × random-set tasks, each set's tasks are such a progression).
+    """
+    progressions: list[tuple[int, slice]] = []
+    rest: list[int] = []
+    values = index.tolist()
+    start = 0
+    while start < len(values):
+        stop = start + 1
+        if stop < len(values):
+            step = values[stop] - values[start]
+            while stop + 1 < len(values) and values[stop + 1] - values[stop] == step:
+                stop += 1
+            stop += 1
+        if stop - start >= min_length:
+            first, last = values[start], values[stop - 1]
+            progressions.append((start, slice(first, last + 1, values[start + 1] - first)))
+            start = stop
         else:
-            rest.extend(range(a, b))
-    return runs, np.array(rest, dtype=np.int64)
+            rest.append(start)
+            start += 1
+    return progressions, np.array(rest, dtype=np.int64)
 
 
 def _directions(
@@ -324,8 +340,8 @@ def _directions(
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Pass 2: unit directions ``(m, d)`` (``W = Σ_sets C_s X_s``) and the norms ``(m,)``.
 
-    Rows of ``W`` for tasks that sit next to each other are accumulated in place by one
-    fused product; the others are scattered in.
+    Rows of ``W`` at regular intervals (:func:`_progressions`) are accumulated in place by
+    one fused product; the others are scattered in.
     """
     weights: torch.Tensor | None = None
     for name, role in roles.items():
@@ -335,9 +351,10 @@ def _directions(
         rows = np.zeros((len(role.tasks), len(x)), dtype=np.float32)
         rows[role.train_task, role.train_row] = coef[role.tasks[role.train_task], role.train_coef]
         rows_t = torch.from_numpy(rows).to(device)
-        runs, rest = _runs(role.tasks)
-        for at, first, stop in runs:
-            weights[first:stop].addmm_(rows_t[at : at + stop - first], x)
+        progressions, rest = _progressions(role.tasks)
+        for at, where in progressions:
+            block = weights[where]
+            block.addmm_(rows_t[at : at + len(block)], x)
         if len(rest):
             index = torch.as_tensor(role.tasks[rest], device=device)
             weights.index_add_(0, index, rows_t[torch.as_tensor(rest, device=device)] @ x)
@@ -373,9 +390,10 @@ def _project(
     for name, role in roles.items():
         x = load(name)
         proj = np.empty((len(x), len(role.tasks)))  # (n, k): each row along each direction
-        runs, rest = _runs(role.tasks)
-        for at, first, stop in runs:  # consecutive directions are used in place
-            proj[:, at : at + stop - first] = (x @ directions[first:stop].T).cpu().numpy()
+        progressions, rest = _progressions(role.tasks)
+        for at, where in progressions:  # strided views: no gathered copy
+            block = directions[where]
+            proj[:, at : at + len(block)] = (x @ block.T).cpu().numpy()
         if len(rest):
             index = torch.as_tensor(role.tasks[rest], device=directions.device)
             proj[:, rest] = (x @ directions[index].T).cpu().numpy()

@@ -31,6 +31,7 @@ from tcavkit import __version__
 from tcavkit.cav import CAV, CavOptions, pair_seed
 from tcavkit.cav_batch import CavTable, CavTask, cav_directions, train_cav_batch
 from tcavkit.concepts.base import ExampleSet, ExampleSource, Selection
+from tcavkit.concepts.digests import remembered_digests
 from tcavkit.concepts.prefetch import Prefetcher
 from tcavkit.concepts.preprocessing import Preprocessing
 from tcavkit.concepts.sources import ImageFolder, as_source
@@ -246,8 +247,7 @@ class Experiment:
             )
         self._sizes, self._skipped = {}, {}
         names = [concept, *self.random]
-        sources = {name: {**self.concepts, **self.random}[name] for name in names}
-        sets = {name: src.resolve(name, self.selection) for name, src in sources.items()}
+        sets = self._resolve_sets(names)
         with Prefetcher(self.preprocessing) as self._loads:
             acts = self._activations(sets, self.adapter.fingerprint(), names=names)
         rows = [row for row in self._plan() if row.kind == "concept" and row.concept == concept]
@@ -339,10 +339,13 @@ class Experiment:
     def _bar(self, total: int, desc: str, unit: str) -> tqdm:
         return tqdm(total=total, desc=desc, unit=unit, disable=not self.progress, leave=False)
 
-    def _resolve_sets(self) -> dict[str, ExampleSet]:
-        """Every named set resolved once (names shared between roles resolve once)."""
+    def _resolve_sets(self, names: Sequence[str] | None = None) -> dict[str, ExampleSet]:
+        """The named sets (default: all) resolved once each; file digests are remembered
+        in the cache folder between runs."""
         sources: dict[str, ExampleSource] = {**self.targets, **self.concepts, **self.random}
-        return {name: src.resolve(name, self.selection) for name, src in sources.items()}
+        chosen = list(sources) if names is None else list(names)
+        with remembered_digests(self.store.root):
+            return {name: sources[name].resolve(name, self.selection) for name in chosen}
 
     def _key(self, kind: str, model_fp: str, layer: str, examples: ExampleSet, **extra: Any) -> str:
         return cache_key(

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from tcavkit.concepts.base import ExampleSet, ExampleSource, Selection
+from tcavkit.concepts.digests import active_digests, file_sha256
 from tcavkit.concepts.images import (
     IMAGE_EXTENSIONS,
     UnreadableImage,
@@ -38,9 +39,6 @@ from tcavkit.concepts.images import (
 )
 from tcavkit.concepts.preprocessing import Preprocessing
 from tcavkit.errors import ConfigError, DataError, TcavWarning, TooFewExamplesError
-
-_CHUNK = 1 << 20
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -89,15 +87,6 @@ def _selection_record(name: str, selection: Selection) -> dict[str, Any]:
 def _digest(record: dict[str, Any]) -> str:
     """sha256 hex digest of a JSON-serialisable record (canonical key order)."""
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _tensor_sha256(data: torch.Tensor | np.ndarray) -> str:
@@ -202,8 +191,11 @@ class ImageFolder(ExampleSource):
                 f"example set '{name}': folder {self.path} has {len(files)} image files but "
                 f"at least {selection.min_examples} are needed; add images or lower examples.min"
             )
+        memo = active_digests()
         with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-            digests = list(pool.map(_file_sha256, [self.path / f for f in files]))
+            digests = list(
+                pool.map(memo.sha256 if memo else file_sha256, [self.path / f for f in files])
+            )
         record = _selection_record(name, selection)
         record.update(
             source="image_folder", files=[[f, d] for f, d in zip(files, digests, strict=True)]
