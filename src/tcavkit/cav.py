@@ -11,6 +11,7 @@ accuracy is measured on the training examples. All randomness comes from ``seed`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Literal
@@ -76,6 +77,7 @@ class CAV:
         return CAV(-self.direction, -self.intercept, self.accuracy, self.separation)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def pair_seed(seed: int, *names: str) -> int:
     """A stable 32-bit seed derived from the experiment seed and names (not Python's hash)."""
     digest = hashlib.sha256(repr((seed, *names)).encode()).digest()

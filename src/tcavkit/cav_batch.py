@@ -18,6 +18,7 @@ The balancing and the train/test split of each task are exactly those of
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,14 +87,19 @@ class _Split:
 
 
 def _splits(tasks: Sequence[CavTask], sizes: dict[str, int], options: CavOptions) -> list[_Split]:
-    out = []
-    for task in tasks:
-        rng = np.random.default_rng(task.seed)
-        parts = balanced_split(
-            sizes[task.positive], sizes[task.negative], options.test_fraction, rng
-        )
-        out.append(_Split(*parts))
-    return out
+    return [
+        _split(task.seed, sizes[task.positive], sizes[task.negative], options.test_fraction)
+        for task in tasks
+    ]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _split(seed: int, n_pos: int, n_neg: int, test_fraction: float) -> _Split:
+    """A task's split (the same at every layer: computed once; arrays are read-only)."""
+    parts = balanced_split(n_pos, n_neg, test_fraction, np.random.default_rng(seed))
+    for part in parts:
+        part.flags.writeable = False
+    return _Split(*parts)
 
 
 def _groups(names: Sequence[str], sizes: dict[str, int], max_rows: int) -> list[list[str]]:
@@ -212,6 +218,7 @@ def train_cav_batch(
     options: CavOptions,
     device: torch.device | str = "cpu",
     max_rows: int = 1024,
+    out: torch.Tensor | None = None,
 ) -> CavBatch:
     """Train every CAV of ``tasks`` (all at one layer).
 
@@ -222,6 +229,9 @@ def train_cav_batch(
         sizes: set name → number of examples.
         options: learner settings.
         max_rows: examples stacked at once for the Gram products (iterative learners).
+        out: a float32 buffer of at least ``(m, d)`` on ``device`` to build the directions
+            in (reused between batches, it saves allocating and faulting in fresh memory
+            each time); the batch's directions are then a view of it.
 
     Raises:
         DataError: a task's classes cannot be separated in any direction.
@@ -231,7 +241,7 @@ def train_cav_batch(
     coef, b0 = _coefficients(tasks, splits, load, sizes, options, device, max_rows)
     coef_host = coef.cpu().numpy()
     roles = _roles(tasks, splits)
-    directions, norms = _directions(tasks, roles, coef_host, load, device)
+    directions, norms = _directions(tasks, roles, coef_host, load, device, out)
     intercepts, accuracies, separations = _project(
         len(tasks), roles, load, directions, b0.cpu().numpy() / norms
     )
@@ -245,11 +255,13 @@ def cav_directions(
     sizes: dict[str, int],
     options: CavOptions,
     device: torch.device | str = "cpu",
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The unit directions ``(m, d)`` of CAVs trained before, from their coefficients
-    (:attr:`CavBatch.coefficients`) and the same activations: the learner is not run."""
+    (:attr:`CavBatch.coefficients`) and the same activations: the learner is not run.
+    ``out`` as in :func:`train_cav_batch`."""
     roles = _roles(tasks, _splits(tasks, sizes, options))
-    directions, _ = _directions(tasks, roles, coefficients, load, torch.device(device))
+    directions, _ = _directions(tasks, roles, coefficients, load, torch.device(device), out)
     return directions
 
 
@@ -337,6 +349,7 @@ def _directions(
     coef: np.ndarray,
     load: SetLoader,
     device: torch.device,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Pass 2: unit directions ``(m, d)`` (``W = Σ_sets C_s X_s``) and the norms ``(m,)``.
 
@@ -347,7 +360,10 @@ def _directions(
     for name, role in roles.items():
         x = load(name)
         if weights is None:
-            weights = torch.zeros(len(tasks), x.shape[1], dtype=torch.float32, device=device)
+            if out is not None and len(out) >= len(tasks) and out.shape[1:] == x.shape[1:]:
+                weights = out[: len(tasks)].zero_()
+            else:
+                weights = torch.zeros(len(tasks), x.shape[1], dtype=torch.float32, device=device)
         rows = np.zeros((len(role.tasks), len(x)), dtype=np.float32)
         rows[role.train_task, role.train_row] = coef[role.tasks[role.train_task], role.train_coef]
         rows_t = torch.from_numpy(rows).to(device)
@@ -393,10 +409,10 @@ def _project(
         progressions, rest = _progressions(role.tasks)
         for at, where in progressions:  # strided views: no gathered copy
             block = directions[where]
-            proj[:, at : at + len(block)] = (x @ block.T).cpu().numpy()
+            proj[:, at : at + len(block)] = (block @ x.T).cpu().numpy().T
         if len(rest):
             index = torch.as_tensor(role.tasks[rest], device=directions.device)
-            proj[:, rest] = (x @ directions[index].T).cpu().numpy()
+            proj[:, rest] = (directions[index] @ x.T).cpu().numpy().T
         del x
         values = proj[role.train_row, role.train_task]
         train_sum += np.bincount(role.tasks[role.train_task], values, minlength=m)

@@ -685,6 +685,7 @@ class Experiment:
         step = max(1, CAV_BATCH_BYTES // (4 * dim))
         chunks = [(start, min(start + step, len(tasks))) for start in range(0, len(tasks), step)]
         load = self._set_loader(acts, layer)
+        buffer = torch.empty(min(step, len(tasks)), dim, device=self.adapter.device)
         cached = self.store.get(key)
         cached_stats = self.store.get(stats_key)
         if (
@@ -702,6 +703,7 @@ class Experiment:
                     self._sizes,
                     self.cav,
                     self.adapter.device,
+                    out=buffer,
                 )
                 score(directions, start)
                 bar.update(stop - start)
@@ -712,7 +714,7 @@ class Experiment:
         parts: list[np.ndarray] = []
         for start, stop in chunks:
             batch = train_cav_batch(
-                tasks[start:stop], load, self._sizes, self.cav, self.adapter.device
+                tasks[start:stop], load, self._sizes, self.cav, self.adapter.device, out=buffer
             )
             stats[start:stop, 0] = batch.intercepts
             stats[start:stop, 1] = batch.accuracies

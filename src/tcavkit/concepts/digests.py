@@ -53,6 +53,16 @@ class FileDigests:
         except (OSError, ValueError, TypeError, IndexError, KeyError):
             self._known = {}  # missing or damaged: start afresh
 
+    def remembered(self, path: Path) -> str | None:
+        """The file's digest if the memo holds it for the file as it is now."""
+        key = os.path.abspath(path)
+        known = self._known.get(key)
+        if known is None:
+            return None
+        stat = os.stat(key)
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        return known[1] if known[0] == signature else None
+
     def sha256(self, path: Path) -> str:
         """The file's digest (from the memo when its signature matches). Thread-safe."""
         key = os.path.abspath(path)

@@ -191,11 +191,16 @@ class ImageFolder(ExampleSource):
                 f"example set '{name}': folder {self.path} has {len(files)} image files but "
                 f"at least {selection.min_examples} are needed; add images or lower examples.min"
             )
+        paths = [self.path / f for f in files]
         memo = active_digests()
-        with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-            digests = list(
-                pool.map(memo.sha256 if memo else file_sha256, [self.path / f for f in files])
-            )
+        # Remembered digests are looked up here; only the rest is read (in parallel).
+        digests = [memo.remembered(path) for path in paths] if memo else [None] * len(paths)
+        missing = [i for i, digest in enumerate(digests) if digest is None]
+        if missing:
+            with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
+                hashed = pool.map(memo.sha256 if memo else file_sha256, [paths[i] for i in missing])
+                for i, digest in zip(missing, hashed, strict=True):
+                    digests[i] = digest
         record = _selection_record(name, selection)
         record.update(
             source="image_folder", files=[[f, d] for f, d in zip(files, digests, strict=True)]

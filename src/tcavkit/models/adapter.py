@@ -368,8 +368,13 @@ class TorchModel(ModelAdapter):
                 if name in captured:  # a module called twice: keep its first output
                     return None
                 tensor = _first_tensor(out, name)
-                # Hand the model a copy so that later in-place ops cannot alter what we keep.
-                captured[name] = tensor if tracking else tensor.detach().clone()
+                # Hand the model a copy so that later in-place ops cannot alter what we keep
+                # (in the standard layout: flattening it later then copies nothing).
+                captured[name] = (
+                    tensor
+                    if tracking
+                    else tensor.detach().clone(memory_format=torch.contiguous_format)
+                )
                 replaced = tensor.clone() if tracking else None
                 if not need_output and wanted.issubset(captured):
                     raise _StopForward
