@@ -152,3 +152,22 @@ def test_hinge_svm_is_the_exact_optimum_of_its_objective(d, seed):
 
     assert objective(ours) <= objective(theirs) * (1 + 1e-9)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
+
+
+def test_iterative_learners_solve_in_chunks_as_in_one(monkeypatch):
+    import tcavkit.cav_batch as cav_batch
+
+    rng = np.random.default_rng(1)
+    sets = {
+        f"s{i}": torch.from_numpy(rng.normal(size=(16, 12)).astype(np.float32) + i * 0.1)
+        for i in range(4)
+    }
+    tasks = [CavTask(f"s{i}", f"s{j}", 10 * i + j) for i in range(4) for j in range(4) if i != j]
+    sizes = {k: len(v) for k, v in sets.items()}
+    options = CavOptions(method="sgd")
+    whole = train_cav_batch(tasks, sets.__getitem__, sizes, options)
+    monkeypatch.setattr(cav_batch, "LEARNER_CHUNK", 5)
+    chunked = train_cav_batch(tasks, sets.__getitem__, sizes, options)
+    # Equal up to the float32 rounding of the Gram products (their shift follows the chunk).
+    np.testing.assert_allclose(chunked.coefficients, whole.coefficients, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(chunked.accuracies, whole.accuracies)

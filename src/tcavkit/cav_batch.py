@@ -30,6 +30,8 @@ from tcavkit import learners
 from tcavkit.cav import CAV, CavOptions, balanced_split
 from tcavkit.errors import DataError
 
+LEARNER_CHUNK = 1024  # problems an iterative learner solves at once
+
 SetLoader = Callable[[str], torch.Tensor]
 """``name -> (n, d)`` float32 activations of a set, on the device the batch runs on."""
 
@@ -193,22 +195,38 @@ def _coefficients(
     device: torch.device,
     max_rows: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coefficients ``(m, n_train)`` over [positive train rows, negative train rows], b0."""
+    """Coefficients ``(m, n_train)`` over [positive train rows, negative train rows], b0.
+
+    Iterative learners solve ``LEARNER_CHUNK`` problems at a time, which bounds the memory
+    of their ``(problems, n_train, n_train)`` systems (each problem is solved as alone).
+    """
     m = len(tasks)
-    n_train = max(len(s.pos_train) + len(s.neg_train) for s in splits)
-    y = torch.zeros(m, n_train, dtype=torch.float64, device=device)
-    mask = torch.zeros(m, n_train, dtype=torch.bool, device=device)
-    for i, s in enumerate(splits):
-        kp, kn = len(s.pos_train), len(s.neg_train)
-        y[i, :kp] = 1.0
-        y[i, kp : kp + kn] = -1.0
-        mask[i, : kp + kn] = True
+    kp = np.array([len(s.pos_train) for s in splits])
+    kn = np.array([len(s.neg_train) for s in splits])
+    n_train = int((kp + kn).max())
+    columns = np.arange(n_train)
+    mask_np = columns < (kp + kn)[:, None]
+    y_np = np.where(columns < kp[:, None], 1.0, -1.0) * mask_np
+    y = torch.as_tensor(y_np, dtype=torch.float64, device=device)
+    mask = torch.as_tensor(mask_np, device=device)
     if options.method == "mean-difference":
         return learners.mean_difference(y, mask)
-    gram = _grams(tasks, splits, load, sizes, n_train, max_rows).to(device)
-    if options.method == "sgd":
-        return learners.hinge_svm(gram, y, mask, options.alpha, max_iter=min(options.max_iter, 100))
-    return learners.logistic(gram, y, mask, options.alpha, max_iter=min(options.max_iter, 100))
+    coef = torch.zeros(m, n_train, dtype=torch.float64, device=device)
+    b0 = torch.zeros(m, dtype=torch.float64, device=device)
+    for a in range(0, m, LEARNER_CHUNK):
+        part = slice(a, a + LEARNER_CHUNK)
+        gram = _grams(tasks[part], splits[part], load, sizes, n_train, max_rows).to(device)
+        if options.method == "sgd":
+            solved = learners.hinge_svm(
+                gram, y[part], mask[part], options.alpha, max_iter=min(options.max_iter, 100)
+            )
+        else:
+            solved = learners.logistic(
+                gram, y[part], mask[part], options.alpha, max_iter=min(options.max_iter, 100)
+            )
+        coef[part], b0[part] = solved
+        del gram
+    return coef, b0
 
 
 def train_cav_batch(

@@ -47,7 +47,8 @@ from tcavkit.store import ArrayStore, cache_key
 
 MIN_RECOMMENDED_RUNS = 10
 CACHE_DTYPES = ("float32", "float16")
-CAV_BATCH_BYTES = 64 * 2**20  # directions of one CAV batch (the rest streams past them)
+CAV_BATCH_BYTES = 256 * 2**20  # directions of one CAV batch (the sets stream past them;
+# each batch reads every set it involves twice, so larger batches read less per CAV)
 
 Loader = Any  # () -> np.ndarray (n, d): a set's activations (or gradients) at one layer
 
