@@ -168,6 +168,8 @@ def test_iterative_learners_solve_in_chunks_as_in_one(monkeypatch):
     whole = train_cav_batch(tasks, sets.__getitem__, sizes, options)
     monkeypatch.setattr(cav_batch, "LEARNER_CHUNK", 5)
     chunked = train_cav_batch(tasks, sets.__getitem__, sizes, options)
-    # Equal up to the float32 rounding of the Gram products (their shift follows the chunk).
-    np.testing.assert_allclose(chunked.coefficients, whole.coefficients, rtol=0, atol=1e-5)
+    # The same CAVs up to the float32 rounding of the Gram products (their shift follows
+    # the chunk); coefficients may differ where the dual is not unique (12 features).
+    np.testing.assert_allclose(chunked.directions, whole.directions, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(chunked.intercepts, whole.intercepts, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(chunked.accuracies, whole.accuracies)
