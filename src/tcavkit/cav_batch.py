@@ -18,7 +18,6 @@ The balancing and the train/test split of each task are exactly those of
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,19 +88,14 @@ class _Split:
 
 
 def _splits(tasks: Sequence[CavTask], sizes: dict[str, int], options: CavOptions) -> list[_Split]:
-    return [
-        _split(task.seed, sizes[task.positive], sizes[task.negative], options.test_fraction)
-        for task in tasks
-    ]
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _split(seed: int, n_pos: int, n_neg: int, test_fraction: float) -> _Split:
-    """A task's split (the same at every layer: computed once; arrays are read-only)."""
-    parts = balanced_split(n_pos, n_neg, test_fraction, np.random.default_rng(seed))
-    for part in parts:
-        part.flags.writeable = False
-    return _Split(*parts)
+    out = []
+    for task in tasks:
+        rng = np.random.default_rng(task.seed)
+        parts = balanced_split(
+            sizes[task.positive], sizes[task.negative], options.test_fraction, rng
+        )
+        out.append(_Split(*parts))
+    return out
 
 
 def _groups(names: Sequence[str], sizes: dict[str, int], max_rows: int) -> list[list[str]]:
@@ -378,7 +372,12 @@ def _directions(
     for name, role in roles.items():
         x = load(name)
         if weights is None:
-            if out is not None and len(out) >= len(tasks) and out.shape[1:] == x.shape[1:]:
+            if (
+                out is not None
+                and len(out) >= len(tasks)
+                and out.shape[1:] == x.shape[1:]
+                and out.dtype == torch.float32
+            ):
                 weights = out[: len(tasks)].zero_()
             else:
                 weights = torch.zeros(len(tasks), x.shape[1], dtype=torch.float32, device=device)

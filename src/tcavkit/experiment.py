@@ -686,7 +686,9 @@ class Experiment:
         step = max(1, CAV_BATCH_BYTES // (4 * dim))
         chunks = [(start, min(start + step, len(tasks))) for start in range(0, len(tasks), step)]
         load = self._set_loader(acts, layer)
-        buffer = torch.empty(min(step, len(tasks)), dim, device=self.adapter.device)
+        buffer = torch.empty(
+            min(step, len(tasks)), dim, dtype=torch.float32, device=self.adapter.device
+        )
         cached = self.store.get(key)
         cached_stats = self.store.get(stats_key)
         if (
