@@ -138,15 +138,20 @@ def _grams(
 
     def stack(group: list[str]) -> tuple[torch.Tensor, dict[str, slice]]:
         nonlocal shift
-        parts, where, start = [], {}, 0
+        where, start = {}, 0
+        stacked: torch.Tensor | None = None
         for name in group:
             x = load(name)
             if shift is None:
                 shift = x.mean(dim=0, keepdim=True)
-            parts.append(x - shift)
+            if stacked is None:  # written in place: no list of parts beside the stack
+                total = sum(sizes[n] for n in group)
+                stacked = torch.empty(total, x.shape[1], dtype=x.dtype, device=x.device)
             where[name] = slice(start, start + len(x))
+            torch.sub(x, shift, out=stacked[where[name]])
             start += len(x)
-        stacked = torch.cat(parts)
+            del x
+        assert stacked is not None
         for name, rows in where.items():
             if name not in own:
                 own[name] = (stacked[rows] @ stacked[rows].T).double()
