@@ -57,23 +57,20 @@ class FileDigests:
         """The file's digest if the memo holds it for the file as it is now."""
         key = os.path.abspath(path)
         known = self._known.get(key)
-        if known is None:
+        if known is None or known[0] != _signature(os.stat(key)):
             return None
-        stat = os.stat(key)
-        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
-        return known[1] if known[0] == signature else None
+        return known[1]
 
     def sha256(self, path: Path) -> str:
         """The file's digest (from the memo when its signature matches). Thread-safe."""
+        found = self.remembered(path)
+        if found is not None:
+            return found
         key = os.path.abspath(path)
         stat = os.stat(key)
-        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
-        known = self._known.get(key)
-        if known is not None and known[0] == signature:
-            return known[1]
         digest = file_sha256(Path(key))
         if max(stat.st_mtime_ns, stat.st_ctime_ns) < time.time_ns() - RACY_SECONDS * 1e9:
-            self._known[key] = (signature, digest)
+            self._known[key] = (_signature(stat), digest)
             self._changed = True
         return digest
 
@@ -93,6 +90,11 @@ class FileDigests:
         except OSError:
             with contextlib.suppress(OSError, NameError):
                 os.unlink(handle.name)
+
+
+def _signature(stat: os.stat_result) -> list[int]:
+    """What must be unchanged for a remembered digest to hold (any write moves ctime)."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
 
 _ACTIVE: ContextVar[FileDigests | None] = ContextVar("tcavkit_file_digests", default=None)
