@@ -271,3 +271,5 @@ def test_channels_last_only_for_convolutional_networks_unless_asked():
     assert forced.channels_last
     x = torch.rand(4, 3)  # not an image batch: passed through as it is
     assert forced._inputs(x).is_contiguous()
+    with pytest.raises(ModelError, match="memory_format 'channel_last': choose"):
+        TorchModel(linear_model(), device="cpu", memory_format="channel_last")

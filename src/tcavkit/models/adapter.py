@@ -338,6 +338,10 @@ class TorchModel(ModelAdapter):
         self._modules = {name: mod for name, mod in module.named_modules() if name}
         super().__init__(logits_layer=logits_layer, output=output, device=device)
         self.module.eval().to(self.device)
+        if memory_format not in ("auto", "channels_last", "contiguous"):
+            raise ModelError(
+                f"memory_format {memory_format!r}: choose 'auto', 'channels_last' or 'contiguous'"
+            )
         if memory_format == "auto":
             convolutional = any(isinstance(m, nn.Conv2d) for m in self._modules.values())
             self.channels_last = convolutional and self.device.type == "cpu"
