@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from tcavkit.cav import CavOptions, balanced_split, train_cav
+from tcavkit.cav import balanced_split, train_cav
 from tcavkit.errors import ConfigError, DataError
+from tcavkit.options import CavOptions
 
 METHODS = ["sgd", "logistic", "mean-difference"]
 

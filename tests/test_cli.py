@@ -12,9 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from tcavkit.cli import app
-from tcavkit.concepts.synthetic import make_dataset, make_images, set_rng, write_image_set
-from tcavkit.results import RUN_COLUMNS, SUMMARY_COLUMNS
-from tcavkit.starters import train_starter_cnn
+from tcavkit.demo.starters import train_starter_cnn
+from tcavkit.demo.synthetic import make_dataset, make_images, set_rng, write_image_set
+from tcavkit.tables import CORE_SUMMARY_COLUMNS, RUN_COLUMNS
 
 SIZE = (32, 32)
 
@@ -89,9 +89,9 @@ def test_run_writes_tables_and_report(project, tmp_path):
     for name in ("runs.csv", "summary.csv", "results.json", "report.html"):
         assert (out / name).is_file(), name
     assert any((out / "plots").glob("*.png"))
-    assert list(pd.read_csv(out / "runs.csv").columns[: len(RUN_COLUMNS)]) == RUN_COLUMNS
+    assert tuple(pd.read_csv(out / "runs.csv").columns[: len(RUN_COLUMNS)]) == RUN_COLUMNS
     summary_columns = list(pd.read_csv(out / "summary.csv").columns)
-    assert summary_columns[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
+    assert tuple(summary_columns[: len(CORE_SUMMARY_COLUMNS)]) == CORE_SUMMARY_COLUMNS
     assert "p_adjusted" in result.stdout and "fire" in result.stdout
     assert str(out / "report.html") in result.stdout
 

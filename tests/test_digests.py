@@ -8,10 +8,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from tcavkit.concepts import digests
-from tcavkit.concepts.base import Selection
-from tcavkit.concepts.digests import MEMO_NAME, remembered_digests
-from tcavkit.concepts.sources import ImageFolder
+from tcavkit.examples import digests
+from tcavkit.examples.base import Selection
+from tcavkit.examples.digests import MEMO_NAME, remembered_digests
+from tcavkit.examples.sources import ImageFolder
 
 
 def folder_of(root: Path, n: int = 4) -> Path:
@@ -23,8 +23,10 @@ def folder_of(root: Path, n: int = 4) -> Path:
 
 
 def fingerprint(folder: Path, cache: Path | None) -> str:
-    with remembered_digests(cache):
-        return ImageFolder(folder).resolve("set", Selection(min_examples=1)).fingerprint
+    with remembered_digests(cache) as memo:
+        return (
+            ImageFolder(folder).resolve("set", Selection(min_examples=1), digests=memo).fingerprint
+        )
 
 
 def counting(monkeypatch) -> list[Path]:

@@ -9,7 +9,8 @@ import pytest
 from conftest import axis_model
 from tcavkit import CavOptions, Experiment
 from tcavkit.errors import ConfigError, LayerError
-from tcavkit.results import RUN_COLUMNS, SUMMARY_COLUMNS, TcavResult
+from tcavkit.results import TcavResult
+from tcavkit.tables import CORE_SUMMARY_COLUMNS, RUN_COLUMNS
 
 
 def make(inputs, tmp_path, **kwargs):
@@ -32,8 +33,8 @@ def make(inputs, tmp_path, **kwargs):
 def test_scores_and_magnitudes_match_closed_form(axis_experiment_inputs, tmp_path):
     result = make(axis_experiment_inputs, tmp_path).run()
     runs = result.runs
-    assert list(runs.columns[: len(RUN_COLUMNS)]) == RUN_COLUMNS
-    for (concept, negative, layer), cav in result.cavs.items():
+    assert tuple(runs.columns[: len(RUN_COLUMNS)]) == RUN_COLUMNS
+    for (concept, negative, layer, _run), cav in result.cavs.items():
         for k, target in enumerate(["a", "b"]):
             row = runs[
                 (runs.target == target)
@@ -61,11 +62,11 @@ def test_run_and_summary_tables_have_the_documented_shape(axis_experiment_inputs
     null = runs[runs.is_null]
     assert (null.concept != null.random).all()
     assert set(null.concept) == {f"random500_{i}" for i in range(12)}
-    assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    assert tuple(summary.columns[: len(CORE_SUMMARY_COLUMNS)]) == CORE_SUMMARY_COLUMNS
     assert set(zip(summary.target, summary.concept, strict=True)) == {
         (t, c) for t in "ab" for c in ("up", "side", "up vs side")
     }
-    assert not summary[SUMMARY_COLUMNS].isna().any().any()
+    assert not summary[list(CORE_SUMMARY_COLUMNS)].isna().any().any()
     assert summary.significant.dtype == bool
 
 
@@ -86,7 +87,7 @@ def test_same_seed_identical_runs_and_different_seed_different_cavs(
     second = make(axis_experiment_inputs, tmp_path / "b", cav=CavOptions(method="sgd")).run()
     pd.testing.assert_frame_equal(first.runs, second.runs)
     other = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method="sgd"), seed=1).run()
-    key = ("up", "random500_0", "1")
+    key = ("up", "random500_0", "1", 0)
     assert not np.array_equal(first.cavs[key].direction, other.cavs[key].direction)
 
 
@@ -97,7 +98,9 @@ def test_save_and_load_round_trip(axis_experiment_inputs, tmp_path):
         assert (out / name).is_file()
     loaded = TcavResult.load(out)
     pd.testing.assert_frame_equal(
-        loaded.summary[SUMMARY_COLUMNS], result.summary[SUMMARY_COLUMNS], check_dtype=False
+        loaded.summary[list(CORE_SUMMARY_COLUMNS)],
+        result.summary[list(CORE_SUMMARY_COLUMNS)],
+        check_dtype=False,
     )
     for key in ("config", "seed", "versions", "model", "sets", "timings"):
         assert key in loaded.meta
@@ -113,16 +116,14 @@ def test_second_run_does_no_forward_pass_and_weight_change_recomputes(
     make(axis_experiment_inputs, tmp_path, model=model).run()
     passes = counter.calls
     assert passes > 0
-    again = make(axis_experiment_inputs, tmp_path, model=model)
-    second = again.run()
+    second = make(axis_experiment_inputs, tmp_path, model=model).run()
     assert counter.calls == passes  # nothing went through the model
-    assert again.counts.forward_batches == again.counts.backward_batches == 0
+    assert second.counts.forward_batches == second.counts.backward_batches == 0
     import torch
 
     with torch.no_grad():
         model[2].weight[1, 3] = 0.25
-    changed = make(axis_experiment_inputs, tmp_path, model=model)
-    changed.run()
+    changed = make(axis_experiment_inputs, tmp_path, model=model).run()
     assert changed.counts.sets_from_cache == 0
     assert counter.calls > passes
     assert second.meta["counts"]["sets_from_cache"] == 2 + 2 + 12
@@ -145,27 +146,24 @@ def test_random_runs_warning_and_errors(axis_experiment_inputs, tmp_path):
 def test_warm_run_reads_cavs_from_the_cache_and_gives_identical_tables(
     axis_experiment_inputs, tmp_path, method
 ):
-    first = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method=method))
-    cold = first.run()
-    assert first.counts.cavs_trained > 0 and first.counts.cavs_from_cache == 0
-    second = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method=method))
-    warm = second.run()
-    assert second.counts.cavs_trained == 0
-    assert second.counts.cavs_from_cache == first.counts.cavs_trained
+    cold = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method=method)).run()
+    assert cold.counts.cavs_trained > 0 and cold.counts.cavs_from_cache == 0
+    warm = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method=method)).run()
+    assert warm.counts.cavs_trained == 0
+    assert warm.counts.cavs_from_cache == cold.counts.cavs_trained
     pd.testing.assert_frame_equal(cold.runs, warm.runs)
-    key = ("up", "random500_0", "1")
+    key = ("up", "random500_0", "1", 0)
     np.testing.assert_array_equal(cold.cavs[key].direction, warm.cavs[key].direction)
     # Another learner setting is another cache entry.
-    other = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method=method, alpha=0.1))
-    other.run()
-    assert other.counts.cavs_trained == first.counts.cavs_trained
+    other = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method=method, alpha=0.1)).run()
+    assert other.counts.cavs_trained == cold.counts.cavs_trained
 
 
 def test_cavs_trained_in_several_batches_equal_one_batch(
     axis_experiment_inputs, tmp_path, monkeypatch
 ):
     # (The iterative learners batch exactly as well: tests/test_learners.py.)
-    import tcavkit.experiment as engine
+    import tcavkit.pipeline.training as engine
 
     options = CavOptions(method="mean-difference")
     whole = make(axis_experiment_inputs, tmp_path / "a", cav=options).run()
@@ -180,7 +178,7 @@ def test_concept_cavs_are_the_cavs_of_the_run(axis_experiment_inputs, tmp_path):
     cavs = experiment.concept_cavs("up", "1")
     assert len(cavs) == 10
     for run, cav in enumerate(cavs):
-        stored = result.cavs[("up", f"random500_{run}", "1")]
+        stored = result.cavs[("up", f"random500_{run}", "1", run)]
         np.testing.assert_allclose(cav.direction, stored.direction, atol=1e-6)
         assert cav.accuracy == stored.accuracy
 

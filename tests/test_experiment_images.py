@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tcavkit import CavOptions, Experiment, ImageFolder, Preprocessing
-from tcavkit.concepts.synthetic import make_dataset
+from tcavkit.demo.starters import starter_cnn
+from tcavkit.demo.synthetic import make_dataset
 from tcavkit.errors import DataError, TcavError, TooFewExamplesError
-from tcavkit.starters import starter_cnn
 
 SIZE = (16, 16)
 
@@ -51,20 +51,17 @@ def test_cache_is_keyed_by_file_content_and_preprocessing(data, tmp_path):
     model = starter_cnn()
     with pytest.warns(UserWarning, match="only 3 random runs"):
         experiment(data, tmp_path, model).run()
-        warm = experiment(data, tmp_path, model)
-        warm.run()
+        warm = experiment(data, tmp_path, model).run()
         assert warm.counts.forward_batches == 0 and warm.counts.sets_computed == 0
         # Rewrite one image of the red set: only that set is recomputed.
         image = sorted(data["red"].iterdir())[0]
         from PIL import Image
 
         Image.new("RGB", SIZE, (0, 255, 0)).save(image)
-        changed = experiment(data, tmp_path, model)
-        changed.run()
+        changed = experiment(data, tmp_path, model).run()
         assert changed.counts.sets_computed == 1
         # Another input size is another preprocessing: everything is recomputed.
-        resized = experiment(data, tmp_path, model, size=(24, 24))
-        resized.run()
+        resized = experiment(data, tmp_path, model, size=(24, 24)).run()
         assert resized.counts.sets_from_cache == 0
 
 

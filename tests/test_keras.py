@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 
 from tcavkit import CavOptions, Experiment, Preprocessing, TensorSource
 from tcavkit.cli import app
-from tcavkit.concepts.images import preprocess
-from tcavkit.concepts.synthetic import make_dataset, make_images, set_rng
 from tcavkit.config import ModelSpec
+from tcavkit.demo.synthetic import make_dataset, make_images, set_rng
 from tcavkit.errors import LayerError, ModelError
+from tcavkit.examples.images import preprocess
 from tcavkit.models import TorchModel
 from tcavkit.models.keras import KerasModel
 from tcavkit.models.loading import adapter_for, describe, load_model

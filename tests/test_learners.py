@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from tcavkit import learners
-from tcavkit.cav import CavOptions, train_cav
-from tcavkit.cav_batch import CavTask, train_cav_batch
+from tcavkit.cav import learners, train_cav
+from tcavkit.cav.batch import CavTask, train_cav_batch
+from tcavkit.options import CavOptions
 
 
 def problem(seed: int, n: int = 24, d: int = 40, shift: float = 1.0):
@@ -155,7 +155,7 @@ def test_hinge_svm_is_the_exact_optimum_of_its_objective(d, seed):
 
 
 def test_iterative_learners_solve_in_chunks_as_in_one(monkeypatch):
-    import tcavkit.cav_batch as cav_batch
+    import tcavkit.cav.batch as cav_batch
 
     rng = np.random.default_rng(1)
     sets = {

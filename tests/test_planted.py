@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from tcavkit import CavOptions, Experiment, ImageFolder, Preprocessing, TensorSource
-from tcavkit.concepts.synthetic import make_dataset
-from tcavkit.starters import train_starter_cnn
+from tcavkit.demo.starters import train_starter_cnn
+from tcavkit.demo.synthetic import make_dataset
 
 SIZE = (32, 32)
 
@@ -68,8 +68,8 @@ def test_colour_is_significant_and_texture_is_not(trained, dataset, tmp_path):
 
 def _tensor_sets(kind: str, names: list[str], n: int, seed: int) -> dict[str, TensorSource]:
     """In-memory image sets drawn with the library's generators, one generator per name."""
-    from tcavkit.concepts.images import preprocess
-    from tcavkit.concepts.synthetic import make_images, set_rng
+    from tcavkit.demo.synthetic import make_images, set_rng
+    from tcavkit.examples.images import preprocess
 
     prep = Preprocessing(size=SIZE)
     return {

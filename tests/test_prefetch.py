@@ -5,10 +5,10 @@ import threading
 import pytest
 import torch
 
-from tcavkit.concepts.base import ExampleSet
-from tcavkit.concepts.prefetch import Prefetcher
-from tcavkit.concepts.preprocessing import Preprocessing
 from tcavkit.errors import DataError
+from tcavkit.examples.base import ExampleSet
+from tcavkit.examples.prefetch import Prefetcher
+from tcavkit.options import Preprocessing
 
 
 class Recorded(ExampleSet):

@@ -10,24 +10,24 @@ import pytest
 import torch
 from PIL import Image
 
-from tcavkit.concepts import sources
-from tcavkit.concepts.base import Selection
-from tcavkit.concepts.images import (
+from tcavkit.errors import ConfigError, DataError, TcavWarning, TooFewExamplesError
+from tcavkit.examples import sources
+from tcavkit.examples.base import Selection
+from tcavkit.examples.images import (
     IMAGE_EXTENSIONS,
     UnreadableImage,
     decode_image,
     is_image_file,
     preprocess,
 )
-from tcavkit.concepts.preprocessing import Preprocessing
-from tcavkit.concepts.sources import (
+from tcavkit.examples.sources import (
     ImageFolder,
     SequenceSource,
     TensorSource,
     as_source,
     stable_order,
 )
-from tcavkit.errors import ConfigError, DataError, TcavWarning, TooFewExamplesError
+from tcavkit.options import Preprocessing
 
 RED = (220, 20, 30)
 
@@ -402,13 +402,10 @@ def test_folder_load_with_preprocessing(tmp_path: Path) -> None:
     assert batch.min() >= -1.0 and batch.max() <= 1.0
 
 
-@pytest.mark.parametrize(
-    "sel", [Selection(max_examples=0), Selection(max_examples=3, min_examples=5)]
-)
-def test_bad_selection_is_config_error(tmp_path: Path, sel: Selection) -> None:
-    folder = make_folder(tmp_path / "c", 6)
-    with pytest.raises(ConfigError):
-        ImageFolder(folder).resolve("c", sel)
+@pytest.mark.parametrize("limits", [{"max_examples": 0}, {"max_examples": 3, "min_examples": 5}])
+def test_bad_selection_is_config_error(limits: dict[str, int]) -> None:
+    with pytest.raises(ConfigError, match="examples.max"):
+        Selection(**limits)
 
 
 # ----------------------------------------------------------------------- tensor sources

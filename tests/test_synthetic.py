@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tcavkit.concepts.synthetic import (
+from tcavkit.demo.synthetic import (
     COLOURS,
     CREATURE_COLOURS,
     TEXTURES,

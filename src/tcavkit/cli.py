@@ -223,7 +223,7 @@ def sort(
     debug: DebugOption = False,
 ) -> None:
     """Rank images by cosine similarity with a concept's mean CAV at a layer."""
-    from tcavkit.experiment import Experiment
+    from tcavkit.pipeline.experiment import Experiment
     from tcavkit.sorter import sort_images
 
     with _errors(debug), _collect_warnings(not quiet):
@@ -261,8 +261,8 @@ def demo(
     debug: DebugOption = False,
 ) -> None:
     """Generate data with a known answer, train a CNN, run TCAV and check the answer."""
-    from tcavkit.concepts.synthetic import CREATURE_COLOURS
-    from tcavkit.demo import run_demo
+    from tcavkit.demo.run import run_demo
+    from tcavkit.demo.synthetic import CREATURE_COLOURS
 
     with _errors(debug), _collect_warnings(not quiet):
         outcome = run_demo(out, size=size, quick=quick, progress=not quiet, echo=typer.echo)

@@ -6,34 +6,21 @@ suggest the closest valid one; relative paths are resolved against the YAML file
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tcavkit.cav import CavOptions
-from tcavkit.concepts.preprocessing import Preprocessing
 from tcavkit.errors import ConfigError
-from tcavkit.stats import CORRECTIONS, TESTS
+from tcavkit.options import CacheDtype, CavOptions, ExampleLimits, Preprocessing, StatsOptions
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputSpec(_Strict):
-    """How images become model inputs."""
-
-    size: tuple[int, int] | None = None
-    value_range: tuple[float, float] = (0.0, 1.0)
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    channels_last: bool = False
-
-    def preprocessing(self) -> Preprocessing:
-        return Preprocessing(**self.model_dump())
 
 
 class ModelSpec(_Strict):
@@ -48,7 +35,7 @@ class ModelSpec(_Strict):
     logits: str | None = None
     output: int | str | None = None
     labels: list[str] | Path | None = None
-    input: InputSpec = InputSpec()
+    input: Preprocessing = Preprocessing()
 
 
 class RandomSpec(_Strict):
@@ -58,53 +45,10 @@ class RandomSpec(_Strict):
     runs: int = Field(20, ge=1)
 
 
-class ExamplesSpec(_Strict):
-    """How many examples each set uses."""
-
-    max: int | None = Field(100, ge=1)
-    min: int = Field(10, ge=2)
-
-
-class CavSpec(_Strict):
-    """CAV learner settings (see :class:`tcavkit.cav.CavOptions`)."""
-
-    method: Literal["sgd", "logistic", "mean-difference"] = "sgd"
-    alpha: float = Field(0.01, gt=0)
-    test_fraction: float = Field(0.33, ge=0, lt=1)
-    max_iter: int = Field(1000, ge=1)
-
-    def options(self) -> CavOptions:
-        return CavOptions(**self.model_dump())
-
-
-class StatsSpec(_Strict):
-    """The significance test (see :mod:`tcavkit.stats`)."""
-
-    test: str = "concept-t"
-    alpha: float = Field(0.05, gt=0, lt=1)
-    correction: str = "holm"
-    confidence: float = Field(0.95, gt=0, lt=1)
-    statistic: Literal["effect", "tcav_score", "magnitude"] = "effect"
-
-    @field_validator("test")
-    @classmethod
-    def _known_test(cls, value: str) -> str:
-        if value not in TESTS:
-            raise ValueError(f"unknown test {value!r}; choose one of {', '.join(TESTS)}")
-        return value
-
-    @field_validator("correction")
-    @classmethod
-    def _known_correction(cls, value: str) -> str:
-        if value not in CORRECTIONS:
-            raise ValueError(
-                f"unknown correction {value!r}; choose one of {', '.join(CORRECTIONS)}"
-            )
-        return value
-
-
 class ExperimentConfig(_Strict):
-    """One TCAV experiment, as in the YAML file."""
+    """One TCAV experiment, as in the YAML file. The sections ``model.input``,
+    ``examples``, ``cav`` and ``stats`` are the settings groups of :mod:`tcavkit.options`,
+    which validate themselves."""
 
     model: ModelSpec
     data: Path
@@ -112,29 +56,35 @@ class ExperimentConfig(_Strict):
     concepts: list[str] = Field(default_factory=list)
     random: RandomSpec = RandomSpec()
     relative: list[tuple[str, str]] = Field(default_factory=list)
-    examples: ExamplesSpec = ExamplesSpec()
-    cav: CavSpec = CavSpec()
-    stats: StatsSpec = StatsSpec()
+    examples: ExampleLimits = ExampleLimits()
+    cav: CavOptions = CavOptions()
+    stats: StatsOptions = StatsOptions()
     seed: int = 0
     batch_size: int = Field(32, ge=1)
     device: str = "auto"
     cache: Path | None = Path(".tcavkit-cache")
-    cache_dtype: Literal["float32", "float16"] = "float32"
+    cache_dtype: CacheDtype = "float32"
     output: Path = Path("results")
+
+
+def _field_types(section: Any) -> dict[str, Any]:
+    """Field name → annotation of a config section (a pydantic model or a dataclass)."""
+    if isinstance(section, type) and issubclass(section, BaseModel):
+        return {name: field.annotation for name, field in section.model_fields.items()}
+    if dataclasses.is_dataclass(section):
+        return typing.get_type_hints(section)
+    return {}
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The field names allowed at ``loc`` (a pydantic error location) of ``model``."""
     current: Any = model
     for part in loc[:-1]:
-        field = current.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
+        types = _field_types(current)
+        if not isinstance(part, str) or part not in types:
             return []
-        annotation = field.annotation
-        current = annotation if isinstance(annotation, type) else None
-        if current is None or not issubclass(current, BaseModel):
-            return []
-    return list(current.model_fields)
+        current = types[part]
+    return list(_field_types(current))
 
 
 def _explain(exc: ValidationError, source: str) -> ConfigError:
@@ -143,7 +93,7 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(part) for part in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             valid = _valid_keys(ExperimentConfig, loc)
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
@@ -163,6 +113,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "config") ->
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         raise _explain(exc, source) from None
+    except ConfigError as exc:  # a settings group's own check
+        raise ConfigError(f"{source}: {exc}") from None
     return resolve_paths(config, base_dir)
 
 

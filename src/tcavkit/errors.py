@@ -42,3 +42,12 @@ class TcavWarning(UserWarning):
 
 class TcavInternalWarning(UserWarning):
     """Never expected; tests turn it into an error."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut after ``limit`` characters (its type's name
+    when it has no message): for wrapping a library's error into a :class:`TcavError`."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text[:limit] + (" …" if len(text) > limit else "")

@@ -1,34 +1,36 @@
-"""The result of an experiment: the runs and summary tables plus everything to reproduce them."""
+"""The result of an experiment: the runs and summary tables, plus the provenance that
+reproduces them (config, seed, package versions, model and data fingerprints)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
-import os
+import platform
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tcavkit.cav import CAV
-from tcavkit.stats import CORE_SUMMARY_COLUMNS
+from tcavkit import __version__
+from tcavkit.atomic import atomic_write
+from tcavkit.cav.vector import CAV
+from tcavkit.tables import NAME_COLUMNS
 
-RUN_COLUMNS = [
-    "target",
-    "concept",
-    "layer",
-    "random",
-    "run",
-    "tcav_score",
-    "magnitude",
-    "cav_accuracy",
-    "is_null",
-]
-EXTRA_RUN_COLUMNS = ["magnitude_ratio", "separation", "effect", "kind"]
-NAME_COLUMNS = ("target", "concept", "layer", "random")
-SUMMARY_COLUMNS = list(CORE_SUMMARY_COLUMNS)
+
+@dataclass
+class Counts:
+    """What a run computed, and what it read from the cache (for tests and the benchmark)."""
+
+    forward_batches: int = 0
+    backward_batches: int = 0
+    sets_computed: int = 0
+    sets_from_cache: int = 0
+    cavs_trained: int = 0
+    cavs_from_cache: int = 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -51,22 +53,28 @@ class TcavResult:
     """What :meth:`tcavkit.Experiment.run` returns.
 
     Attributes:
-        runs: one row per scored CAV (see :data:`RUN_COLUMNS`; null rows have ``is_null``).
-        summary: one row per (target, concept, layer) (see :data:`SUMMARY_COLUMNS`).
+        runs: one row per scored CAV (see :data:`tcavkit.tables.RUN_COLUMNS`; null rows
+            have ``is_null``).
+        summary: one row per (target, concept, layer) (see :data:`tcavkit.tables.SUMMARY_COLUMNS`).
         meta: config, seed, versions, model and data fingerprints, timings, warnings.
-        cavs: (concept, negative set, layer) → trained :class:`~tcavkit.cav.CAV` (read
-            from the cache on demand, or kept in memory without a cache; not written by
-            :meth:`save`).
+        cavs: every trained :class:`~tcavkit.cav.CAV` by :class:`~tcavkit.cav.CavKey`
+            ``(positive, negative, layer, run)`` (rebuilt from the cache on demand, or kept
+            in memory without a cache; not written by :meth:`save`).
     """
 
     runs: pd.DataFrame
     summary: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
-    cavs: Mapping[tuple[str, str, str], CAV] = field(default_factory=dict, repr=False)
+    cavs: Mapping[tuple[str, str, str, int], CAV] = field(default_factory=dict, repr=False)
 
     @property
     def warnings(self) -> list[str]:
         return list(self.meta.get("warnings", []))
+
+    @property
+    def counts(self) -> Counts:
+        """What the run computed and what it read from the cache."""
+        return Counts(**self.meta.get("counts", {}))
 
     @property
     def significant(self) -> pd.DataFrame:
@@ -77,14 +85,14 @@ class TcavResult:
         """Write ``runs.csv``, ``summary.csv`` and ``results.json`` into ``out_dir``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "runs.csv", self.runs.to_csv(index=False))
-        _atomic_write(out / "summary.csv", self.summary.to_csv(index=False))
+        atomic_write(out / "runs.csv", self.runs.to_csv(index=False))
+        atomic_write(out / "summary.csv", self.summary.to_csv(index=False))
         document = {
             **self.meta,
             "summary": self.summary.to_dict(orient="records"),
             "runs": self.runs.to_dict(orient="records"),
         }
-        _atomic_write(out / "results.json", json.dumps(_jsonable(document), indent=1))
+        atomic_write(out / "results.json", json.dumps(_jsonable(document), indent=1))
         return out
 
     @classmethod
@@ -102,7 +110,46 @@ class TcavResult:
         )
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def provenance(
+    *,
+    config: dict[str, Any],
+    seed: int,
+    model: dict[str, Any],
+    sets: dict[str, dict[str, Any]],
+    stats: Any,
+    warnings: list[str],
+    timings: dict[str, float],
+    counts: Counts,
+) -> dict[str, Any]:
+    """The ``meta`` of a :class:`TcavResult`: everything needed to reproduce it."""
+    return {
+        "tcavkit_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seed": seed,
+        "config": config,
+        "versions": package_versions(),
+        "model": model,
+        "sets": sets,
+        "stats": asdict(stats),
+        "warnings": warnings,
+        "timings": timings,
+        "counts": asdict(counts),
+    }
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages behind a result (read from their metadata: importing
+    scikit-learn and matplotlib here alone took 0.4 s of a run)."""
+    import torch
+
+    found = {
+        "tcavkit": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    for package in ("numpy", "scipy", "scikit-learn", "pandas", "matplotlib"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found

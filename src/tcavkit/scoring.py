@@ -1,4 +1,4 @@
-"""TCAV scores from gradients and CAVs: one matrix product per layer.
+"""TCAV scores from gradients and CAVs, and the definition of every per-run column.
 
 For target examples x_i (i = 1..n) and CAVs v_j (j = 1..m) at one layer, the directional
 derivative of the class logit along v_j is ``D[i, j] = grads[i] @ v_j``. Then, per CAV:
@@ -9,18 +9,25 @@ derivative of the class logit along v_j is ``D[i, j] = grads[i] @ v_j``. Then, p
 - ``magnitude_ratio``: ``sum_i max(D[i, j], 0) / sum_i |D[i, j]|`` in [0, 1], the share of
   the total absolute derivative that is positive (the "magnitude" TCAV of later papers;
   0.5 when positive and negative derivatives balance; 0.5 when every derivative is 0).
+
+With the CAV's ``separation`` (the distance between the concept's and the negative set's
+mean activations along the CAV, from training):
+
+- ``effect``: ``magnitude * separation``, the first-order change of the logit when an
+  example moves from the negative mean to the concept mean along the CAV (logit units).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class Scores:
-    """Scores of ``m`` CAVs for one target set at one layer, each ``(m,)``."""
+    """Scores of ``m`` CAVs for one target set at one layer, each ``(m,)`` (or ``(k, m)``
+    for ``k`` targets in :class:`LayerScores`)."""
 
     tcav_score: np.ndarray
     magnitude: np.ndarray
@@ -53,3 +60,47 @@ def scores_from_derivatives(derivs: np.ndarray) -> Scores:
         magnitude=derivs.mean(axis=0),
         magnitude_ratio=ratio,
     )
+
+
+def effect(magnitude: np.ndarray, separation: np.ndarray) -> np.ndarray:
+    """The per-run ``effect`` column: ``magnitude * separation`` (see the module)."""
+    return magnitude * separation
+
+
+@dataclass(frozen=True)
+class LayerScores:
+    """Scores of ``m`` CAVs of one layer for ``k`` targets, along each CAV and along its
+    flip (a null CAV of two random sets scores both orientations): fields ``(k, m)``."""
+
+    along: Scores
+    flipped: Scores
+
+    @classmethod
+    def empty(cls, k: int, m: int) -> LayerScores:
+        def block() -> Scores:
+            return Scores(*(np.empty((k, m)) for _ in fields(Scores)))
+
+        return cls(block(), block())
+
+    def fill(self, target: int, start: int, derivs: np.ndarray) -> None:
+        """Score CAVs ``start:start+b`` for target ``target`` from its directional
+        derivatives ``(n, b)``, in both orientations."""
+        stop = start + derivs.shape[1]
+        for into, sign in ((self.along, 1.0), (self.flipped, -1.0)):
+            found = scores_from_derivatives(sign * derivs)
+            for f in fields(Scores):
+                getattr(into, f.name)[target, start:stop] = getattr(found, f.name)
+
+    def pick(self, target: int, index: np.ndarray, flip: np.ndarray) -> Scores:
+        """Target ``target``'s scores of CAVs ``index`` ``(r,)``, each flipped where
+        ``flip`` ``(r,)`` says: one value per runs-table row."""
+        return Scores(
+            *(
+                np.where(
+                    flip,
+                    getattr(self.flipped, f.name)[target, index],
+                    getattr(self.along, f.name)[target, index],
+                )
+                for f in fields(Scores)
+            )
+        )

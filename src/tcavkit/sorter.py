@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from tcavkit.concepts.base import Selection
-from tcavkit.concepts.sources import ImageFolder
 from tcavkit.errors import DataError
-from tcavkit.experiment import Experiment
+from tcavkit.examples.base import Selection
+from tcavkit.examples.sources import ImageFolder
+from tcavkit.pipeline.experiment import Experiment
 
 THUMBNAIL = 96
 

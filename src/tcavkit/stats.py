@@ -145,6 +145,8 @@ from scipy import special as _sp
 from scipy import stats as _st
 
 from tcavkit.errors import ConfigError, DataError, TcavWarning
+from tcavkit.options import CORRECTIONS, STATISTICS, TESTS
+from tcavkit.tables import CORE_SUMMARY_COLUMNS, SUMMARY_COLUMNS
 
 __all__ = [
     "CORE_SUMMARY_COLUMNS",
@@ -158,39 +160,6 @@ __all__ = [
     "confidence_interval",
     "summarize",
 ]
-
-TESTS = ("concept-t", "concept-rank", "ttest", "welch", "one-sample")
-STATISTICS = ("effect", "tcav_score", "magnitude")
-CORRECTIONS = ("holm", "bonferroni", "bh", "none")
-
-#: Columns of :func:`summarize`'s table, in order (the first 14 are the stable contract).
-CORE_SUMMARY_COLUMNS = (
-    "target",
-    "concept",
-    "layer",
-    "n_runs",
-    "mean",
-    "std",
-    "ci_low",
-    "ci_high",
-    "null_mean",
-    "null_std",
-    "p_value",
-    "p_adjusted",
-    "significant",
-    "cav_accuracy_mean",
-)
-SUMMARY_COLUMNS = (
-    *CORE_SUMMARY_COLUMNS,
-    "magnitude_mean",
-    "n_null",
-    "n_null_runs",
-    "test",
-    "statistic",
-    "statistic_mean",
-    "statistic_null_mean",
-    "statistic_null_std",
-)
 
 _CONCEPT_TESTS = ("concept-t", "concept-rank")
 _REQUIRED = ("target", "concept", "layer", "tcav_score", "is_null")

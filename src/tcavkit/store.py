@@ -4,20 +4,23 @@ A cache entry is a ``.npy`` array whose file name is the SHA-256 of a canonical 
 its key parts (model fingerprint, layer, example-set fingerprint, preprocessing, and what
 was computed). Nothing is ever looked up by name only, so a change of weights, files or
 preprocessing misses the cache. Writes go to a temporary file in the same folder and are
-renamed into place, so an interrupted run never leaves a half-written entry.
+renamed into place (:func:`tcavkit.atomic.atomic_write`), so an interrupted run never
+leaves a half-written entry.
+
+Arrays may be stored at half precision (:func:`to_half`): the entry's metadata then holds
+the power-of-two scale, and :meth:`ArrayStore.get_float32` gives back float32 values.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tcavkit.atomic import atomic_write
 from tcavkit.errors import CacheError
 
 FORMAT_VERSION = 1
@@ -72,34 +75,48 @@ class ArrayStore:
         except (OSError, ValueError):
             return {}
 
-    def put(self, key: str, array: np.ndarray, meta: dict[str, Any] | None = None) -> None:
-        """Store ``array`` under ``key`` atomically (temp file + rename); ``meta`` beside it."""
+    def get_float32(self, key: str) -> np.ndarray | None:
+        """The array under ``key`` as float32 (a half-precision entry is scaled back; a
+        float32 one is a copy-on-write map), or ``None``."""
+        array = self.get(key, writable_copy=True)
+        if array is None or array.dtype != np.float16:
+            return array
+        scale = float(self.get_meta(key).get("scale", 1.0))
+        return array.astype(np.float32) * np.float32(scale)
+
+    def put(
+        self,
+        key: str,
+        array: np.ndarray,
+        meta: dict[str, Any] | None = None,
+        *,
+        dtype: str = "float32",
+    ) -> None:
+        """Store ``array`` under ``key`` atomically, and ``meta`` beside it. With
+        ``dtype="float16"`` the array is stored at half precision (:func:`to_half`)."""
         if self.root is None:
             return
+        if dtype == "float16":
+            array, scale = to_half(array)
+            meta = {**(meta or {}), "scale": scale}
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                dir=path.parent, prefix=".tmp-", suffix=".npy", delete=False
-            ) as handle:
-                np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-                tmp_name = handle.name
-            os.replace(tmp_name, path)
-            self._write_meta(path, meta)
+            contiguous = np.ascontiguousarray(array)
+            atomic_write(path, lambda handle: np.save(handle, contiguous, allow_pickle=False))
+            if meta is not None:
+                text = json.dumps(meta, sort_keys=True, default=str)
+                atomic_write(path.with_suffix(".json"), text)
         except OSError as exc:
-            raise self._write_error(exc) from exc
+            raise CacheError(
+                f"cannot write to the cache folder {self.root}: {exc}. "
+                "Choose another folder with `cache:` or free some disk space"
+            ) from exc
 
-    @staticmethod
-    def _write_meta(path: Path, meta: dict[str, Any] | None) -> None:
-        if meta is None:
-            return
-        meta_path = path.with_suffix(".json")
-        tmp_meta = meta_path.with_name(f".tmp-{meta_path.name}")
-        tmp_meta.write_text(json.dumps(meta, sort_keys=True, default=str))
-        os.replace(tmp_meta, meta_path)
 
-    def _write_error(self, exc: OSError) -> CacheError:
-        return CacheError(
-            f"cannot write to the cache folder {self.root}: {exc}. "
-            "Choose another folder with `cache:` or free some disk space"
-        )
+def to_half(array: np.ndarray) -> tuple[np.ndarray, float]:
+    """``array`` as float16 divided by a power of two that puts its largest magnitude near
+    2**14 (no overflow; small gradients keep their precision); returns (half, scale)."""
+    peak = float(np.abs(array).max(initial=0.0))
+    scale = 2.0 ** (np.ceil(np.log2(peak)) - 14) if peak > 0 else 1.0
+    return (array / np.float32(scale)).astype(np.float16), scale

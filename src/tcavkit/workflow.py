@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tcavkit.experiment import Experiment
+from tcavkit.pipeline.experiment import Experiment
 from tcavkit.report import build_report
 from tcavkit.results import TcavResult
 

@@ -35,17 +35,12 @@ from typing import Any
 
 import torch
 
-from tcavkit.errors import LayerError, ModelError
+from tcavkit.errors import LayerError, ModelError, one_line
 from tcavkit.models.adapter import ModelAdapter, OutputSelector, resolve_device
 from tcavkit.models.extras import require
 
 _FINGERPRINT_VERSION = "tcavkit-keras-1"
 _SUBMODEL_CACHE = 16
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + (" …" if len(text) > 300 else "") if text else type(exc).__name__
 
 
 def import_keras() -> ModuleType:
@@ -275,7 +270,7 @@ class KerasModel(ModelAdapter):
         except Exception as exc:
             raise ModelError(
                 f"cannot take the logits of {self.description} before the softmax of layer "
-                f"{layer.name!r} ({_one_line(exc)}): name the logits layer with model.logits"
+                f"{layer.name!r} ({one_line(exc)}): name the logits layer with model.logits"
             ) from exc
         return _first(result)
 
@@ -353,8 +348,7 @@ class KerasModel(ModelAdapter):
                     sub = self.keras.Model(self.model.inputs, outputs)
             except Exception as exc:
                 raise LayerError(
-                    f"cannot capture layer(s) {list(layers)} of {self.description}: "
-                    f"{_one_line(exc)}"
+                    f"cannot capture layer(s) {list(layers)} of {self.description}: {one_line(exc)}"
                 ) from exc
             if len(self._submodels) >= _SUBMODEL_CACHE:
                 self._submodels.pop(next(iter(self._submodels)))
@@ -392,7 +386,7 @@ class KerasModel(ModelAdapter):
             size = f" (with model.input.size: {list(self.input_size)})" if self.input_size else ""
             raise ModelError(
                 f"{self.description} cannot run on inputs of shape {tuple(x.shape)}: expected "
-                f"(n, {', '.join(str(d) for d in self.input_shape)}){size}; {_one_line(exc)}"
+                f"(n, {', '.join(str(d) for d in self.input_shape)}){size}; {one_line(exc)}"
             ) from exc
         values = list(values) if isinstance(values, (list, tuple)) else [values]
         captured = dict(zip(names, values[: len(names)], strict=True))
@@ -440,7 +434,7 @@ def load_keras(
         with keras.device(str(torch_device)):
             model = keras.saving.load_model(path, compile=False, safe_mode=not trusted)
     except Exception as exc:
-        message = _one_line(exc)
+        message = one_line(exc)
         if "safe_mode" in message:
             raise ModelError(
                 f"{path} holds a Keras Lambda layer, whose Python code runs when it is loaded: "

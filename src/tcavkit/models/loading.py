@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from tcavkit.config import ModelSpec
-from tcavkit.errors import ConfigError, ModelError, TcavWarning
+from tcavkit.errors import ConfigError, ModelError, TcavWarning, one_line
 from tcavkit.models.adapter import ModelAdapter, TorchModel
 from tcavkit.models.torchscript import ScriptedSequentialModel
 
@@ -51,11 +51,6 @@ _PIP_NAMES = {
     "torchaudio": "torchaudio",
     "safetensors": "safetensors",
 }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + (" …" if len(text) > 300 else "") if text else type(exc).__name__
 
 
 def _few(keys: Iterable[str], n: int = 5) -> str:
@@ -120,11 +115,11 @@ def _unpickle_trusted(path: Path, search_dirs: Iterable[Path]) -> Any:
     except (ModuleNotFoundError, AttributeError) as exc:
         raise ModelError(
             f"{path}: the pickled model refers to code that cannot be imported "
-            f"({_one_line(exc)}): install the package that defines the model or add its folder "
+            f"({one_line(exc)}): install the package that defines the model or add its folder "
             "to PYTHONPATH, or save a TorchScript file or a state_dict and use model.factory"
         ) from exc
     except Exception as exc:
-        raise ModelError(f"cannot load model file {path}: {_one_line(exc)}") from exc
+        raise ModelError(f"cannot load model file {path}: {one_line(exc)}") from exc
 
 
 def _load_model_file(path: Path, trusted: bool, search_dirs: tuple[Path, ...]) -> nn.Module:
@@ -139,7 +134,7 @@ def _load_model_file(path: Path, trusted: bool, search_dirs: tuple[Path, ...]) -
         except Exception as exc:
             if kind == "torchscript":
                 raise ModelError(
-                    f"{path} looks like a TorchScript file but cannot be loaded: {_one_line(exc)}"
+                    f"{path} looks like a TorchScript file but cannot be loaded: {one_line(exc)}"
                 ) from exc
             raise ModelError(
                 f"{path} is neither a TorchScript file (torch.jit.save) nor a PyTorch file "
@@ -152,7 +147,7 @@ def _load_model_file(path: Path, trusted: bool, search_dirs: tuple[Path, ...]) -
             raise _refuse_pickle(path) from exc
         obj = _unpickle_trusted(path, search_dirs)
     except Exception as exc:
-        raise ModelError(f"cannot load model file {path}: {_one_line(exc)}") from exc
+        raise ModelError(f"cannot load model file {path}: {one_line(exc)}") from exc
     if isinstance(obj, nn.Module):
         return obj
     if isinstance(obj, Mapping):
@@ -222,7 +217,7 @@ def load_factory(spec: str, search_dirs: Iterable[Path] = ()) -> Callable[..., A
                 f"{missing!r}, which is not installed: {install}"
             ) from exc
         raise ModelError(
-            f"model.factory {spec!r}: importing {module_name!r} failed: {_one_line(exc)}"
+            f"model.factory {spec!r}: importing {module_name!r} failed: {one_line(exc)}"
         ) from exc
     except Exception as exc:
         hint = ""
@@ -233,7 +228,7 @@ def load_factory(spec: str, search_dirs: Iterable[Path] = ()) -> Callable[..., A
             )
         raise ModelError(
             f"model.factory {spec!r}: importing {module_name!r} raised "
-            f"{type(exc).__name__}: {_one_line(exc)}{hint}"
+            f"{type(exc).__name__}: {one_line(exc)}{hint}"
         ) from exc
     obj: Any = module
     for part in attr.split("."):
@@ -261,7 +256,7 @@ def _build_from_factory(
         hint = "" if args else " (set model.factory_args for the arguments it needs)"
         raise ModelError(
             f"model.factory {spec!r} failed when called {called}: "
-            f"{type(exc).__name__}: {_one_line(exc)}{hint}"
+            f"{type(exc).__name__}: {one_line(exc)}{hint}"
         ) from exc
     if not isinstance(module, nn.Module):
         raise ModelError(
@@ -282,7 +277,7 @@ def load_state_dict_file(path: Path, *, trusted: bool = False) -> dict[str, torc
         try:
             obj = _jit_load(path).state_dict()
         except Exception as exc:
-            raise ModelError(f"cannot read weights file {path}: {_one_line(exc)}") from exc
+            raise ModelError(f"cannot read weights file {path}: {one_line(exc)}") from exc
     else:
         try:
             obj = torch.load(path, weights_only=True, map_location="cpu")
@@ -296,7 +291,7 @@ def load_state_dict_file(path: Path, *, trusted: bool = False) -> dict[str, torc
                 ) from exc
             obj = _unpickle_trusted(path, ())
         except Exception as exc:
-            raise ModelError(f"cannot read weights file {path}: {_one_line(exc)}") from exc
+            raise ModelError(f"cannot read weights file {path}: {one_line(exc)}") from exc
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, Mapping):
@@ -396,7 +391,7 @@ def load_weights(
     try:
         module.load_state_dict(state, strict=True)
     except Exception as exc:
-        raise ModelError(f"weights file {path} does not fit {built}: {_one_line(exc)}") from exc
+        raise ModelError(f"weights file {path} does not fit {built}: {one_line(exc)}") from exc
 
 
 # -- public entry points --------------------------------------------------------------------
@@ -509,7 +504,7 @@ def load_labels(labels: list[str] | str | Path | None) -> list[str] | None:
         try:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read labels file {path}: {_one_line(exc)}") from exc
+            raise ConfigError(f"cannot read labels file {path}: {one_line(exc)}") from exc
         result = [line.strip() for line in text.splitlines() if line.strip()]
         if not result:
             raise ConfigError(f"labels file {path} holds no labels (model.labels)")

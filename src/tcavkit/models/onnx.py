@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tcavkit.errors import ModelError
+from tcavkit.errors import ModelError, one_line
 from tcavkit.models.adapter import OutputSelector, TorchModel, module_fingerprint
 from tcavkit.models.extras import require
 
@@ -60,11 +60,6 @@ _FLOAT_TYPES = {1: torch.float32, 10: torch.float16, 11: torch.float64, 16: torc
 
 # Why onnx2torch was imported without torchvision (None: with it, or not imported yet).
 _torchvision_problem: str | None = None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:300] + (" …" if len(text) > 300 else "")) or type(exc).__name__
 
 
 # -- importing onnx2torch -------------------------------------------------------------------
@@ -107,7 +102,7 @@ def _torchvision_import_problem() -> str | None:
             warnings.simplefilter("ignore")
             importlib.import_module("torchvision")
     except Exception as exc:  # e.g. "operator torchvision::nms does not exist"
-        return f"does not import ({type(exc).__name__}: {_one_line(exc)})"
+        return f"does not import ({type(exc).__name__}: {one_line(exc)})"
     return None
 
 
@@ -503,7 +498,7 @@ def load_onnx(
     try:
         proto = onnx.load(str(path))
     except Exception as exc:
-        raise ModelError(f"{path} is not a readable ONNX file: {_one_line(exc)}") from exc
+        raise ModelError(f"{path} is not a readable ONNX file: {one_line(exc)}") from exc
     proto = _initializer_identities_folded(proto)
     ops = {node.op_type for node in proto.graph.node}
     if _torchvision_problem is not None and ops & TORCHVISION_OPS:
@@ -531,7 +526,7 @@ def load_onnx(
         raise
     except Exception as exc:
         raise ModelError(
-            f"onnx2torch cannot convert {path}: {type(exc).__name__}: {_one_line(exc)} (export "
+            f"onnx2torch cannot convert {path}: {type(exc).__name__}: {one_line(exc)} (export "
             "the model again with an older opset, e.g. torch.onnx.export(..., "
             "opset_version=17), or simplify it with onnxsim)"
         ) from exc

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from tcavkit.atomic import atomic_write
 from tcavkit.errors import DataError
 from tcavkit.report.common import STALE_PLOT_RE, as_list
 from tcavkit.report.html import render_html
 from tcavkit.report.plots import plot_all
+from tcavkit.tables import NAME_COLUMNS
 
 SUMMARY_FILE = "summary.csv"
 RUNS_FILE = "runs.csv"
@@ -20,7 +21,6 @@ RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 
-_NAME_COLUMNS = ("target", "concept", "layer", "random")
 _SUMMARY_REQUIRED = ("target", "concept", "layer", "mean")
 _RUNS_REQUIRED = ("target", "concept", "layer")
 _HINT = "run `tcavkit run` first and point the report at the results folder it writes"
@@ -61,7 +61,7 @@ def build_report(results_dir: str | Path) -> Path:
             old.unlink()
 
     out = folder / REPORT_FILE
-    _write_atomic(out, render_html(summary, runs, meta, paths))
+    atomic_write(out, render_html(summary, runs, meta, paths))
     return out
 
 
@@ -69,7 +69,7 @@ def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     """Read a results CSV; names stay strings (``NA``, ``null``, ``01`` are kept as written)."""
     try:
         header = pd.read_csv(path, nrows=0).columns
-        names = {c: str for c in _NAME_COLUMNS if c in header}
+        names = {c: str for c in NAME_COLUMNS if c in header}
         table = pd.read_csv(
             path,
             dtype=names,
@@ -102,14 +102,3 @@ def load_meta(path: Path, notes: list[str]) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise DataError(f"{path} does not hold a JSON object: rerun `tcavkit run`.")
     return meta
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename (umask respected)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -13,12 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-LOW_CAV_ACCURACY = 0.6
-"""A CAV whose mean held-out accuracy is below this is flagged as near chance."""
-
-MIN_RANDOM_RUNS = 10
-"""Fewer random runs than this per concept gives a weak test: the report warns."""
-
 PLOT_KINDS = ("tcav", "heatmap", "cav-accuracy")
 """File-name prefixes of the plots this package writes (used to clean stale files)."""
 

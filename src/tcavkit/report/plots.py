@@ -19,7 +19,6 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from tcavkit.report.common import (
-    LOW_CAV_ACCURACY,
     as_bool,
     float_column,
     ordered_unique,
@@ -27,6 +26,7 @@ from tcavkit.report.common import (
     significant_mask,
     to_float,
 )
+from tcavkit.tables import LOW_CAV_ACCURACY
 
 SIG_COLOR = "#2b6cb0"
 NONSIG_COLOR = "#d5dbe3"

@@ -8,8 +8,6 @@ from typing import Any
 import pandas as pd
 
 from tcavkit.report.common import (
-    LOW_CAV_ACCURACY,
-    MIN_RANDOM_RUNS,
     float_column,
     format_p,
     is_missing,
@@ -18,6 +16,7 @@ from tcavkit.report.common import (
     skipped_of,
     to_float,
 )
+from tcavkit.tables import LOW_CAV_ACCURACY, MIN_RANDOM_RUNS
 
 _MAX_LISTED = 5
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tcavkit.concepts.images import preprocess
-from tcavkit.concepts.preprocessing import Preprocessing
-from tcavkit.concepts.synthetic import CREATURE_COLOURS, make_images, set_rng
+from tcavkit.demo.synthetic import CREATURE_COLOURS, make_images, set_rng
+from tcavkit.examples.images import preprocess
+from tcavkit.options import Preprocessing
 
 CLASSES: tuple[str, ...] = tuple(CREATURE_COLOURS)
 

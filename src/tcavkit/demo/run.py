@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tcavkit.concepts.synthetic import CREATURE_COLOURS, DEFAULT_CONCEPTS, make_dataset
-from tcavkit.starters import CLASSES, train_starter_cnn
+from tcavkit.demo.starters import CLASSES, train_starter_cnn
+from tcavkit.demo.synthetic import CREATURE_COLOURS, DEFAULT_CONCEPTS, make_dataset
 from tcavkit.workflow import RunOutcome, run_experiment_file
 
 DEMO_CONCEPTS = DEFAULT_CONCEPTS

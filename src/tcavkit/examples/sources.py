@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tcavkit.concepts.base import ExampleSet, ExampleSource, Selection
-from tcavkit.concepts.digests import active_digests, file_sha256
-from tcavkit.concepts.images import (
+from tcavkit.errors import ConfigError, DataError, TcavWarning, TooFewExamplesError
+from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
+from tcavkit.examples.digests import FileDigests, file_sha256
+from tcavkit.examples.images import (
     IMAGE_EXTENSIONS,
     UnreadableImage,
     arrays_to_tensor,
@@ -37,8 +38,7 @@ from tcavkit.concepts.images import (
     resize_image,
     to_uint8_array,
 )
-from tcavkit.concepts.preprocessing import Preprocessing
-from tcavkit.errors import ConfigError, DataError, TcavWarning, TooFewExamplesError
+from tcavkit.options import Preprocessing
 
 # --------------------------------------------------------------------------- helpers
 
@@ -58,20 +58,6 @@ def stable_order(keys: Sequence[str], seed: int, name: str) -> list[int]:
         return hashlib.sha256(prefix + keys[index].encode()).digest(), index
 
     return sorted(range(len(keys)), key=rank)
-
-
-def _check_selection(name: str, selection: Selection) -> None:
-    """Raise a ConfigError for impossible selection settings."""
-    maximum, minimum = selection.max_examples, selection.min_examples
-    if maximum is not None and maximum < 1:
-        raise ConfigError(f"example set '{name}': examples.max must be >= 1, got {maximum}")
-    if minimum < 0:
-        raise ConfigError(f"example set '{name}': examples.min must be >= 0, got {minimum}")
-    if maximum is not None and maximum < minimum:
-        raise ConfigError(
-            f"example set '{name}': examples.max ({maximum}) is below examples.min "
-            f"({minimum}); raise examples.max or lower examples.min"
-        )
 
 
 def _selection_record(name: str, selection: Selection) -> dict[str, Any]:
@@ -160,7 +146,7 @@ def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray | Unread
 class ImageFolder(ExampleSource):
     """The image files directly inside one folder (``<root>/<concept>/*.jpg`` layout).
 
-    Files with the extensions in :data:`~tcavkit.concepts.images.IMAGE_EXTENSIONS`
+    Files with the extensions in :data:`~tcavkit.examples.images.IMAGE_EXTENSIONS`
     (case-insensitive) are candidates; sub-folders, hidden files and other files are
     ignored. The fingerprint hashes the bytes of every candidate, so editing, adding or
     removing an image changes it; it never decodes pixels.
@@ -177,14 +163,15 @@ class ImageFolder(ExampleSource):
     def __repr__(self) -> str:
         return f"ImageFolder({str(self.path)!r})"
 
-    def resolve(self, name: str, selection: Selection) -> ImageFolderSet:
+    def resolve(
+        self, name: str, selection: Selection, *, digests: FileDigests | None = None
+    ) -> ImageFolderSet:
         """Order the folder's images for (seed, name) and fingerprint their contents.
 
         Raises:
             DataError: the folder does not exist, is not a folder or has no image files.
             TooFewExamplesError: fewer image files than ``selection.min_examples``.
         """
-        _check_selection(name, selection)
         files = self._candidates(name)
         if len(files) < selection.min_examples:
             raise TooFewExamplesError(
@@ -192,18 +179,19 @@ class ImageFolder(ExampleSource):
                 f"at least {selection.min_examples} are needed; add images or lower examples.min"
             )
         paths = [self.path / f for f in files]
-        memo = active_digests()
         # Remembered digests are looked up here; only the rest is read (in parallel).
-        digests = [memo.remembered(path) for path in paths] if memo else [None] * len(paths)
-        missing = [i for i, digest in enumerate(digests) if digest is None]
+        found = [digests.remembered(path) for path in paths] if digests else [None] * len(paths)
+        missing = [i for i, digest in enumerate(found) if digest is None]
         if missing:
             with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-                hashed = pool.map(memo.sha256 if memo else file_sha256, [paths[i] for i in missing])
-                for i, digest in zip(missing, hashed, strict=True):
-                    digests[i] = digest
+                hashing = digests.sha256 if digests else file_sha256
+                for i, digest in zip(
+                    missing, pool.map(hashing, [paths[i] for i in missing]), strict=True
+                ):
+                    found[i] = digest
         record = _selection_record(name, selection)
         record.update(
-            source="image_folder", files=[[f, d] for f, d in zip(files, digests, strict=True)]
+            source="image_folder", files=[[f, d] for f, d in zip(files, found, strict=True)]
         )
         order = stable_order(files, selection.seed, name)
         return ImageFolderSet(
@@ -355,13 +343,14 @@ class TensorSource(ExampleSource):
     def __repr__(self) -> str:
         return f"TensorSource(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
 
-    def resolve(self, name: str, selection: Selection) -> TensorSet:
+    def resolve(
+        self, name: str, selection: Selection, *, digests: FileDigests | None = None
+    ) -> TensorSet:
         """Choose a seeded subset of rows (kept in their original order) and hash them.
 
         Raises:
             TooFewExamplesError: fewer rows than ``selection.min_examples``.
         """
-        _check_selection(name, selection)
         indices = _chosen_indices(name, int(self.data.shape[0]), selection, "the tensor")
         record = _selection_record(name, selection)
         record.update(source="tensor", rows=_tensor_sha256(_take(self.data, indices)))
@@ -448,7 +437,9 @@ class SequenceSource(ExampleSource):
     def __repr__(self) -> str:
         return f"SequenceSource({len(self.items)} items)"
 
-    def resolve(self, name: str, selection: Selection) -> SequenceSet:
+    def resolve(
+        self, name: str, selection: Selection, *, digests: FileDigests | None = None
+    ) -> SequenceSet:
         """Choose a seeded subset of items (kept in their original order) and fingerprint it.
 
         Raises:
@@ -456,7 +447,6 @@ class SequenceSource(ExampleSource):
                 without ``collate=``.
             TooFewExamplesError: fewer items than ``selection.min_examples``.
         """
-        _check_selection(name, selection)
         indices = _chosen_indices(name, len(self.items), selection, "the sequence")
         chosen = [self.items[i] for i in indices]
         self._check_items(name, chosen, indices)

@@ -5,29 +5,32 @@ sets it involves, each set loaded once per pass and released (so memory follows 
 and the batch's directions, not the experiment):
 
 1. Gram blocks (iterative learners only): ``X_p X_pᵀ``, ``X_n X_nᵀ`` and ``X_p X_nᵀ``.
-   The learners of :mod:`tcavkit.learners` turn them into coefficients over each task's
+   The learners of :mod:`tcavkit.cav.learners` turn them into coefficients over each task's
    training rows.
 2. Directions: ``W = Σ_sets C_s X_s`` (one matrix product per set), normalised to unit
    length.
 3. Projections: ``X_s Dᵀ`` gives every example's position along each direction, from which
    come the intercept, the held-out accuracy and the separation of the class means.
 
-The balancing and the train/test split of each task are exactly those of
-:func:`tcavkit.cav.balanced_split` with the task's seed.
+Each task's classes are balanced first (the larger is subsampled to the size of the
+smaller), then each class is split the same way: ``round(test_fraction * n)`` examples of
+each are held out (at least one when ``test_fraction > 0``); with ``test_fraction = 0`` the
+accuracy is measured on the training examples (:func:`balanced_split`). All randomness
+comes from the task's seed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from tcavkit import learners
-from tcavkit.cav import CAV, CavOptions, balanced_split
+from tcavkit.cav import learners
+from tcavkit.cav.vector import CAV
 from tcavkit.errors import DataError
+from tcavkit.options import CavOptions
 
 LEARNER_CHUNK = 1024  # problems an iterative learner solves at once
 
@@ -77,6 +80,24 @@ class CavBatch:
             )
             for i in range(len(directions))
         ]
+
+
+def balanced_split(
+    n_pos: int, n_neg: int, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Balanced, stratified train/test indices.
+
+    Returns:
+        (pos_train, pos_test, neg_train, neg_test) index arrays into each class.
+    """
+    n = min(n_pos, n_neg)
+    if n < 2:
+        raise DataError(f"a CAV needs at least 2 examples per class, got {n_pos} and {n_neg}")
+    n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+    n_test = min(n_test, n - 1)
+    pos = rng.permutation(n_pos)[:n]
+    neg = rng.permutation(n_neg)[:n]
+    return pos[n_test:], pos[:n_test], neg[n_test:], neg[:n_test]
 
 
 @dataclass(frozen=True)
@@ -217,11 +238,11 @@ def _coefficients(
         gram = _grams(tasks[part], splits[part], load, sizes, n_train, max_rows).to(device)
         if options.method == "sgd":
             solved = learners.hinge_svm(
-                gram, y[part], mask[part], options.alpha, max_iter=min(options.max_iter, 100)
+                gram, y[part], mask[part], options.alpha, max_iter=options.max_iter
             )
         else:
             solved = learners.logistic(
-                gram, y[part], mask[part], options.alpha, max_iter=min(options.max_iter, 100)
+                gram, y[part], mask[part], options.alpha, max_iter=options.max_iter
             )
         coef[part], b0[part] = solved
         del gram
@@ -459,50 +480,23 @@ def _project(
     return intercepts, correct / total, mean_pos - mean_neg
 
 
-class CavTable(Mapping[tuple[str, str, str], CAV]):
-    """Trained CAVs by ``(positive, negative, layer)``, each rebuilt when looked up.
+def train_cav(
+    pos: np.ndarray, neg: np.ndarray, options: CavOptions = CavOptions(), seed: int = 0
+) -> CAV:
+    """Train one CAV (the experiment trains many at once with the same code).
 
-    A layer is kept as its tasks, the learners' coefficients and the stats; a direction is
-    rebuilt from the coefficients and the (cached) activations on demand, so thousands of
-    CAVs cost no memory until one is looked at.
+    Args:
+        pos: concept activations ``(n_pos, d)``.
+        neg: negative (random or second concept) activations ``(n_neg, d)``.
+        options: the learner and its settings.
+        seed: fixes balancing, the split and the learner.
     """
-
-    def __init__(self) -> None:
-        self._layers: dict[str, tuple[list[CavTask], dict[tuple[str, str], int], Any, Any]] = {}
-        self._stats: dict[str, np.ndarray] = {}
-
-    def add_layer(
-        self,
-        layer: str,
-        tasks: Sequence[CavTask],
-        coefficients: np.ndarray,
-        stats: np.ndarray,
-        rebuild: Callable[[Sequence[CavTask], np.ndarray], torch.Tensor],
-    ) -> None:
-        """Register ``layer``: ``coefficients`` ``(m, n_train)`` and ``stats`` ``(m, 3)``
-        (intercept, accuracy, separation) in the order of ``tasks``; ``rebuild(tasks,
-        coefficients)`` gives their directions (:func:`cav_directions`)."""
-        index = {(t.positive, t.negative): i for i, t in enumerate(tasks)}
-        self._layers[layer] = (list(tasks), index, coefficients, rebuild)
-        self._stats[layer] = np.asarray(stats, dtype=np.float64)
-
-    def __getitem__(self, key: tuple[str, str, str]) -> CAV:
-        positive, negative, layer = key
-        tasks, index, coefficients, rebuild = self._layers[layer]
-        i = index[(positive, negative)]
-        direction = rebuild([tasks[i]], coefficients[i : i + 1])[0]
-        intercept, accuracy, separation = self._stats[layer][i]
-        return CAV(
-            direction.cpu().numpy().astype(np.float32),
-            float(intercept),
-            float(accuracy),
-            float(separation),
-        )
-
-    def __iter__(self) -> Iterator[tuple[str, str, str]]:
-        for layer, (_, index, _, _) in self._layers.items():
-            for positive, negative in index:
-                yield positive, negative, layer
-
-    def __len__(self) -> int:
-        return sum(len(index) for _, index, _, _ in self._layers.values())
+    arrays = {
+        "positive": torch.from_numpy(np.ascontiguousarray(pos, dtype=np.float32)),
+        "negative": torch.from_numpy(np.ascontiguousarray(neg, dtype=np.float32)),
+    }
+    sizes = {name: len(array) for name, array in arrays.items()}
+    batch = train_cav_batch(
+        [CavTask("positive", "negative", seed)], arrays.__getitem__, sizes, options
+    )
+    return batch.cavs()[0]

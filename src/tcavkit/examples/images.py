@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from tcavkit.concepts.preprocessing import Preprocessing
 from tcavkit.errors import ConfigError, DataError
+from tcavkit.options import Preprocessing
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"})
 """File extensions read as images (lower case; matching is case-insensitive)."""

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tcavkit.concepts.preprocessing import Preprocessing
+from tcavkit.examples.digests import FileDigests
+from tcavkit.options import Preprocessing, check_example_limits
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Selection:
     max_examples: int | None = None
     min_examples: int = 10
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_example_limits(self.max_examples, self.min_examples)
 
 
 class ExampleSet(ABC):
@@ -68,8 +72,13 @@ class ExampleSource(ABC):
     """Where examples come from; :meth:`resolve` fixes the choice."""
 
     @abstractmethod
-    def resolve(self, name: str, selection: Selection) -> ExampleSet:
+    def resolve(
+        self, name: str, selection: Selection, *, digests: FileDigests | None = None
+    ) -> ExampleSet:
         """Choose the examples deterministically and fingerprint them.
+
+        ``digests`` remembers file digests between runs; a source that hashes files may
+        use it (see :mod:`tcavkit.examples.digests`), others ignore it.
 
         Raises:
             DataError: the source does not exist or holds no usable examples.

@@ -1,12 +1,12 @@
 """File content digests, remembered between runs.
 
 An example set's fingerprint holds the SHA-256 of every file it may use, so a warm run
-still reads every image once just to hash it (1-2 s for W3's 7650 images). Inside
-:func:`remembered_digests`, a digest is reused while the file's size, modification and
-status-change times and inode are unchanged (any write changes the status-change time,
-which cannot be set back), and is recomputed otherwise. As in git, a file changed in the
-last ``RACY_SECONDS`` is not remembered: file times are coarse, so a write in the same
-tick as the hashing could otherwise go unseen.
+still reads every image once just to hash it (1-2 s for W3's 7650 images). With a
+:class:`FileDigests` memo (:func:`remembered_digests`), a digest is reused while the
+file's size, modification and status-change times and inode are unchanged (any write
+changes the status-change time, which cannot be set back), and is recomputed otherwise.
+As in git, a file changed in the last ``RACY_SECONDS`` is not remembered: file times are
+coarse, so a write in the same tick as the hashing could otherwise go unseen.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
-from contextvars import ContextVar
 from pathlib import Path
+
+from tcavkit.atomic import atomic_write
 
 _CHUNK = 1 << 20
 MEMO_NAME = "file-digests.json"
@@ -81,15 +81,10 @@ class FileDigests:
             return
         try:
             self.memo.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                "w", dir=self.memo.parent, prefix=".tmp-", suffix=".json", delete=False
-            ) as handle:
-                json.dump(self._known, handle)
-            os.replace(handle.name, self.memo)
+            atomic_write(self.memo, json.dumps(self._known))
             self._changed = False
         except OSError:
-            with contextlib.suppress(OSError, NameError):
-                os.unlink(handle.name)
+            pass
 
 
 def _signature(stat: os.stat_result) -> list[int]:
@@ -97,25 +92,15 @@ def _signature(stat: os.stat_result) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
 
-_ACTIVE: ContextVar[FileDigests | None] = ContextVar("tcavkit_file_digests", default=None)
-
-
-def active_digests() -> FileDigests | None:
-    """The memo of the enclosing :func:`remembered_digests`, if any."""
-    return _ACTIVE.get()
-
-
 @contextlib.contextmanager
-def remembered_digests(folder: Path | None) -> Iterator[None]:
-    """Within the block, image folders hash their files through a memo kept in
-    ``folder`` (the cache folder; ``None``: no memo)."""
+def remembered_digests(folder: Path | None) -> Iterator[FileDigests | None]:
+    """A memo of file digests kept in ``folder`` (the cache folder), saved when the block
+    ends; ``None`` without a folder. Pass it to :meth:`ExampleSource.resolve`."""
     if folder is None:
-        yield
+        yield None
         return
     memo = FileDigests(folder / MEMO_NAME)
-    token = _ACTIVE.set(memo)
     try:
-        yield
+        yield memo
     finally:
-        _ACTIVE.reset(token)
         memo.save()

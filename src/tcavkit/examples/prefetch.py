@@ -13,8 +13,8 @@ from types import TracebackType
 
 import torch
 
-from tcavkit.concepts.base import ExampleSet
-from tcavkit.concepts.preprocessing import Preprocessing
+from tcavkit.examples.base import ExampleSet
+from tcavkit.options import Preprocessing
 
 
 class Prefetcher:

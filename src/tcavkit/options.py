@@ -1,0 +1,170 @@
+"""The settings groups of an experiment, each defined and validated once.
+
+Every group is a frozen dataclass that checks itself when it is made, so a bad value fails
+before any model runs, whether it comes from Python or from the experiment file (whose
+sections, in :mod:`tcavkit.config`, are these same classes). Each list of choices is
+written here once, as a ``Literal`` type, and the tuples beside it are read from that type.
+
+This module imports nothing heavy: the command line reads it before it parses anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal, get_args
+
+from tcavkit.errors import ConfigError
+
+CavMethod = Literal["sgd", "logistic", "mean-difference"]
+TestName = Literal["concept-t", "concept-rank", "ttest", "welch", "one-sample"]
+StatisticName = Literal["effect", "tcav_score", "magnitude"]
+CorrectionName = Literal["holm", "bonferroni", "bh", "none"]
+CacheDtype = Literal["float32", "float16"]
+
+CAV_METHODS: tuple[str, ...] = get_args(CavMethod)
+TESTS: tuple[str, ...] = get_args(TestName)
+STATISTICS: tuple[str, ...] = get_args(StatisticName)
+CORRECTIONS: tuple[str, ...] = get_args(CorrectionName)
+CACHE_DTYPES: tuple[str, ...] = get_args(CacheDtype)
+
+# Unknown keys in an experiment file's section are errors (pydantic reads this attribute of
+# a standard dataclass; a plain dict, so that this module needs no pydantic import).
+_FORBID_EXTRA = {"extra": "forbid"}
+
+
+def check_choice(value: object, choices: tuple[str, ...], key: str) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"unknown {key} {value!r}; choose one of {', '.join(choices)}")
+
+
+def _check_open_unit(value: float, key: str) -> None:
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{key} must be between 0 and 1 (exclusive), got {value}")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images become model inputs (the experiment file's ``model.input``).
+
+    Attributes:
+        size: ``(height, width)`` the images are resized to, or ``None`` to keep the size.
+        value_range: pixel values are scaled linearly from [0, 255] to this range.
+        mean: per-channel mean subtracted after scaling (``None``: no normalisation).
+        std: per-channel standard deviation divided by after subtracting ``mean``.
+        channels_last: produce ``(n, H, W, C)`` instead of ``(n, C, H, W)``.
+    """
+
+    __pydantic_config__ = _FORBID_EXTRA
+
+    size: tuple[int, int] | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channels_last: bool = False
+
+    def fingerprint(self) -> str:
+        """A canonical string of every field; part of the activation cache key."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def check_example_limits(maximum: int | None, minimum: int, lowest_min: int = 0) -> None:
+    """Raise a :class:`ConfigError` for impossible per-set example limits."""
+    if maximum is not None and maximum < 1:
+        raise ConfigError(f"examples.max must be at least 1, got {maximum}")
+    if minimum < lowest_min:
+        raise ConfigError(f"examples.min must be at least {lowest_min}, got {minimum}")
+    if maximum is not None and maximum < minimum:
+        raise ConfigError(
+            f"examples.max ({maximum}) is below examples.min ({minimum}); raise examples.max "
+            "or lower examples.min"
+        )
+
+
+@dataclass(frozen=True)
+class ExampleLimits:
+    """How many examples each set of an experiment uses (the experiment file's ``examples``).
+
+    Attributes:
+        max: use at most this many examples per set (``None``: all).
+        min: a set with fewer usable examples is an error; at least 2, since a CAV needs
+            two examples of each class.
+    """
+
+    __pydantic_config__ = _FORBID_EXTRA
+
+    max: int | None = 100
+    min: int = 10
+
+    def __post_init__(self) -> None:
+        check_example_limits(self.max, self.min, lowest_min=2)
+
+
+@dataclass(frozen=True)
+class CavOptions:
+    """How CAVs are trained (the experiment file's ``cav``).
+
+    Attributes:
+        method: ``sgd``: the linear SVM of tensorflow/tcav's default CAV (hinge loss, the
+            objective of scikit-learn's ``SGDClassifier``), solved to optimality in batch;
+            ``logistic``: L2 logistic regression; ``mean-difference``: closed form
+            (FastCAV). See :mod:`tcavkit.cav.learners`.
+        alpha: L2 regularisation strength (the objective is ``alpha/2 |w|² + mean loss``,
+            as scikit-learn's ``SGDClassifier(alpha)`` and ``LogisticRegression(C=1 /
+            (alpha * n_train))``). Default 0.01.
+        test_fraction: share of each class held out to measure accuracy. Default 1/3.
+        max_iter: cap on the solver's iterations for ``sgd`` and ``logistic``, from 1 to
+            :data:`MAX_SOLVER_ITERATIONS` (both converge in far fewer: the interior-point
+            hinge solver in 10-20, Newton's method for the logistic loss in under 30).
+    """
+
+    __pydantic_config__ = _FORBID_EXTRA
+
+    method: CavMethod = "sgd"
+    alpha: float = 0.01
+    test_fraction: float = 0.33
+    max_iter: int = 100
+
+    def __post_init__(self) -> None:
+        check_choice(self.method, CAV_METHODS, "cav.method")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError(f"cav.test_fraction must be in [0, 1), got {self.test_fraction}")
+        if not self.alpha > 0:
+            raise ConfigError(f"cav.alpha must be positive, got {self.alpha}")
+        if not 1 <= self.max_iter <= MAX_SOLVER_ITERATIONS:
+            raise ConfigError(
+                f"cav.max_iter must be from 1 to {MAX_SOLVER_ITERATIONS}, got {self.max_iter}"
+            )
+
+
+MAX_SOLVER_ITERATIONS = 100
+
+
+@dataclass(frozen=True)
+class StatsOptions:
+    """Significance testing (the experiment file's ``stats``; see :mod:`tcavkit.stats`).
+
+    Attributes:
+        test: ``concept-t`` (default), ``concept-rank``, or a classic per-run test
+            (``ttest``, ``welch``, ``one-sample``).
+        alpha: significance level after correction.
+        correction: multiple-testing correction over every summary row.
+        confidence: level of the interval of the mean TCAV score.
+        statistic: the per-run column the concept-level tests compare.
+    """
+
+    __pydantic_config__ = _FORBID_EXTRA
+
+    test: TestName = "concept-t"
+    alpha: float = 0.05
+    correction: CorrectionName = "holm"
+    confidence: float = 0.95
+    statistic: StatisticName = "effect"
+
+    def __post_init__(self) -> None:
+        check_choice(self.test, TESTS, "stats.test")
+        check_choice(self.correction, CORRECTIONS, "stats.correction")
+        check_choice(self.statistic, STATISTICS, "stats.statistic")
+        _check_open_unit(self.alpha, "stats.alpha")
+        _check_open_unit(self.confidence, "stats.confidence")

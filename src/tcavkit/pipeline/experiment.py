@@ -1,0 +1,411 @@
+"""The :class:`Experiment` facade: validated settings, and ``run()``.
+
+A run goes through the rooms of :mod:`tcavkit.pipeline` in order: the plan
+(:mod:`~tcavkit.pipeline.plan`), the example sets resolved and fingerprinted, the model
+passes (:mod:`~tcavkit.pipeline.passes`), CAVs and scores
+(:mod:`~tcavkit.pipeline.training`), then the statistics (:mod:`tcavkit.stats`). Each call
+makes a fresh :class:`~tcavkit.pipeline.context.RunContext`; the experiment object holds
+only its settings.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tcavkit.cav.batch import train_cav_batch
+from tcavkit.cav.vector import CAV
+from tcavkit.config import ExperimentConfig, load_config
+from tcavkit.errors import ConfigError, DataError, TcavWarning
+from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
+from tcavkit.examples.digests import remembered_digests
+from tcavkit.examples.prefetch import Prefetcher
+from tcavkit.examples.sources import ImageFolder, as_source
+from tcavkit.models.adapter import ModelAdapter, OutputSelector
+from tcavkit.models.loading import adapter_for, describe, load_labels, load_model
+from tcavkit.options import (
+    CACHE_DTYPES,
+    CavOptions,
+    ExampleLimits,
+    Preprocessing,
+    StatsOptions,
+    check_choice,
+)
+from tcavkit.pipeline.context import RunContext
+from tcavkit.pipeline.keys import KeyMaker
+from tcavkit.pipeline.passes import activation_pass, gradient_pass, layer_loader, sets_to_compute
+from tcavkit.pipeline.plan import Plan, at_layer, natural_key, plan_runs
+from tcavkit.pipeline.training import train_and_score
+from tcavkit.results import TcavResult, provenance
+from tcavkit.stats import summarize
+from tcavkit.store import ArrayStore
+
+
+class Experiment:
+    """TCAV for one model, a few target classes and many concepts.
+
+    Args:
+        model: a ``torch.nn.Module`` or a :class:`~tcavkit.models.ModelAdapter`.
+        layers: layer names (as in ``model.named_modules()``).
+        targets: class name → examples of that class (folder path, tensor, source).
+        concepts: concept name → examples.
+        random: random set name → examples; each concept is trained against ``runs`` of them.
+        labels: class names in output order; each target name must be one of them
+            (``None``: target names are class indices such as ``"3"``).
+        relative: pairs ``(A, B)`` of concepts for relative TCAV (A against B).
+        runs: random runs per concept (default 20; fewer than 10 gives a warning).
+        max_examples, min_examples: per-set example limits.
+        cav: CAV learner options; stats: significance test options (both validated when
+            they are made, so a bad value fails before any model runs).
+        preprocessing: how images become inputs (ignored for in-memory tensors).
+        seed: fixes every random choice; the same seed gives identical results.
+        batch_size: examples per forward/backward pass.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (for a bare module).
+        logits: the layer whose output is the logits (models ending in a softmax).
+        output: which model output holds the logits (index or key) for tuple/dict outputs.
+        cache_dir: cache folder for activations, gradients and CAVs (``None``: no disk
+            cache; everything is kept in memory).
+        cache_dtype: ``float32``, or ``float16`` to cache activations at half precision
+            (half the disk; gradients and all computation stay float32).
+        progress: show a progress bar per phase.
+        config: the experiment file's content, recorded in the results as given.
+        model_description: how the report names the model (default: its class name).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | ModelAdapter,
+        layers: Sequence[str],
+        targets: Mapping[str, Any],
+        concepts: Mapping[str, Any],
+        random: Mapping[str, Any],
+        *,
+        labels: Sequence[str] | None = None,
+        relative: Sequence[tuple[str, str]] = (),
+        runs: int = 20,
+        max_examples: int | None = 100,
+        min_examples: int = 10,
+        cav: CavOptions | None = None,
+        stats: StatsOptions | None = None,
+        preprocessing: Preprocessing | None = None,
+        seed: int = 0,
+        batch_size: int = 32,
+        device: str = "auto",
+        logits: str | None = None,
+        output: OutputSelector = None,
+        cache_dir: str | None = ".tcavkit-cache",
+        cache_dtype: str = "float32",
+        progress: bool = True,
+        config: dict[str, Any] | None = None,
+        model_description: str | None = None,
+    ) -> None:
+        if isinstance(model, ModelAdapter):
+            self.adapter = model
+        else:
+            self.adapter = adapter_for(model, logits_layer=logits, output=output, device=device)
+        self.layers = list(dict.fromkeys(layers))
+        if not self.layers:
+            raise ConfigError("no layers given: name at least one layer (tcavkit layers MODEL)")
+        self.adapter.check_layers(self.layers)
+        self.targets = {name: as_source(src) for name, src in targets.items()}
+        self.concepts = {name: as_source(src) for name, src in concepts.items()}
+        self.random = {name: as_source(random[name]) for name in sorted(random, key=natural_key)}
+        self.labels = list(labels) if labels is not None else None
+        self.relative = [tuple(pair) for pair in relative]
+        if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+            raise ConfigError(f"runs must be a positive whole number, got {runs!r}")
+        self.runs = runs
+        self.examples = ExampleLimits(max=max_examples, min=min_examples)
+        self.selection = Selection(max_examples, min_examples, seed)
+        self.cav = cav or CavOptions()
+        self.stats = stats or StatsOptions()
+        self.preprocessing = preprocessing or Preprocessing()
+        self.seed = seed
+        self.batch_size = batch_size
+        self.store = ArrayStore(cache_dir)
+        check_choice(cache_dtype, CACHE_DTYPES, "cache_dtype")
+        self.cache_dtype = cache_dtype
+        self.progress = progress
+        self.config = config
+        self.model_description = (
+            model_description or type(getattr(self.adapter, "module", self.adapter)).__name__
+        )
+        self._validate()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ExperimentConfig | str | Path,
+        *,
+        overrides: Sequence[str] = (),
+        trust_model_file: bool = False,
+        progress: bool = True,
+    ) -> Experiment:
+        """Build an experiment from a YAML file (or a parsed :class:`ExperimentConfig`).
+
+        The data folder holds one sub-folder per target, concept and random set, as in
+        tensorflow/tcav (``<data>/<name>/*.jpg``, random sets ``random500_0``, ...).
+        """
+        base_dir = Path.cwd()
+        if not isinstance(config, ExperimentConfig):
+            base_dir = Path(config).resolve().parent
+            config = load_config(config, list(overrides))
+        spec = config.model
+        adapter = load_model(
+            spec, device=config.device, trust_model_file=trust_model_file, base_dir=base_dir
+        )
+        labels = load_labels(spec.labels)
+        data = Path(config.data)
+        if not data.is_dir():
+            raise DataError(
+                f"data folder {data} does not exist: set `data:` to the folder that holds one "
+                "sub-folder per target, concept and random set"
+            )
+        return cls(
+            adapter,
+            layers=spec.layers,
+            targets={name: ImageFolder(data / name) for name in config.targets},
+            concepts={name: ImageFolder(data / name) for name in config.concepts},
+            random={name: ImageFolder(data / name) for name in random_set_names(config)},
+            labels=labels,
+            relative=config.relative,
+            runs=config.random.runs,
+            max_examples=config.examples.max,
+            min_examples=config.examples.min,
+            cav=config.cav,
+            stats=config.stats,
+            preprocessing=model_preprocessing(spec.input, adapter),
+            seed=config.seed,
+            batch_size=config.batch_size,
+            cache_dir=str(config.cache) if config.cache is not None else None,
+            cache_dtype=config.cache_dtype,
+            progress=progress,
+            config=config.model_dump(mode="json"),
+            model_description=describe(spec),
+        )
+
+    # -- construction checks ---------------------------------------------------------------
+    def _validate(self) -> None:
+        if not self.targets:
+            raise ConfigError("no targets given: name at least one class to explain")
+        if not self.concepts and not self.relative:
+            raise ConfigError("no concepts given: name at least one concept (or a relative pair)")
+        if len(self.random) < 2:
+            raise ConfigError(
+                f"{len(self.random)} random set(s) given: TCAV needs at least 2 (20 or more "
+                "recommended) to train CAVs against and to build the null distribution"
+            )
+        for pair in self.relative:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ConfigError(f"relative pair {pair!r}: give two different concept names")
+            for name in pair:
+                if name not in self.concepts:
+                    raise ConfigError(
+                        f"relative pair {pair!r}: {name!r} is not one of the concepts "
+                        f"{sorted(self.concepts)}"
+                    )
+        clash = set(self.concepts) & set(self.random)
+        if clash:
+            raise ConfigError(f"{sorted(clash)} named both as concept and as random set")
+        for name in self.targets:
+            self.class_index(name)
+
+    def class_index(self, target: str) -> int:
+        """The output index of target class ``target``."""
+        if self.labels is None:
+            if str(target).isdigit():
+                return int(target)
+            raise ConfigError(
+                f"target {target!r}: without model labels, targets must be class indices; "
+                "give labels (class names in output order)"
+            )
+        if target not in self.labels:
+            raise ConfigError(f"target {target!r} is not among the labels {self.labels}")
+        return self.labels.index(target)
+
+    # -- running ---------------------------------------------------------------------------
+    def run(self) -> TcavResult:
+        """Compute activations, gradients, CAVs, scores and statistics."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", TcavWarning)
+                plan = self._plan()
+                with _timed(timings, "resolve"):
+                    sets = self._resolve_sets()
+                    ctx = self._context(self.adapter.fingerprint())
+                example_sets = [*self.concepts, *self.random]
+                targets = {name: self.class_index(name) for name in self.targets}
+                order = sets_to_compute(ctx, sets, example_sets, targets)
+                with Prefetcher(self.preprocessing, order) as ctx.loads:
+                    with _timed(timings, "activations"):
+                        acts = activation_pass(ctx, sets, example_sets)
+                    with _timed(timings, "gradients"):
+                        grads = gradient_pass(ctx, sets, targets)
+                runs, cavs = train_and_score(
+                    ctx, plan, sets, acts, grads, list(self.targets), timings
+                )
+                with _timed(timings, "stats"):
+                    summary = summarize(runs, **asdict(self.stats))
+        finally:
+            # Recorded to go into the results, and re-emitted even when the run fails.
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        timings["total"] = time.perf_counter() - started
+        messages = list(dict.fromkeys(str(w.message) for w in caught))
+        meta = self._provenance(ctx, sets, timings, messages)
+        return TcavResult(runs=runs, summary=summary, meta=meta, cavs=cavs)
+
+    def concept_cavs(self, concept: str, layer: str) -> list[CAV]:
+        """The CAVs of ``concept`` at ``layer`` against each random run (cache-backed).
+
+        Trains exactly the CAVs :meth:`run` trains for this concept and layer.
+        """
+        if concept not in self.concepts:
+            raise ConfigError(f"unknown concept {concept!r}; concepts: {sorted(self.concepts)}")
+        if layer not in self.layers:
+            raise ConfigError(
+                f"layer {layer!r} is not one of the experiment's layers {self.layers}"
+            )
+        names = [concept, *self.random]
+        sets = self._resolve_sets(names)
+        ctx = self._context(self.adapter.fingerprint())
+        with Prefetcher(self.preprocessing) as ctx.loads:
+            acts = activation_pass(ctx, sets, names)
+        rows = [
+            row for row in self._plan().rows if row.kind == "concept" and row.concept == concept
+        ]
+        tasks = [at_layer(row.task, layer) for row in rows]
+        batch = train_cav_batch(
+            tasks, layer_loader(ctx, acts, layer), ctx.sizes, self.cav, self.adapter.device
+        )
+        return batch.cavs()
+
+    def _plan(self) -> Plan:
+        """The plan of this experiment; its notes become warnings."""
+        plan = plan_runs(
+            list(self.concepts), list(self.random), self.relative, self.runs, self.seed
+        )
+        for note in plan.notes:
+            warnings.warn(note, TcavWarning, stacklevel=3)
+        return plan
+
+    def _context(self, model_fp: str) -> RunContext:
+        return RunContext(
+            adapter=self.adapter,
+            store=self.store,
+            keys=KeyMaker(model_fp, self.preprocessing, self.cache_dtype),
+            layers=self.layers,
+            cav=self.cav,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
+
+    def _resolve_sets(self, names: Sequence[str] | None = None) -> dict[str, ExampleSet]:
+        """The named sets (default: all) resolved once each; file digests are remembered
+        in the cache folder between runs."""
+        sources: dict[str, ExampleSource] = {**self.targets, **self.concepts, **self.random}
+        chosen = list(sources) if names is None else list(names)
+        with remembered_digests(self.store.root) as digests:
+            return {
+                name: sources[name].resolve(name, self.selection, digests=digests)
+                for name in chosen
+            }
+
+    def _provenance(
+        self,
+        ctx: RunContext,
+        sets: dict[str, ExampleSet],
+        timings: dict[str, float],
+        messages: list[str],
+    ) -> dict[str, Any]:
+        roles = {
+            **{name: "random" for name in self.random},
+            **{name: "concept" for name in self.concepts},
+            **{name: "target" for name in self.targets},
+        }
+        return provenance(
+            config=self.config if self.config is not None else self._config_dict(),
+            seed=self.seed,
+            model={
+                "fingerprint": ctx.keys.model,
+                "description": self.model_description,
+                "layers": self.layers,
+                "labels": self.labels,
+            },
+            sets={
+                name: {
+                    "role": roles[name],
+                    "n_examples": ctx.sizes.get(name),
+                    "description": sets[name].description,
+                    "fingerprint": sets[name].fingerprint,
+                    "skipped": ctx.skipped.get(name, []),
+                }
+                for name in sets
+            },
+            stats=self.stats,
+            warnings=messages,
+            timings=timings,
+            counts=ctx.counts,
+        )
+
+    def _config_dict(self) -> dict[str, Any]:
+        return {
+            "layers": self.layers,
+            "targets": list(self.targets),
+            "concepts": list(self.concepts),
+            "random": list(self.random),
+            "relative": [list(p) for p in self.relative],
+            "runs": self.runs,
+            "examples": asdict(self.examples),
+            "cav": asdict(self.cav),
+            "stats": asdict(self.stats),
+            "preprocessing": asdict(self.preprocessing),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+        }
+
+
+def model_preprocessing(preprocessing: Preprocessing, adapter: ModelAdapter) -> Preprocessing:
+    """Resize to the model's fixed input size (Keras, ONNX) when ``input.size`` is unset."""
+    size = getattr(adapter, "input_size", None)
+    if preprocessing.size is None and size:
+        return replace(preprocessing, size=tuple(size))
+    return preprocessing
+
+
+def random_set_names(config: ExperimentConfig) -> list[str]:
+    """The random sets of a config: a glob over the data folder's sub-folders, or a list."""
+    if isinstance(config.random.sets, list):
+        return list(config.random.sets)
+    pattern = config.random.sets
+    data = Path(config.data)
+    names = sorted(
+        (p.name for p in data.iterdir() if p.is_dir() and fnmatch.fnmatchcase(p.name, pattern)),
+        key=natural_key,
+    )
+    if not names:
+        raise DataError(
+            f"random.sets {pattern!r} matches no folder in {data}: create random sets such "
+            "as random500_0, random500_1, ... or list their folder names in random.sets"
+        )
+    return names
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = time.perf_counter() - start

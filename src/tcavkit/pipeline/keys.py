@@ -1,0 +1,105 @@
+"""What identifies each cached entry: the content keys of activations, gradients and CAVs.
+
+A key holds everything that decides the entry's values and nothing else: the model's
+fingerprint, the layer, the exact example set, the preprocessing, the storage precision,
+and, per kind, the class and output (gradients) or the tasks and learner (CAVs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tcavkit.cav import learners
+from tcavkit.cav.batch import CavTask
+from tcavkit.examples.base import ExampleSet
+from tcavkit.options import CavOptions, Preprocessing
+from tcavkit.store import cache_key
+
+
+@dataclass(frozen=True)
+class KeyMaker:
+    """Cache keys for one model, preprocessing and storage precision.
+
+    Attributes:
+        model: the model's fingerprint.
+    """
+
+    model: str
+    preprocessing: Preprocessing
+    cache_dtype: str = "float32"
+
+    def _storage(self) -> dict[str, str]:
+        """The storage precision's key part (none for float32, the default)."""
+        return {} if self.cache_dtype == "float32" else {"storage": self.cache_dtype}
+
+    def _key(self, kind: str, layer: str, examples: ExampleSet, **extra: Any) -> str:
+        return cache_key(
+            kind=kind,
+            model=self.model,
+            layer=layer,
+            examples=examples.fingerprint,
+            preprocessing=self.preprocessing.fingerprint(),
+            **extra,
+        )
+
+    def activations(self, layers: Sequence[str], examples: ExampleSet) -> dict[str, str]:
+        """{layer: key} of a set's activations."""
+        return {
+            layer: self._key("activations", layer, examples, **self._storage()) for layer in layers
+        }
+
+    def gradients(
+        self,
+        layers: Sequence[str],
+        examples: ExampleSet,
+        class_index: int,
+        logits: str | None,
+        output: Any,
+    ) -> dict[str, str]:
+        """{layer: key} of the gradients of class ``class_index``'s logit on a set."""
+        return {
+            layer: self._key(
+                "gradients",
+                layer,
+                examples,
+                class_index=class_index,
+                logits=logits,
+                output=output,
+                **self._storage(),
+            )
+            for layer in layers
+        }
+
+    def cavs(
+        self,
+        layer: str,
+        tasks: Sequence[CavTask],
+        sets: dict[str, ExampleSet],
+        options: CavOptions,
+    ) -> str:
+        """Key of a layer's CAV coefficients: the activations they are trained on, the
+        tasks' examples and seeds, and the learner."""
+        digest = hashlib.sha256()
+        for task in tasks:
+            digest.update(
+                f"{sets[task.positive].fingerprint}|{sets[task.negative].fingerprint}|"
+                f"{task.seed}\n".encode()
+            )
+        return cache_key(
+            kind="cav-coefficients",
+            model=self.model,
+            layer=layer,
+            preprocessing=self.preprocessing.fingerprint(),
+            storage=self.cache_dtype,
+            cav=asdict(options),
+            learners=learners.VERSION,
+            tasks=digest.hexdigest(),
+        )
+
+    @staticmethod
+    def cav_stats(cavs_key: str) -> str:
+        """Key of the stats (intercept, accuracy, separation) beside a layer's CAVs."""
+        return cache_key(kind="cav-stats", cavs=cavs_key)

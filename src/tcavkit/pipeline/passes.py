@@ -1,0 +1,188 @@
+"""The model passes: activations of concept and random sets, gradients of target sets.
+
+Each set's content goes through the model at most once per run, for all layers at once,
+and only when the cache does not already hold it. Results stay in the cache: a pass
+returns loaders that read a set's array when asked, so nothing large stays in memory.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from tcavkit.cav.batch import SetLoader
+from tcavkit.errors import CacheError, DataError, TcavWarning
+from tcavkit.examples.base import ExampleSet
+from tcavkit.pipeline.context import RunContext
+
+Loader = Callable[[], np.ndarray]
+"""``() -> (n, d)`` float32: a set's activations (or gradients) at one layer."""
+
+Arrays = dict[str, dict[str, Loader]]
+"""set name → layer → loader."""
+
+
+def sets_to_compute(
+    ctx: RunContext,
+    sets: dict[str, ExampleSet],
+    example_sets: Sequence[str],
+    targets: dict[str, int],
+) -> list[ExampleSet]:
+    """The sets that go through the model in this run, in the order they will: concept
+    and random sets missing from the cache (each content once), then targets."""
+    order: list[ExampleSet] = []
+    seen: set[str] = set()
+    for name in example_sets:
+        examples = sets[name]
+        if examples.fingerprint not in seen:
+            seen.add(examples.fingerprint)
+            if not _cached(ctx, ctx.keys.activations(ctx.layers, examples)):
+                order.append(examples)
+    for name, index in targets.items():
+        if not _cached(ctx, _gradient_keys(ctx, sets[name], index)):
+            order.append(sets[name])
+    return order
+
+
+def activation_pass(ctx: RunContext, sets: dict[str, ExampleSet], names: Sequence[str]) -> Arrays:
+    """{set name: {layer: loader of (n, d)}} for the named sets; one pass per unique
+    content."""
+    by_fingerprint: Arrays = {}
+    result: Arrays = {}
+    with ctx.bar(len(names), "activations", "set") as bar:
+        for name in names:
+            examples = sets[name]
+            if examples.fingerprint not in by_fingerprint:
+                by_fingerprint[examples.fingerprint] = _layer_arrays(
+                    ctx,
+                    examples,
+                    ctx.keys.activations(ctx.layers, examples),
+                    lambda x: ctx.adapter.activations(x, ctx.layers),
+                    "forward_batches",
+                )
+            result[name] = by_fingerprint[examples.fingerprint]
+            bar.update()
+    return result
+
+
+def gradient_pass(ctx: RunContext, sets: dict[str, ExampleSet], targets: dict[str, int]) -> Arrays:
+    """{target: {layer: loader of (n, d)}}: gradients of each target's class logit
+    (``targets``: target name → class index) on its own examples."""
+    result = {}
+    with ctx.bar(len(targets), "gradients", "target") as bar:
+        for name, index in targets.items():
+            result[name] = _layer_arrays(
+                ctx,
+                sets[name],
+                _gradient_keys(ctx, sets[name], index),
+                lambda x, k=index: ctx.adapter.gradients(x, k, ctx.layers),
+                "backward_batches",
+            )
+            bar.update()
+    return result
+
+
+def layer_loader(ctx: RunContext, arrays: Arrays, layer: str) -> SetLoader:
+    """set name → float32 tensor ``(n, d)`` at ``layer`` on the model's device, read when
+    asked."""
+    device = ctx.adapter.device
+
+    def load(name: str) -> torch.Tensor:
+        return torch.from_numpy(arrays[name][layer]()).to(device=device, dtype=torch.float32)
+
+    return load
+
+
+def _gradient_keys(ctx: RunContext, examples: ExampleSet, index: int) -> dict[str, str]:
+    adapter = ctx.adapter
+    return ctx.keys.gradients(ctx.layers, examples, index, adapter.logits_layer, adapter.output)
+
+
+def _cached(ctx: RunContext, keys: dict[str, str]) -> bool:
+    return all(ctx.store.get(key) is not None for key in keys.values())
+
+
+def _batches(ctx: RunContext, examples: ExampleSet) -> Iterator[torch.Tensor]:
+    assert ctx.loads is not None, "the model passes run inside a Prefetcher"
+    data = ctx.loads.load(examples)
+    for start in range(0, len(data), ctx.batch_size):
+        yield data[start : start + ctx.batch_size]
+
+
+def _layer_arrays(
+    ctx: RunContext,
+    examples: ExampleSet,
+    keys: dict[str, str],
+    compute: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    counter: str,
+) -> dict[str, Loader]:
+    """Per-layer loaders of a set's arrays from the cache, or computed batch by batch
+    (``compute``: inputs → {layer: (b, d)}) and stored first."""
+    cached = {layer: ctx.store.get(key) for layer, key in keys.items()}
+    if all(array is not None for array in cached.values()):
+        ctx.counts.sets_from_cache += 1
+        skipped = ctx.store.get_meta(next(iter(keys.values()))).get("skipped", [])
+        _note_skipped(ctx, examples.name, skipped, from_cache=True)
+        ctx.sizes[examples.name] = len(next(iter(cached.values())))  # type: ignore[arg-type]
+        return {layer: _cache_loader(ctx, key) for layer, key in keys.items()}
+    del cached
+    parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in keys}
+    for batch in _batches(ctx, examples):
+        out = compute(batch)
+        setattr(ctx.counts, counter, getattr(ctx.counts, counter) + 1)
+        for layer in keys:
+            parts[layer].append(out[layer])
+    ctx.counts.sets_computed += 1
+    skipped = [str(path) for path in examples.skipped]
+    _note_skipped(ctx, examples.name, skipped, from_cache=False)
+    loaders: dict[str, Loader] = {}
+    for layer, key in keys.items():
+        array = torch.cat(parts.pop(layer)).numpy()
+        _check_finite(array, examples.name, layer)
+        ctx.sizes[examples.name] = len(array)
+        if ctx.store.root is None:
+            loaders[layer] = lambda array=array: array
+            continue
+        meta = {"set": examples.name, "layer": layer, "skipped": skipped}
+        ctx.store.put(key, array, meta=meta, dtype=ctx.keys.cache_dtype)
+        loaders[layer] = _cache_loader(ctx, key)
+    return loaders
+
+
+def _cache_loader(ctx: RunContext, key: str) -> Loader:
+    """A loader of the float32 array under ``key``."""
+    store = ctx.store
+
+    def load() -> np.ndarray:
+        array = store.get_float32(key)
+        if array is None:
+            raise CacheError(
+                f"cache entry {key} disappeared during the run (was the cache folder "
+                f"{store.root} cleared?); run again"
+            )
+        return array
+
+    return load
+
+
+def _note_skipped(ctx: RunContext, name: str, skipped: list[str], *, from_cache: bool) -> None:
+    """Remember skipped files for the results; repeat the warning on a cache hit."""
+    ctx.skipped[name] = list(skipped)
+    if from_cache:
+        for path in skipped:
+            warnings.warn(
+                f"example set '{name}': unreadable file {path} was skipped (cached result)",
+                TcavWarning,
+                stacklevel=4,
+            )
+
+
+def _check_finite(array: np.ndarray, name: str, layer: str) -> None:
+    if not np.isfinite(array).all():
+        raise DataError(
+            f"set {name!r}: the model produced NaN or infinite values at layer {layer!r}; "
+            "check the inputs' preprocessing and the model weights"
+        )

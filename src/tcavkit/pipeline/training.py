@@ -1,0 +1,214 @@
+"""CAVs and scores: every CAV of a layer trained (or read) in batches, each batch scored
+for every target at once, and the runs table built from the plan.
+
+Each distinct (positive, negative) task is trained once per layer and shared by every
+target; a batch's directions meet all targets' gradients in one matrix product.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from tcavkit.cav.batch import CavTask, cav_directions, train_cav_batch
+from tcavkit.cav.table import CavTable
+from tcavkit.examples.base import ExampleSet
+from tcavkit.pipeline.context import RunContext
+from tcavkit.pipeline.passes import Arrays, layer_loader
+from tcavkit.pipeline.plan import Plan, at_layer
+from tcavkit.scoring import LayerScores, effect
+from tcavkit.tables import EXTRA_RUN_COLUMNS, RUN_COLUMNS
+
+CAV_BATCH_BYTES = 256 * 2**20  # directions of one CAV batch (the sets stream past them;
+# each batch reads every set it involves twice, so larger batches read less per CAV)
+
+Scorer = Callable[[torch.Tensor, int], None]
+"""``(directions (b, d), start)``: scores a batch of CAVs, the batch's first at ``start``."""
+
+
+def train_and_score(
+    ctx: RunContext,
+    plan: Plan,
+    sets: dict[str, ExampleSet],
+    acts: Arrays,
+    grads: Arrays,
+    targets: list[str],
+    timings: dict[str, float],
+) -> tuple[pd.DataFrame, CavTable]:
+    """The runs table (one row per plan row, target and layer) and every trained CAV.
+
+    Adds the time spent training (``cavs``) and scoring (``scores``) to ``timings``.
+    """
+    table = CavTable()
+    frames = []
+    timings["cavs"] = timings["scores"] = 0.0
+    device = ctx.adapter.device
+    layer_tasks = {layer: plan.layer_tasks(layer) for layer in ctx.layers}
+    total = sum(len(tasks) for tasks, _ in layer_tasks.values())
+    with ctx.bar(total, "CAVs", "cav") as bar:
+        for layer, (tasks, runs) in layer_tasks.items():
+            target_grads = [np.asarray(grads[t][layer](), dtype=np.float32) for t in targets]
+            bounds = np.cumsum([0, *(len(g) for g in target_grads)])
+            g = torch.from_numpy(np.concatenate(target_grads)).to(device)
+            del target_grads
+            scores = LayerScores.empty(len(targets), len(tasks))
+            score = partial(_score_batch, g, bounds, scores, timings)
+            began = time.perf_counter()
+            coefficients, stats = _layer_cavs(ctx, sets, layer, tasks, acts, g.shape[1], score, bar)
+            timings["cavs"] += time.perf_counter() - began
+            rebuild = partial(
+                cav_directions,
+                load=layer_loader(ctx, acts, layer),
+                sizes=ctx.sizes,
+                options=ctx.cav,
+                device=device,
+            )
+            table.add_layer(layer, tasks, runs, coefficients, stats, rebuild)
+            del g
+            frames.append(_layer_rows(plan, layer, tasks, targets, scores, stats))
+    runs_table = pd.concat(frames, ignore_index=True)[[*RUN_COLUMNS, *EXTRA_RUN_COLUMNS]]
+    order = {name: i for i, name in enumerate(targets)}
+    runs_table = runs_table.sort_values(
+        ["target", "is_null"],
+        key=lambda col: col.map(order) if col.name == "target" else col,
+        kind="stable",
+    ).reset_index(drop=True)
+    return runs_table, table
+
+
+def _score_batch(
+    g: torch.Tensor,
+    bounds: np.ndarray,
+    scores: LayerScores,
+    timings: dict[str, float],
+    directions: torch.Tensor,
+    start: int,
+) -> None:
+    """Score a batch of CAVs ``(b, d)`` for every target at once (both orientations).
+
+    Args:
+        g: all targets' gradients ``(n_all, d)``, target k in rows ``bounds[k]:bounds[k+1]``.
+        scores: filled at CAVs ``start:start+b``.
+    """
+    began = time.perf_counter()
+    derivs = (g @ directions.T).double().cpu().numpy()
+    for k in range(len(bounds) - 1):
+        scores.fill(k, start, derivs[bounds[k] : bounds[k + 1]])
+    timings["scores"] += time.perf_counter() - began
+
+
+def _layer_cavs(
+    ctx: RunContext,
+    sets: dict[str, ExampleSet],
+    layer: str,
+    tasks: list[CavTask],
+    acts: Arrays,
+    dim: int,
+    score: Scorer,
+    bar: tqdm,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients ``(m, n_train)`` and stats ``(m, 3)`` (intercept, accuracy,
+    separation) of ``tasks`` at ``layer``, trained batch by batch, or read from the cache
+    (then only the directions are rebuilt from the activations). Each batch's directions
+    are scored by ``score``.
+
+    The cache keeps the learners' coefficients, not the directions: a few hundred bytes
+    per CAV instead of four bytes per activation value, and the same scores, since the
+    directions are rebuilt by the same products in the same batches.
+    """
+    key = ctx.keys.cavs(layer, tasks, sets, ctx.cav)
+    stats_key = ctx.keys.cav_stats(key)
+    step = max(1, CAV_BATCH_BYTES // (4 * dim))
+    chunks = [(start, min(start + step, len(tasks))) for start in range(0, len(tasks), step)]
+    load = layer_loader(ctx, acts, layer)
+    device = ctx.adapter.device
+    buffer = torch.empty(min(step, len(tasks)), dim, dtype=torch.float32, device=device)
+    cached = ctx.store.get(key)
+    cached_stats = ctx.store.get(stats_key)
+    if (
+        cached is not None
+        and cached_stats is not None
+        and len(cached) == len(tasks)
+        and cached_stats.shape == (len(tasks), 3)
+    ):
+        coefficients = np.array(cached)
+        for start, stop in chunks:
+            directions = cav_directions(
+                tasks[start:stop],
+                coefficients[start:stop],
+                load,
+                ctx.sizes,
+                ctx.cav,
+                device,
+                out=buffer,
+            )
+            score(directions, start)
+            bar.update(stop - start)
+        ctx.counts.cavs_from_cache += len(tasks)
+        return coefficients, np.array(cached_stats)
+    del cached, cached_stats
+    stats = np.empty((len(tasks), 3))
+    parts: list[np.ndarray] = []
+    for start, stop in chunks:
+        batch = train_cav_batch(tasks[start:stop], load, ctx.sizes, ctx.cav, device, out=buffer)
+        stats[start:stop, 0] = batch.intercepts
+        stats[start:stop, 1] = batch.accuracies
+        stats[start:stop, 2] = batch.separations
+        score(batch.directions, start)
+        parts.append(batch.coefficients)
+        ctx.counts.cavs_trained += stop - start
+        bar.update(stop - start)
+        del batch
+    width = max(part.shape[1] for part in parts)
+    coefficients = np.concatenate(
+        [np.pad(part, ((0, 0), (0, width - part.shape[1]))) for part in parts]
+    )
+    meta = {"layer": layer, "cavs": len(tasks), "method": ctx.cav.method}
+    ctx.store.put(key, coefficients, meta=meta)
+    ctx.store.put(stats_key, stats, meta={"cavs": key})
+    return coefficients, stats
+
+
+def _layer_rows(
+    plan: Plan,
+    layer: str,
+    tasks: list[CavTask],
+    targets: list[str],
+    scores: LayerScores,
+    stats: np.ndarray,
+) -> pd.DataFrame:
+    """The runs-table rows of one layer: every planned row for every target."""
+    position = {task: i for i, task in enumerate(tasks)}
+    rows = plan.rows
+    index = np.array([position[at_layer(row.task, layer)] for row in rows])
+    flip = np.array([row.flip for row in rows])
+    accuracy, separation = stats[index, 1], stats[index, 2]
+    frames = []
+    for k, target in enumerate(targets):
+        chosen = scores.pick(k, index, flip)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "target": target,
+                    "concept": [row.concept for row in rows],
+                    "layer": layer,
+                    "random": [row.random for row in rows],
+                    "run": [row.run for row in rows],
+                    "tcav_score": chosen.tcav_score,
+                    "magnitude": chosen.magnitude,
+                    "cav_accuracy": accuracy,
+                    "is_null": [row.is_null for row in rows],
+                    "magnitude_ratio": chosen.magnitude_ratio,
+                    "separation": separation,
+                    "effect": effect(chosen.magnitude, separation),
+                    "kind": [row.kind for row in rows],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
