@@ -202,3 +202,26 @@ def test_float16_cache_halves_the_disk_and_keeps_the_results(axis_experiment_inp
     assert payload(tmp_path / "f16") * 2 == payload(tmp_path / "f32") > 0
     with pytest.raises(ConfigError, match="cache_dtype"):
         make(axis_experiment_inputs, tmp_path, cache_dtype="int8")
+
+
+def test_every_trained_cav_is_in_the_result_relative_runs_included(
+    axis_experiment_inputs, tmp_path
+):
+    result = make(axis_experiment_inputs, tmp_path, relative=[("up", "side")]).run()
+    assert len(result.cavs) == result.counts.cavs_trained > 0
+    pair = [key for key in result.cavs if key.positive == "up" and key.negative == "side"]
+    assert sorted(key.run for key in pair) == list(range(10))  # one CAV per run, each kept
+    directions = np.stack([result.cavs[key].direction for key in pair])
+    assert len(np.unique(directions.round(6), axis=0)) == 10
+
+
+def test_runs_leave_no_state_on_the_experiment(axis_experiment_inputs, tmp_path):
+    experiment = make(axis_experiment_inputs, tmp_path, cav=CavOptions(method="sgd"))
+    settings = dict(vars(experiment))
+    first = experiment.run()
+    experiment.concept_cavs("up", "1")
+    assert vars(experiment).keys() == settings.keys()
+    second = experiment.run()
+    pd.testing.assert_frame_equal(first.runs, second.runs)
+    assert first.meta["sets"] == second.meta["sets"]
+    assert second.counts.sets_from_cache == first.counts.sets_computed

@@ -6,8 +6,6 @@ Everyday work needs only this namespace: :class:`Experiment` with its settings
 and the :class:`TcavResult`. The demo's helpers are in :mod:`tcavkit.demo`.
 """
 
-__version__ = "0.1.0"
-
 from tcavkit.cav import CAV, CavKey, train_cav
 from tcavkit.errors import TcavError, TcavWarning
 from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
@@ -17,6 +15,7 @@ from tcavkit.options import CavOptions, Preprocessing, StatsOptions
 from tcavkit.pipeline import Experiment
 from tcavkit.results import TcavResult
 from tcavkit.scoring import tcav_scores
+from tcavkit.version import __version__
 
 __all__ = [
     "CAV",

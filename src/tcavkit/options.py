@@ -39,9 +39,10 @@ def check_choice(value: object, choices: tuple[str, ...], key: str) -> None:
         raise ConfigError(f"unknown {key} {value!r}; choose one of {', '.join(choices)}")
 
 
-def _check_open_unit(value: float, key: str) -> None:
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"{key} must be between 0 and 1 (exclusive), got {value}")
+def check_open_unit(value: object, key: str) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` unless ``value`` is a number in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ConfigError(f"{key} must be a number between 0 and 1 (exclusive), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -166,5 +167,5 @@ class StatsOptions:
         check_choice(self.test, TESTS, "stats.test")
         check_choice(self.correction, CORRECTIONS, "stats.correction")
         check_choice(self.statistic, STATISTICS, "stats.statistic")
-        _check_open_unit(self.alpha, "stats.alpha")
-        _check_open_unit(self.confidence, "stats.confidence")
+        check_open_unit(self.alpha, "stats.alpha")
+        check_open_unit(self.confidence, "stats.confidence")

@@ -15,10 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from tcavkit import __version__
 from tcavkit.atomic import atomic_write
 from tcavkit.cav.vector import CAV
 from tcavkit.tables import NAME_COLUMNS
+from tcavkit.version import __version__
 
 
 @dataclass

@@ -134,7 +134,6 @@ dependence) or ``"none"``. ``significant = p_adjusted <= alpha``, a plain boolea
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,8 +143,15 @@ import pandas as pd
 from scipy import special as _sp
 from scipy import stats as _st
 
-from tcavkit.errors import ConfigError, DataError, TcavWarning
-from tcavkit.options import CORRECTIONS, STATISTICS, TESTS
+from tcavkit.errors import DataError, TcavWarning
+from tcavkit.options import (
+    CORRECTIONS,
+    STATISTICS,
+    TESTS,
+    StatsOptions,
+    check_choice,
+    check_open_unit,
+)
 from tcavkit.tables import CORE_SUMMARY_COLUMNS, SUMMARY_COLUMNS
 
 __all__ = [
@@ -196,13 +202,6 @@ class ConceptTestResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_choice(value: str, valid: Sequence[str], what: str) -> None:
-    if value not in valid:
-        raise ConfigError(
-            f"unknown {what} {value!r}; choose one of: {', '.join(repr(v) for v in valid)}"
-        )
-
-
 def _sd(x: np.ndarray) -> float:
     """Sample sd (ddof=1); 0 for fewer than two values."""
     return float(np.std(x, ddof=1)) if x.size >= 2 else 0.0
@@ -234,7 +233,7 @@ def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
         ConfigError: unknown ``method``.
         ValueError: ``p`` is not 1-D or has values outside [0, 1] or NaN.
     """
-    _check_choice(method, CORRECTIONS, "correction")
+    check_choice(method, CORRECTIONS, "correction")
     p = np.asarray(p, dtype=float)
     if p.ndim != 1:
         raise ValueError(f"p must be 1-D, got shape {p.shape}")
@@ -267,7 +266,7 @@ def confidence_interval(scores: np.ndarray, confidence: float = 0.95) -> tuple[f
         ``(low, high)``; ``(mean, mean)`` for one run or zero spread. It reflects variation
         over random sets only, not over concept images.
     """
-    _check_confidence(confidence)
+    check_open_unit(confidence, "confidence")
     s = _as_scores(scores, "scores")
     if s.size == 0:
         raise ValueError("scores is empty")
@@ -305,7 +304,7 @@ def concept_test(
         ConfigError: unknown ``test``.
         ValueError: empty ``concept_scores``, or NaN/infinite scores.
     """
-    _check_choice(test, TESTS, "test")
+    check_choice(test, TESTS, "test")
     s = _as_scores(concept_scores, "concept_scores")
     if s.size == 0:
         raise ValueError("concept_scores is empty")
@@ -386,15 +385,6 @@ def _scipy_p(run) -> float:
     return 1.0 if math.isnan(p) else min(max(p, 0.0), 1.0)
 
 
-def _is_real(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _check_confidence(confidence: float) -> None:
-    if not (_is_real(confidence) and 0.0 < confidence < 1.0):
-        raise ConfigError(f"confidence must be a number in (0, 1), got {confidence!r}")
-
-
 # --------------------------------------------------------------------------- summary
 
 
@@ -428,12 +418,7 @@ def summarize(
         ConfigError: unknown test or correction, or alpha/confidence out of range.
         DataError: the table lacks a required column, or has NaN scores or ``is_null``.
     """
-    _check_choice(test, TESTS, "test")
-    _check_choice(correction, CORRECTIONS, "correction")
-    if not (_is_real(alpha) and 0.0 < alpha < 1.0):
-        raise ConfigError(f"alpha must be a number in (0, 1), got {alpha!r}")
-    _check_confidence(confidence)
-    _check_choice(statistic, STATISTICS, "statistic")
+    StatsOptions(test, alpha, correction, confidence, statistic)  # validates the settings
     if test not in _CONCEPT_TESTS:
         statistic = "tcav_score"
     missing = [c for c in (*_REQUIRED, statistic) if c not in runs.columns]

@@ -1,0 +1,102 @@
+"""Settings groups: each validated once, when it is made, and the same class in the YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tcavkit.cav import learners, train_cav
+from tcavkit.config import ExperimentConfig, parse_config
+from tcavkit.errors import ConfigError
+from tcavkit.options import (
+    CAV_METHODS,
+    MAX_SOLVER_ITERATIONS,
+    CavOptions,
+    ExampleLimits,
+    Preprocessing,
+    StatsOptions,
+)
+from tcavkit.stats import summarize
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: StatsOptions(test="bogus"), "stats.test 'bogus'"),
+        (lambda: StatsOptions(correction="fdr"), "stats.correction"),
+        (lambda: StatsOptions(statistic="mean"), "stats.statistic"),
+        (lambda: StatsOptions(alpha=1.5), "stats.alpha"),
+        (lambda: StatsOptions(confidence=0.0), "stats.confidence"),
+        (lambda: CavOptions(method="svm-ish"), "cav.method"),
+        (lambda: CavOptions(alpha=0.0), "cav.alpha"),
+        (lambda: CavOptions(test_fraction=1.0), "cav.test_fraction"),
+        (lambda: CavOptions(max_iter=1000), f"from 1 to {MAX_SOLVER_ITERATIONS}"),
+        (lambda: ExampleLimits(max=0), "examples.max"),
+        (lambda: ExampleLimits(max=5, min=8), "examples.max"),
+        (lambda: ExampleLimits(min=1), "examples.min"),
+    ],
+)
+def test_bad_settings_fail_when_made(make, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        make()
+
+
+def test_summarize_checks_its_choices_through_the_same_options() -> None:
+    with pytest.raises(ConfigError, match="stats.test 'bogus'"):
+        summarize(None, test="bogus")  # before the table is even looked at
+
+
+@pytest.mark.parametrize("method", ["sgd", "logistic"])
+def test_max_iter_reaches_the_solver(monkeypatch, method: str) -> None:
+    import numpy as np
+
+    seen = []
+    name = "hinge_svm" if method == "sgd" else "logistic"
+    real = getattr(learners, name)
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["max_iter"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(learners, name, spy)
+    rng = np.random.default_rng(0)
+    train_cav(rng.normal(1, 1, (12, 3)), rng.normal(0, 1, (12, 3)), CavOptions(method, max_iter=7))
+    assert seen == [7]
+
+
+def test_yaml_sections_are_the_settings_classes() -> None:
+    fields = ExperimentConfig.model_fields
+    assert fields["cav"].annotation is CavOptions
+    assert fields["stats"].annotation is StatsOptions
+    assert fields["examples"].annotation is ExampleLimits
+    raw = {
+        "model": {"path": "m.pt", "layers": ["a"], "input": {"size": [8, 8]}},
+        "data": "data",
+        "targets": ["t"],
+        "cav": {"method": "logistic", "max_iter": 50},
+        "stats": {"test": "concept-rank"},
+    }
+    config = parse_config(raw, Path("/tmp"))
+    assert config.cav == CavOptions(method="logistic", max_iter=50)
+    assert config.stats == StatsOptions(test="concept-rank")
+    assert config.model.input == Preprocessing(size=(8, 8))
+    assert set(CAV_METHODS) == {"sgd", "logistic", "mean-difference"}
+
+
+@pytest.mark.parametrize(
+    ("section", "match"),
+    [
+        ({"stats": {"test": "bogus"}}, "stats.test"),
+        ({"cav": {"max_iter": 1000}}, "cav.max_iter"),
+        ({"cav": {"methd": "sgd"}}, "unknown key 'cav.methd'; did you mean 'method'"),
+        ({"examples": {"max": 3, "min": 5}}, "examples.max"),
+        ({"model": {"path": "m.pt", "layers": ["a"], "input": {"sise": [8, 8]}}}, "'size'"),
+    ],
+)
+def test_bad_yaml_settings_are_one_line_errors_naming_the_file(section, match: str) -> None:
+    raw = {"model": {"path": "m.pt", "layers": ["a"]}, "data": "data", "targets": ["t"]}
+    raw.update(section)
+    with pytest.raises(ConfigError, match=match) as error:
+        parse_config(raw, Path("/tmp"), source="exp.yaml")
+    assert str(error.value).startswith("exp.yaml: ") and "\n" not in str(error.value)
