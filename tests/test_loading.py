@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import textwrap
 from pathlib import Path
@@ -10,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from tcavkit.config import ModelSpec
+from tcavkit.config import ModelSpec, load_config
 from tcavkit.errors import ConfigError, LayerError, ModelError, TcavWarning
 from tcavkit.models.adapter import TorchModel
+from tcavkit.models.inspect import layer_shapes
 from tcavkit.models.loading import (
     describe,
     load_factory,
@@ -300,9 +302,176 @@ def test_factory_found_in_base_dir(
         sys.modules.pop("tiny_factory_mod2", None)
 
 
+EXPERIMENT_WITH_FACTORY = """\
+model:
+  factory: {factory}
+  layers: ["0"]
+  input:
+    size: [8, 8]
+data: data
+targets: [a]
+"""
+
+LAZY_FACTORY_SOURCE = textwrap.dedent(
+    """
+    def build():
+        from {helper} import build as build_helper  # imported when called, from the same folder
+
+        return build_helper()
+    """
+)
+
+
+@pytest.fixture
+def experiment_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A folder holding factory modules (not on ``sys.path``) and an experiment file naming
+    ``{module}:build``; ``sys.path`` and the modules are put back afterwards."""
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    names = ("path_factory_mod", "path_factory_lazy", "path_factory_helper", "path_factory_boom")
+    (folder / "path_factory_mod.py").write_text(FACTORY_SOURCE)
+    (folder / "path_factory_helper.py").write_text(FACTORY_SOURCE)
+    lazy = LAZY_FACTORY_SOURCE.format(helper="path_factory_helper")
+    (folder / "path_factory_lazy.py").write_text(lazy)
+    (folder / "path_factory_boom.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # isolates the other tests from a leak
+    for name in names:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert str(folder) not in sys.path
+
+    def experiment(module: str) -> Path:
+        path = folder / f"{module}.yaml"
+        path.write_text(EXPERIMENT_WITH_FACTORY.format(factory=f"{module}:build"))
+        return path
+
+    yield experiment
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("module", ["path_factory_mod", "path_factory_lazy"])
+def test_factory_from_experiment_folder_leaves_sys_path_unchanged(
+    experiment_folder, module: str, x: torch.Tensor
+) -> None:
+    path = experiment_folder(module)
+    before = list(sys.path)
+    for _ in range(2):  # imported from the folder, then found in sys.modules
+        model = load_model(load_config(path).model, device="cpu", base_dir=path.parent)
+        assert sys.path == before
+        assert model.logits(x).shape == (6, 5)
+    imported = sys.modules[module]  # the module stays imported and usable
+    assert Path(imported.__file__).parent == path.parent
+    assert isinstance(imported.build(), nn.Sequential)
+
+
+def test_failed_factory_import_leaves_sys_path_unchanged(experiment_folder) -> None:
+    before = list(sys.path)
+    boom = experiment_folder("path_factory_boom")
+    with pytest.raises(ModelError, match="raised RuntimeError: boom"):
+        load_model(load_config(boom).model, base_dir=boom.parent)
+    assert sys.path == before
+    missing = experiment_folder("path_factory_absent")
+    with pytest.raises(ModelError, match="cannot import module 'path_factory_absent'"):
+        load_model(load_config(missing).model, base_dir=missing.parent)
+    assert sys.path == before
+    assert "path_factory_boom" not in sys.modules
+
+
+def test_pickled_class_from_base_dir_leaves_sys_path_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, x: torch.Tensor
+) -> None:
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    (folder / "path_pickled_mod.py").write_text(
+        FACTORY_SOURCE + "\n\nclass Net(nn.Sequential):\n    pass\n"
+    )
+    monkeypatch.setattr(sys, "path", [str(folder), *sys.path])
+    monkeypatch.delitem(sys.modules, "path_pickled_mod", raising=False)
+    try:
+        import path_pickled_mod
+
+        torch.save(path_pickled_mod.Net(*path_pickled_mod.build()), folder / "net.pt")
+        sys.modules.pop("path_pickled_mod")
+        sys.path.remove(str(folder))
+        before = list(sys.path)
+        model = load_model(spec(path=folder / "net.pt"), trust_model_file=True, base_dir=folder)
+        assert sys.path == before
+        assert model.logits(x).shape == (6, 5)
+        assert "path_pickled_mod" in sys.modules
+    finally:
+        sys.modules.pop("path_pickled_mod", None)
+
+
 def test_weights_without_factory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model.weights"):
         load_model(spec(path=tmp_path / "a.pt", weights=tmp_path / "w.pt"))
+
+
+# -- layer shapes (tcavkit layers) -----------------------------------------------------------
+CHANNELS_LAST_SOURCE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.unused = nn.Linear(2, 2)
+            self.head = nn.Linear(4, 5)
+
+        def forward(self, x):  # (n, H, W, C)
+            h = torch.relu(self.conv(x.permute(0, 3, 1, 2)))
+            return self.head(h.mean((2, 3)))
+
+    def build():
+        return Net()
+    """
+)
+
+
+def test_layer_shapes_of_a_model_file(scripted_file: Path, tmp_path: Path) -> None:
+    assert layer_shapes(scripted_file, size=(8, 8)) == [
+        ("0", "(1, 4, 6, 6)"),
+        ("1", "(1, 4, 6, 6)"),
+        ("2", "(1, 4, 4, 4)"),
+        ("2.0", "(1, 4, 4, 4)"),
+        ("2.1", "(1, 4, 4, 4)"),
+        ("3", "(1, 64)"),
+        ("4", "(1, 5)"),
+    ]
+    assert {shape for _, shape in layer_shapes(scripted_file, size=(9, 9))} == {"-"}
+    pickled = tmp_path / "full.pt"
+    torch.save(make_net(), pickled)
+    with pytest.raises(ModelError, match="--trust-model-file"):
+        layer_shapes(pickled, size=(8, 8))
+    assert layer_shapes(pickled, trust_model_file=True, size=(8, 8))[-1] == ("4", "(1, 5)")
+
+
+def test_layer_shapes_of_an_experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The experiment's input size and layout; a layer the forward pass skips gets "-"."""
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    (folder / "shapes_factory_mod.py").write_text(CHANNELS_LAST_SOURCE)
+    experiment = folder / "experiment.yaml"
+    experiment.write_text(
+        EXPERIMENT_WITH_FACTORY.format(factory="shapes_factory_mod:build").replace(
+            "size: [8, 8]", "size: [8, 10]\n    channels_last: true"
+        )
+    )
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "shapes_factory_mod", raising=False)
+    before = list(sys.path)
+    try:
+        assert layer_shapes(experiment) == [
+            ("conv", "(1, 4, 6, 8)"),
+            ("unused", "-"),
+            ("head", "(1, 5)"),
+        ]
+        assert layer_shapes(experiment, size=(5, 5))[0] == ("conv", "(1, 4, 3, 3)")
+        assert sys.path == before
+    finally:
+        sys.modules.pop("shapes_factory_mod", None)
 
 
 # -- (e) labels ------------------------------------------------------------------------------
@@ -479,12 +648,22 @@ def test_describe_onnx(tmp_path: Path) -> None:
     assert describe(spec(path=tmp_path / "m.onnx")) == f"ONNX file {tmp_path / 'm.onnx'}"
 
 
-def test_onnx_extra_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_onnx_extra_missing_onnx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"not used")
+    monkeypatch.setitem(sys.modules, "onnx2torch", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ModelError, match=r"'onnx'.*pip install 'tcavkit\[onnx\]'"):
+        load_model(spec(path=path))
+
+
+def test_onnx_extra_missing_onnx2torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    try:  # onnx is checked first: only with onnx importable is onnx2torch the one named
+        importlib.import_module("onnx")
+    except ImportError as exc:
+        pytest.skip(f"needs the onnx package, which does not import: {exc}")
     path = tmp_path / "m.onnx"
     path.write_bytes(b"not used")
     monkeypatch.setitem(sys.modules, "onnx2torch", None)  # as if not installed
     with pytest.raises(ModelError, match=r"'onnx2torch'.*pip install 'tcavkit\[onnx\]'"):
-        load_model(spec(path=path))
-    monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(ModelError, match=r"'onnx'.*pip install 'tcavkit\[onnx\]'"):
         load_model(spec(path=path))

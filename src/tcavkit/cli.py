@@ -6,7 +6,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -169,42 +169,12 @@ def layers(
 ) -> None:
     """List the model's layers with their output shapes for one input."""
     with _errors(debug):
-        rows = _layer_shapes(model, trust_model_file, size)
+        from tcavkit.models.inspect import layer_shapes  # imports torch: not at --help
+
+        rows = layer_shapes(model, trust_model_file=trust_model_file, size=size)
     width = max((len(name) for name, _ in rows), default=5)
     for name, shape in rows:
         typer.echo(f"{name:<{width}}  {shape}")
-
-
-def _layer_shapes(path: Path, trust: bool, size: tuple[int, int] | None) -> list[tuple[str, str]]:
-    import torch
-
-    from tcavkit.config import ModelSpec, load_config
-    from tcavkit.errors import LayerError
-    from tcavkit.models.loading import load_model
-
-    channels_last = False
-    if path.suffix.lower() in (".yaml", ".yml"):
-        config = load_config(path)
-        spec = config.model
-        adapter = load_model(spec, device="cpu", trust_model_file=trust, base_dir=path.parent)
-        size = size or spec.input.size
-        channels_last = spec.input.channels_last
-    else:
-        spec = ModelSpec(path=path.resolve(), layers=["(any)"])
-        adapter = load_model(spec, device="cpu", trust_model_file=trust)
-    height, width = size or getattr(adapter, "input_size", None) or (224, 224)
-    shape = (1, height, width, 3) if channels_last else (1, 3, height, width)
-    x = torch.zeros(shape)
-    names = adapter.layer_names()
-    with torch.inference_mode():
-        try:
-            _, captured = adapter.run(x, names, need_output=True)
-        except (LayerError, RuntimeError):
-            captured = {}
-            for name in names:  # one at a time: report the layers that do run
-                with suppress(LayerError, RuntimeError):
-                    captured.update(adapter.run(x, [name], need_output=True)[1])
-    return [(name, str(tuple(captured[name].shape)) if name in captured else "-") for name in names]
 
 
 @app.command()

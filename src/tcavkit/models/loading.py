@@ -1,7 +1,7 @@
 """Turn the ``model`` section of an experiment (:class:`~tcavkit.config.ModelSpec`) into an
 adapter.
 
-Two ways to give a model:
+Ways to give a model:
 
 - ``model.path``: a TorchScript file (``torch.jit.save``), loaded safely; or a whole module
   saved with ``torch.save(model)``, which is a pickle and is loaded only when the user says
@@ -24,7 +24,8 @@ import pickle
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,7 +101,8 @@ def _refuse_pickle(path: Path) -> ModelError:
 
 
 def _unpickle_trusted(path: Path, search_dirs: Iterable[Path]) -> Any:
-    """``torch.load`` with pickle allowed; the classes it names must be importable."""
+    """``torch.load`` with pickle allowed; the classes it names must be importable, from
+    ``sys.path`` or else from ``search_dirs`` (on ``sys.path`` only while unpickling)."""
 
     def load() -> Any:
         return torch.load(path, weights_only=False, map_location="cpu")
@@ -109,9 +111,11 @@ def _unpickle_trusted(path: Path, search_dirs: Iterable[Path]) -> Any:
         try:
             return load()
         except ModuleNotFoundError:
-            if not _add_search_dirs(search_dirs):
+            folders = _not_on_path(search_dirs)
+            if not folders:
                 raise
-            return load()
+            with _on_path(folders):
+                return load()
     except (ModuleNotFoundError, AttributeError) as exc:
         raise ModelError(
             f"{path}: the pickled model refers to code that cannot be imported "
@@ -160,25 +164,55 @@ def _load_model_file(path: Path, trusted: bool, search_dirs: tuple[Path, ...]) -
 
 
 # -- factory and weights --------------------------------------------------------------------
-def _add_search_dirs(dirs: Iterable[Path]) -> bool:
-    """Put ``dirs`` at the front of ``sys.path``; True when one was not there yet."""
-    added = False
-    for folder in reversed([str(Path(d)) for d in dirs]):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-            added = True
-    if added:
-        importlib.invalidate_caches()
-    return added
+def _not_on_path(dirs: Iterable[Path]) -> list[str]:
+    """The folders of ``dirs`` that are not on ``sys.path``, in order, without repeats."""
+    return [
+        folder for folder in dict.fromkeys(str(Path(d)) for d in dirs) if folder not in sys.path
+    ]
+
+
+@contextmanager
+def _on_path(folders: Sequence[str]) -> Iterator[None]:
+    """``folders`` at the front of ``sys.path`` inside the block; afterwards, even after an
+    error, ``sys.path`` is exactly what it was before. Modules imported inside the block
+    stay in ``sys.modules``. With no folders, ``sys.path`` is left alone."""
+    if not folders:
+        yield
+        return
+    saved = list(sys.path)
+    sys.path[:0] = folders
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def _imported_from(module_name: str, folders: Iterable[str]) -> bool:
+    """Whether the (imported) top-level package of ``module_name`` lies in one of ``folders``."""
+    top = sys.modules.get(module_name.partition(".")[0])
+    if top is None:
+        return False
+    package_dirs = list(getattr(top, "__path__", None) or [])
+    file = getattr(top, "__file__", None)
+    locations = package_dirs or ([file] if file else [])
+    roots = {Path(location).resolve().parent for location in locations}
+    return any(Path(folder).resolve() in roots for folder in folders)
 
 
 def load_factory(spec: str, search_dirs: Iterable[Path] = ()) -> Callable[..., Any]:
     """The callable named by ``"package.module:callable"`` (``callable`` may be dotted).
 
-    When the module is not importable, the folders in ``search_dirs`` (e.g. the experiment
-    file's folder and the working directory) are added to ``sys.path`` and the import is
-    tried once more.
+    When the module is not importable, it is imported with the folders in ``search_dirs``
+    (e.g. the experiment file's folder and the working directory) at the front of
+    ``sys.path``, which is restored right after the import.
     """
+    return _load_factory(spec, search_dirs)[0]
+
+
+def _load_factory(spec: str, search_dirs: Iterable[Path]) -> tuple[Callable[..., Any], list[str]]:
+    """:func:`load_factory`, plus the folders of ``search_dirs`` that are not on ``sys.path``
+    when the factory's package comes from one of them (else ``[]``)."""
     module_name, sep, attr = spec.partition(":")
     module_name, attr = module_name.strip(), attr.strip()
     if not sep or not module_name or not attr:
@@ -192,13 +226,15 @@ def load_factory(spec: str, search_dirs: Iterable[Path] = ()) -> Callable[..., A
             module_name == exc.name or module_name.startswith(f"{exc.name}.")
         )
 
+    folders = _not_on_path(search_dirs)
     try:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if not (missing_self(exc) and _add_search_dirs(search_dirs)):
+            if not (missing_self(exc) and folders):
                 raise
-            module = importlib.import_module(module_name)
+            with _on_path(folders):
+                module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         install = f"pip install {_PIP_NAMES[missing]}" if missing in _PIP_NAMES else "install it"
@@ -240,17 +276,23 @@ def load_factory(spec: str, search_dirs: Iterable[Path] = ()) -> Callable[..., A
         obj = getattr(obj, part)
     if not callable(obj):
         raise ModelError(f"model.factory {spec!r} is a {type(obj).__name__}, not a callable")
-    return obj
+    return obj, folders if _imported_from(module_name, folders) else []
 
 
 def _build_from_factory(
     spec: str, search_dirs: Iterable[Path], args: Mapping[str, Any] | None = None
 ) -> nn.Module:
-    """Call the factory with ``args`` as keyword arguments; it must return an ``nn.Module``."""
-    factory = load_factory(spec, search_dirs)
+    """Call the factory with ``args`` as keyword arguments; it must return an ``nn.Module``.
+
+    A factory whose package lies in one of ``search_dirs`` is called with those folders on
+    ``sys.path`` as when it was imported (for imports inside the factory); ``sys.path`` is
+    restored after.
+    """
+    factory, folders = _load_factory(spec, search_dirs)
     args = dict(args or {})
     try:
-        module = factory(**args)
+        with _on_path(folders):
+            module = factory(**args)
     except Exception as exc:
         called = f"with model.factory_args {args}" if args else "with no arguments"
         hint = "" if args else " (set model.factory_args for the arguments it needs)"

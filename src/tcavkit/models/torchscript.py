@@ -49,7 +49,7 @@ def is_scripted_sequential(module: Any) -> bool:
         return False
     try:
         qualified = module._c._type().qualified_name()
-    except Exception:  # pragma: no cover - private API changed: trust original_name
+    except Exception:  # pragma: no cover - private type API unavailable: trust original_name
         return True
     return qualified.startswith(_SEQUENTIAL_PREFIX) and qualified.endswith(".Sequential")
 
