@@ -155,8 +155,8 @@ def test_summary_table(built: tuple[Path, str, Collector]) -> None:
     assert parser.body_rows == len(summary)
     text = "".join(parser.text)
     assert "1e-06" in text and "0.930" in text
-    sig_rows = [a for t, a in parser.tags if t == "tr" and a.get("class") == "sig"]
-    assert len(sig_rows) == int(summary["significant"].sum()) == 1
+    sig_rows = [a["class"] for t, a in parser.tags if t == "tr" and "sig" in (a.get("class") or "")]
+    assert sig_rows == ["sig sig-pos"] and int(summary["significant"].sum()) == 1
 
 
 def test_one_embedded_png_per_plot(built: tuple[Path, str, Collector]) -> None:

@@ -91,15 +91,29 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def print_summary(summary: Any, echo: Callable[[str], None] = typer.echo) -> None:
-    """A compact table: target, concept, layer, mean ± std, null mean, p (adjusted), marker."""
+    """A compact table: target, concept, layer, mean ± std, null mean, p (adjusted), marker.
+
+    The marker is ``+`` for a significant positive row (the class is sensitive to the
+    concept), ``−`` for a significant negative one, blank otherwise; the direction comes from
+    :func:`tcavkit.report.common.directions`. ``−`` (U+2212) becomes ``-`` where standard
+    output cannot encode it.
+    """
     from rich.console import Console
     from rich.table import Table
 
+    from tcavkit.report.common import DIRECTION_MARKS, directions
+
+    marks = dict(DIRECTION_MARKS)
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        marks["negative"].encode(encoding)
+    except (LookupError, UnicodeEncodeError):
+        marks["negative"] = "-"
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for column in ("target", "concept", "layer", "mean ± std", "null_mean", "p_adjusted", ""):
         justify = "right" if column in ("mean ± std", "null_mean", "p_adjusted") else "left"
         table.add_column(column, justify=justify)
-    for row in summary.to_dict(orient="records"):
+    for row, direction in zip(summary.to_dict(orient="records"), directions(summary), strict=True):
         table.add_row(
             str(row["target"]),
             str(row["concept"]),
@@ -107,13 +121,16 @@ def print_summary(summary: Any, echo: Callable[[str], None] = typer.echo) -> Non
             f"{_fmt(row['mean'])} ± {_fmt(row['std'])}",
             _fmt(row["null_mean"]),
             _fmt(row["p_adjusted"], 4),
-            "*" if bool(row["significant"]) else "",
+            marks[str(direction)],
         )
     console = Console(width=200, soft_wrap=True, highlight=False)
     with console.capture() as capture:
         console.print(table)
     echo(capture.get().rstrip())
-    echo("* significant after correction")
+    echo(
+        f"+ / {marks['negative']} significant after correction: + positive (the class is "
+        f"sensitive to the concept), {marks['negative']} negative (negatively sensitive)"
+    )
 
 
 @app.command()

@@ -73,6 +73,49 @@ def significant_mask(table: pd.DataFrame) -> np.ndarray:
     return np.array([as_bool(v) for v in table["significant"]], dtype=bool)
 
 
+DIRECTIONS = ("positive", "negative", "none")
+"""Values of the summary's ``direction`` column (``none``: not significant)."""
+
+DIRECTION_MARKS = {"positive": "+", "negative": "\u2212", "none": ""}
+"""The mark shown for each direction (``−`` is U+2212, the minus sign)."""
+
+
+def direction_of(direction: Any, mean: Any, null_mean: Any) -> str:
+    """The direction of one *significant* row: ``"positive"`` or ``"negative"``.
+
+    ``direction`` (the summary's ``direction`` value: the sign of the tested statistic)
+    decides when it reads ``positive`` or ``negative``. When it is missing (results saved
+    before that column existed) or unreadable, the sign of ``mean - null_mean`` decides:
+    positive when ``mean >= null_mean`` or either is missing.
+    """
+    if not is_missing(direction):
+        text = str(direction).strip().lower()
+        if text in ("positive", "negative"):
+            return text
+    mean_f, null_f = to_float(mean), to_float(null_mean)
+    return "negative" if mean_f < null_f else "positive"  # False when either is NaN
+
+
+def directions(table: pd.DataFrame) -> np.ndarray:
+    """Per-row direction ``(n_rows,)`` of str: ``positive``, ``negative`` or ``none``.
+
+    ``none`` for rows that are not significant (:func:`significant_mask`); significant rows
+    get :func:`direction_of` of their ``direction``, ``mean`` and ``null_mean`` values.
+    """
+    sig = significant_mask(table)
+    out = np.full(len(table), "none", dtype="<U8")
+    if not sig.any():
+        return out
+
+    def column(name: str) -> list[Any]:
+        return list(table[name]) if name in table.columns else [None] * len(table)
+
+    given, mean, null = column("direction"), column("mean"), column("null_mean")
+    for i in np.flatnonzero(sig):
+        out[i] = direction_of(given[i], mean[i], null[i])
+    return out
+
+
 def float_column(table: pd.DataFrame, name: str) -> np.ndarray:
     """Column ``name`` as float array ``(n_rows,)``; all NaN when absent."""
     if name not in table.columns:

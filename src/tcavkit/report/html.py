@@ -18,13 +18,14 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_float_dtype, is_integer_dtype
 
 from tcavkit.report.common import (
+    DIRECTION_MARKS,
     as_bool,
     as_list,
+    directions,
     format_float,
     format_p,
     is_missing,
     sets_of,
-    significant_mask,
     skipped_of,
     to_float,
 )
@@ -45,7 +46,8 @@ _PLOT_SECTIONS = {
 
 CSS = """
 :root{--fg:#1a202c;--muted:#4a5568;--line:#e2e8f0;--head:#edf2f7;--zebra:#f7fafc;
---sig:#e6fffa;--sigbar:#38a169;--warn:#fffaf0;--warnbar:#dd6b20;--accent:#2b6cb0}
+--pos:#e3f0fa;--posbar:#0072b2;--posfg:#005a8c;--neg:#fdf1da;--negbar:#e69f00;
+--negfg:#8a5a00;--warn:#fffaf0;--warnbar:#dd6b20;--accent:#2b6cb0}
 *{box-sizing:border-box}
 body{margin:0;background:#f1f4f8;color:var(--fg);
 font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
@@ -67,8 +69,13 @@ th,td{padding:6px 10px;text-align:left;vertical-align:top;border-bottom:1px soli
 th{background:var(--head);font-weight:600;white-space:nowrap}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tbody tr:nth-child(even){background:var(--zebra)}
-tr.sig td{background:var(--sig)}
-tr.sig td:first-child{box-shadow:inset 4px 0 0 var(--sigbar)}
+tr.sig-pos td{background:var(--pos)}
+tr.sig-pos td:first-child{box-shadow:inset 4px 0 0 var(--posbar)}
+tr.sig-neg td{background:var(--neg)}
+tr.sig-neg td:first-child{box-shadow:inset 4px 0 0 var(--negbar)}
+.dir-pos,.dir-neg{font-weight:600;white-space:nowrap}
+.dir-pos{color:var(--posfg)}
+.dir-neg{color:var(--negfg)}
 tfoot td{font-weight:600}
 ul.warn{list-style:none;padding:0;margin:0}
 ul.warn li{background:var(--warn);border-left:4px solid var(--warnbar);padding:7px 12px;
@@ -238,24 +245,47 @@ def _results(summary: pd.DataFrame, stats: dict[str, Any]) -> str:
     return _section("What the results say", "results", content)
 
 
+_ROW_CLASS = {"positive": "sig sig-pos", "negative": "sig sig-neg"}
+_CELL_CLASS = {"positive": "dir-pos", "negative": "dir-neg"}
+
+
 def _summary_table(summary: pd.DataFrame) -> str:
     columns = [str(c) for c in summary.columns]
-    sig = significant_mask(summary)
+    dirs = directions(summary)
     formatters = [
         _column_formatter(name, summary[col])
         for name, col in zip(columns, summary.columns, strict=True)
     ]
     rows = []
     for i, record in enumerate(summary.itertuples(index=False, name=None)):
-        cells = "".join(fmt(v) for fmt, v in zip(formatters, record, strict=True))
-        rows.append(f'<tr class="sig">{cells}</tr>' if sig[i] else f"<tr>{cells}</tr>")
+        cells = "".join(
+            _significant_cell(v, dirs[i]) if name == "significant" else fmt(v)
+            for name, fmt, v in zip(columns, formatters, record, strict=True)
+        )
+        row_class = _ROW_CLASS.get(str(dirs[i]))
+        rows.append(f'<tr class="{row_class}">{cells}</tr>' if row_class else f"<tr>{cells}</tr>")
     legend = (
         '<p class="legend">One row per (target, concept, layer). Highlighted rows are '
-        "significant after multiple-testing correction.</p>"
+        "significant after multiple-testing correction: "
+        f'<span class="dir-pos">{DIRECTION_MARKS["positive"]} significant</span> rows are '
+        "positive (the class is sensitive to the concept), "
+        f'<span class="dir-neg">{DIRECTION_MARKS["negative"]} significant</span> rows are '
+        "negative (the class is negatively sensitive to it).</p>"
     )
     return _section(
         "Summary table", "summary", legend + _table(columns, rows, attrs=' id="summary-table"')
     )
+
+
+def _significant_cell(value: Any, direction: str) -> str:
+    """The ``significant`` cell: ``+ significant`` / ``− significant`` (by direction), ``no``."""
+    if is_missing(value):
+        return "<td>–</td>"
+    css = _CELL_CLASS.get(str(direction))
+    if css is None:  # not significant
+        return "<td>no</td>"
+    mark = DIRECTION_MARKS[str(direction)]
+    return f'<td class="{css}" title="{direction}">{mark} significant</td>'
 
 
 def _column_formatter(name: str, column: pd.Series):

@@ -12,26 +12,39 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps, font_manager, rc_context
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import TwoSlopeNorm
+from matplotlib.colors import LinearSegmentedColormap, TwoSlopeNorm, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from tcavkit.report.common import (
+    DIRECTION_MARKS,
     as_bool,
+    directions,
     float_column,
     ordered_unique,
     plot_filename,
-    significant_mask,
     to_float,
 )
 from tcavkit.tables import LOW_CAV_ACCURACY
 
-SIG_COLOR = "#2b6cb0"
+# Okabe-Ito blue and orange: told apart with every common colour-vision deficiency, and
+# neither is the red that flags near-chance CAVs.
+POS_COLOR = "#0072b2"
+NEG_COLOR = "#e69f00"
+DIRECTION_COLORS = {"positive": POS_COLOR, "negative": NEG_COLOR}
+DIRECTION_LABELS = {
+    "positive": f"significant, positive ({DIRECTION_MARKS['positive']})",
+    "negative": f"significant, negative ({DIRECTION_MARKS['negative']})",
+}
 NONSIG_COLOR = "#d5dbe3"
 NONSIG_EDGE = "#8a94a6"
-NULL_COLOR = "#dd6b20"
+NONSIG_LABEL = "not significant"
+NULL_COLOR = "#4a5568"
+SCORE_CMAP = LinearSegmentedColormap.from_list("tcav_score", [NEG_COLOR, "#ffffff", POS_COLOR])
+"""Heatmap colours: orange below 0.5, white at 0.5, blue above (as the bars' directions)."""
 LOW_ACC_COLOR = "#c53030"
 TEXT_COLOR = "#1a202c"
 DPI = 110
@@ -48,13 +61,16 @@ _FALLBACK_FONTS = (
 EXPLANATIONS = {
     "tcav": (
         "Bars: mean TCAV score over random runs with its 95% interval; dots: single runs. "
-        "Dashed line and band: mean ± 1 sd of the random-vs-random null. Solid bars marked * "
-        "are significant after multiple-testing correction; hatched grey bars are not."
+        "Dashed line and band: mean ± 1 sd of the random-vs-random null. Significant bars "
+        "(after multiple-testing correction) are solid: blue and marked + when positive (the "
+        "class is sensitive to the concept), orange and marked − when negative (the class is "
+        "negatively sensitive to it); hatched grey bars are not significant."
     ),
     "heatmap": (
         "Mean TCAV score for each concept (columns) at each layer (rows). 0.5 (white) is no "
-        "preference; red: the class logit rises along the concept for most examples, blue: "
-        "it falls. Hatched grey cells are not significant."
+        "preference; blue: the class logit rises along the concept for most examples, "
+        "orange: it falls. Significant cells are marked + (positive: the class is sensitive "
+        "to the concept) or − (negative); hatched grey cells are not significant."
     ),
     "cav-accuracy": (
         "Held-out accuracy of the concept-vs-random linear classifiers (mean over runs; dots: "
@@ -139,128 +155,149 @@ def plot_all(summary: pd.DataFrame, runs: pd.DataFrame | None, out_dir: Path) ->
 def plot_tcav_bars(
     rows: pd.DataFrame, runs: pd.DataFrame | None, spec: PlotSpec, path: Path
 ) -> None:
-    """Bar chart of one (target, layer): mean ± CI per concept, the null, significance."""
+    """Bar chart of one (target, layer) as PNG at ``path`` (see :func:`draw_tcav_bars`)."""
+    n = len(rows)
+    with _figure(min(MAX_WIDTH_IN, max(6.0, 0.55 * n + 4.0)), 4.2, path) as fig:
+        draw_tcav_bars(fig.add_subplot(), rows, runs, spec)
+
+
+def draw_tcav_bars(ax: Axes, rows: pd.DataFrame, runs: pd.DataFrame | None, spec: PlotSpec):
+    """Draw one (target, layer) on ``ax``: mean ± CI per concept, the null, significance.
+
+    Significant bars are solid, coloured and marked by direction (:func:`directions`):
+    blue ``+`` positive, orange ``−`` negative; the others hatched grey. Returns the bars
+    (one per row of ``rows``, in order).
+    """
     concepts = [str(c) for c in rows["concept"]]
     n = len(concepts)
     x = np.arange(n, dtype=float)
     mean = float_column(rows, "mean")
     lo, hi = float_column(rows, "ci_low"), float_column(rows, "ci_high")
     null_mean, null_std = float_column(rows, "null_mean"), float_column(rows, "null_std")
-    sig = significant_mask(rows)
+    dirs = directions(rows)
 
-    with _figure(min(MAX_WIDTH_IN, max(6.0, 0.55 * n + 4.0)), 4.2, path) as fig:
-        ax = fig.add_subplot()
-        bars = ax.bar(x, np.nan_to_num(mean), width=0.7, zorder=2, linewidth=0.8)
-        for bar, s in zip(bars, sig, strict=True):
-            bar.set_facecolor(SIG_COLOR if s else NONSIG_COLOR)
-            bar.set_edgecolor(SIG_COLOR if s else NONSIG_EDGE)
-            bar.set_hatch(None if s else "///")
-        ok = np.isfinite(mean) & np.isfinite(lo) & np.isfinite(hi)
-        if ok.any():
-            yerr = np.clip(np.vstack([mean[ok] - lo[ok], hi[ok] - mean[ok]]), 0, None)
-            ax.errorbar(
-                x[ok],
-                mean[ok],
-                yerr=yerr,
-                fmt="none",
-                ecolor=TEXT_COLOR,
-                elinewidth=1.2,
-                capsize=4,
-                zorder=4,
-            )
-        _draw_null(ax, x, null_mean, null_std)
-        _draw_run_dots(ax, concepts, runs, "tcav_score", x, 0.5)
-        for xi in x[~np.isfinite(mean)]:
-            ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=8, color=NONSIG_EDGE)
-        for xi in x[sig]:  # stars above the axes: never hidden by error bars or dots
-            ax.text(xi, 1.0, "*", ha="center", va="bottom", fontsize=16, fontweight="bold",
-                    color=SIG_COLOR, clip_on=False, zorder=5)  # fmt: skip
-        ax.set_ylim(0, 1)
-        ax.set_xlim(-0.6, n - 0.4)
-        ax.set_ylabel("TCAV score")
-        ax.set_title(_label(f"class {spec.target} · layer {spec.layer}", 70), loc="left", pad=24)
-        _concept_ticks(ax, x, concepts)
-        handles = [
-            Patch(facecolor=SIG_COLOR, edgecolor=SIG_COLOR, label="significant (*)"),
-            Patch(
-                facecolor=NONSIG_COLOR, edgecolor=NONSIG_EDGE, hatch="///", label="not significant"
-            ),
+    bars = ax.bar(x, np.nan_to_num(mean), width=0.7, zorder=2, linewidth=0.8)
+    for bar, d in zip(bars, dirs, strict=True):
+        color = DIRECTION_COLORS.get(str(d))
+        bar.set_facecolor(color or NONSIG_COLOR)
+        bar.set_edgecolor(color or NONSIG_EDGE)
+        bar.set_hatch(None if color else "///")
+        if color:  # a stripe at 0 keeps the colour visible when the score is (near) 0
+            ax.hlines(0, bar.get_x(), bar.get_x() + bar.get_width(), colors=color, lw=4,
+                      zorder=2.5, clip_on=False)  # fmt: skip
+    ok = np.isfinite(mean) & np.isfinite(lo) & np.isfinite(hi)
+    if ok.any():
+        yerr = np.clip(np.vstack([mean[ok] - lo[ok], hi[ok] - mean[ok]]), 0, None)
+        ax.errorbar(
+            x[ok],
+            mean[ok],
+            yerr=yerr,
+            fmt="none",
+            ecolor=TEXT_COLOR,
+            elinewidth=1.2,
+            capsize=4,
+            zorder=4,
+        )
+    _draw_null(ax, x, null_mean, null_std)
+    _draw_run_dots(ax, concepts, runs, "tcav_score", x, 0.5)
+    for xi in x[~np.isfinite(mean)]:
+        ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=8, color=NONSIG_EDGE)
+    for xi, d in zip(x, dirs, strict=True):  # marks above the axes: never hidden
+        if d in DIRECTION_COLORS:
+            ax.text(xi, 1.0, DIRECTION_MARKS[d], ha="center", va="bottom", fontsize=16,
+                    fontweight="bold", color=DIRECTION_COLORS[d], clip_on=False, zorder=5,
+                    gid=f"mark-{d}")  # fmt: skip
+    ax.set_ylim(0, 1)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_ylabel("TCAV score")
+    ax.set_title(_label(f"class {spec.target} · layer {spec.layer}", 70), loc="left", pad=24)
+    _concept_ticks(ax, x, concepts)
+    handles: list = [
+        Patch(facecolor=DIRECTION_COLORS[d], edgecolor=DIRECTION_COLORS[d], label=label)
+        for d, label in DIRECTION_LABELS.items()
+        if (dirs == d).any()
+    ]
+    if (dirs == "none").any():
+        handles.append(
+            Patch(facecolor=NONSIG_COLOR, edgecolor=NONSIG_EDGE, hatch="///", label=NONSIG_LABEL)
+        )
+    handles.append(
+        Line2D([], [], color=TEXT_COLOR, marker="|", markersize=10, lw=1.2, label="95% interval")
+    )
+    if np.isfinite(null_mean).any():
+        handles.append(Line2D([], [], color=NULL_COLOR, ls="--", lw=1.5, label="null mean"))
+    if np.isfinite(null_std).any():
+        handles.append(Patch(facecolor=NULL_COLOR, alpha=0.15, label="null ± 1 sd"))
+    if runs is not None and len(runs):
+        handles.append(
             Line2D(
-                [], [], color=TEXT_COLOR, marker="|", markersize=10, lw=1.2, label="95% interval"
-            ),
-        ]
-        if np.isfinite(null_mean).any():
-            handles.append(Line2D([], [], color=NULL_COLOR, ls="--", lw=1.5, label="null mean"))
-        if np.isfinite(null_std).any():
-            handles.append(Patch(facecolor=NULL_COLOR, alpha=0.15, label="null ± 1 sd"))
-        if runs is not None and len(runs):
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    ls="",
-                    marker="o",
-                    ms=4,
-                    color=TEXT_COLOR,
-                    alpha=0.45,
-                    label="single runs",
-                )
+                [], [], ls="", marker="o", ms=4, color=TEXT_COLOR, alpha=0.45, label="single runs"
             )
-        _legend_right(ax, handles)
+        )
+    _legend_right(ax, handles)
+    return bars
 
 
 def plot_heatmap(rows: pd.DataFrame, spec: PlotSpec, path: Path) -> None:
-    """Layer × concept heatmap of mean TCAV scores for one target; non-significant hatched."""
-    layers, concepts = ordered_unique(rows["layer"]), ordered_unique(rows["concept"])
-    n_l, n_c = len(layers), len(concepts)
-    values = np.full((n_l, n_c), np.nan)
-    sig = np.zeros((n_l, n_c), dtype=bool)
-    li, ci = {v: i for i, v in enumerate(layers)}, {v: i for i, v in enumerate(concepts)}
-    for layer, concept, m, s in zip(
-        rows["layer"],
-        rows["concept"],
-        float_column(rows, "mean"),
-        significant_mask(rows),
-        strict=True,
-    ):
-        i, j = li[str(layer)], ci[str(concept)]
-        if np.isnan(values[i, j]):
-            values[i, j], sig[i, j] = m, s
-
+    """Layer × concept heatmap of one target as PNG at ``path`` (see :func:`draw_heatmap`)."""
+    n_l, n_c = len(ordered_unique(rows["layer"])), len(ordered_unique(rows["concept"]))
     width = min(MAX_WIDTH_IN, max(5.5, 0.75 * n_c + 3.5))
     height = min(14.0, max(3.0, 0.5 * n_l + 2.3))
     with _figure(width, height, path) as fig:
-        ax = fig.add_subplot()
-        cmap = colormaps["RdBu_r"]
-        norm = TwoSlopeNorm(vmin=0.0, vcenter=0.5, vmax=1.0)
-        shown = np.ma.masked_invalid(np.where(sig, values, np.nan))
-        image = ax.imshow(shown, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-        annotate = n_l * n_c <= MAX_ANNOTATED_CELLS
-        for i in range(n_l):
-            for j in range(n_c):
-                v = values[i, j]
-                if not sig[i, j]:
-                    ax.add_patch(
-                        Rectangle(
-                            (j - 0.5, i - 0.5),
-                            1,
-                            1,
-                            facecolor=NONSIG_COLOR,
-                            edgecolor=NONSIG_EDGE,
-                            hatch="//",
-                            lw=0,
-                            zorder=1,
-                        )
+        draw_heatmap(fig.add_subplot(), rows, spec)
+
+
+def draw_heatmap(ax: Axes, rows: pd.DataFrame, spec: PlotSpec) -> np.ndarray:
+    """Draw the layer × concept heatmap of mean TCAV scores for one target on ``ax``.
+
+    Significant cells are coloured by score and marked ``+`` (positive) or ``−``
+    (negative) by :func:`directions`; the others hatched grey. The legend shows exactly
+    those marks (only the kinds that occur). Returns the ``(n_layers, n_concepts)``
+    direction of each cell (``none`` also for cells without a row).
+    """
+    layers, concepts = ordered_unique(rows["layer"]), ordered_unique(rows["concept"])
+    n_l, n_c = len(layers), len(concepts)
+    values = np.full((n_l, n_c), np.nan)
+    dirs = np.full((n_l, n_c), "none", dtype="<U8")
+    seen = np.zeros((n_l, n_c), dtype=bool)
+    li, ci = {v: i for i, v in enumerate(layers)}, {v: i for i, v in enumerate(concepts)}
+    for layer, concept, m, d in zip(
+        rows["layer"], rows["concept"], float_column(rows, "mean"), directions(rows), strict=True
+    ):
+        i, j = li[str(layer)], ci[str(concept)]
+        if not seen[i, j] or np.isnan(values[i, j]):  # the first row with a score wins
+            seen[i, j], values[i, j], dirs[i, j] = True, m, d
+    sig = dirs != "none"
+
+    norm = TwoSlopeNorm(vmin=0.0, vcenter=0.5, vmax=1.0)
+    shown = np.ma.masked_invalid(np.where(sig, values, np.nan))
+    image = ax.imshow(shown, cmap=SCORE_CMAP, norm=norm, aspect="auto", interpolation="nearest")
+    annotate = n_l * n_c <= MAX_ANNOTATED_CELLS
+    for i in range(n_l):
+        for j in range(n_c):
+            v, d = values[i, j], str(dirs[i, j])
+            if not sig[i, j]:
+                ax.add_patch(
+                    Rectangle(
+                        (j - 0.5, i - 0.5),
+                        1,
+                        1,
+                        facecolor=NONSIG_COLOR,
+                        edgecolor=NONSIG_EDGE,
+                        hatch="//",
+                        lw=0,
+                        zorder=1,
                     )
-                if not annotate:
-                    continue
-                if np.isnan(v):
-                    text, color = "n/a", NONSIG_EDGE
-                elif sig[i, j]:
-                    text = f"{v:.2f}*"
-                    color = "white" if abs(v - 0.5) > 0.3 else TEXT_COLOR
-                else:
-                    text, color = f"{v:.2f}", "#4a5568"
+                )
+            if sig[i, j]:  # the direction mark always; the score too when there is room
+                mark = DIRECTION_MARKS[d]
+                text = f"{v:.2f} {mark}" if annotate and np.isfinite(v) else mark
+                fill = SCORE_CMAP(norm(v)) if np.isfinite(v) else (1.0, 1.0, 1.0)
+                ax.text(j, i, text, ha="center", va="center", fontsize=9 if annotate else 11,
+                        fontweight="bold", color=_text_color_on(fill), zorder=3,
+                        gid=f"mark-{d}")  # fmt: skip
+            elif annotate:
+                text, color = ("n/a", NONSIG_EDGE) if np.isnan(v) else (f"{v:.2f}", "#4a5568")
                 ax.text(
                     j,
                     i,
@@ -270,47 +307,53 @@ def plot_heatmap(rows: pd.DataFrame, spec: PlotSpec, path: Path) -> None:
                     fontsize=9,
                     color=color,
                     zorder=3,
-                    bbox=None
-                    if sig[i, j]
-                    else dict(boxstyle="round,pad=0.15", fc=NONSIG_COLOR, ec="none"),
+                    bbox=dict(boxstyle="round,pad=0.15", fc=NONSIG_COLOR, ec="none"),
                 )
-        ax.set_xticks(np.arange(n_c) + 0.5, minor=True)
-        ax.set_yticks(np.arange(n_l) + 0.5, minor=True)
-        ax.grid(which="minor", color="white", lw=2)
-        ax.tick_params(which="minor", length=0)
-        for side in ax.spines.values():
-            side.set_visible(False)
-        _concept_ticks(ax, np.arange(n_c, dtype=float), concepts)
-        ax.set_yticks(np.arange(n_l), [_label(v) for v in layers])
-        ax.set_ylabel("layer")
-        ax.set_xlim(-0.5, n_c - 0.5)
-        ax.set_ylim(n_l - 0.5, -0.5)
-        fig.colorbar(
-            image,
-            ax=ax,
-            label="mean TCAV score",
-            fraction=0.05,
-            pad=0.02,
-            shrink=0.9 if n_l > 2 else 1.0,
+    ax.set_xticks(np.arange(n_c) + 0.5, minor=True)
+    ax.set_yticks(np.arange(n_l) + 0.5, minor=True)
+    ax.grid(which="minor", color="white", lw=2)
+    ax.tick_params(which="minor", length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    _concept_ticks(ax, np.arange(n_c, dtype=float), concepts)
+    ax.set_yticks(np.arange(n_l), [_label(v) for v in layers])
+    ax.set_ylabel("layer")
+    ax.set_xlim(-0.5, n_c - 0.5)
+    ax.set_ylim(n_l - 0.5, -0.5)
+    ax.figure.colorbar(
+        image,
+        ax=ax,
+        label="mean TCAV score",
+        fraction=0.05,
+        pad=0.02,
+        shrink=0.9 if n_l > 2 else 1.0,
+    )
+    handles: list = [
+        Line2D([], [], ls="", marker=_mathtext_mark(d), ms=9, color=TEXT_COLOR, label=label)
+        for d, label in DIRECTION_LABELS.items()
+        if (dirs == d).any()
+    ]
+    if (~sig).any():
+        handles.append(
+            Patch(facecolor=NONSIG_COLOR, edgecolor=NONSIG_EDGE, hatch="//", label=NONSIG_LABEL)
         )
-        ax.set_title(_label(f"Mean TCAV score · class {spec.target}", 70), loc="left", pad=24)
-        ax.legend(
-            handles=[
-                Patch(facecolor=cmap(0.85), label="significant (*)"),
-                Patch(
-                    facecolor=NONSIG_COLOR,
-                    edgecolor=NONSIG_EDGE,
-                    hatch="//",
-                    label="not significant",
-                ),
-            ],
-            loc="lower left",
-            bbox_to_anchor=(0.0, 1.0),
-            ncol=2,
-            frameon=False,
-            fontsize=8.5,
-            borderaxespad=0.2,
-        )
+    # one row above the axes when the entries fit the figure's width, else a column
+    fits = len(handles) * 2.1 <= ax.figure.get_figwidth()
+    ax.set_title(
+        _label(f"Mean TCAV score · class {spec.target}", 70),
+        loc="left",
+        pad=24 if fits else 10 + 14 * len(handles),
+    )
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncol=len(handles) if fits else 1,
+        frameon=False,
+        fontsize=8.5,
+        borderaxespad=0.2,
+    )
+    return dirs
 
 
 def plot_cav_accuracy(
@@ -413,6 +456,23 @@ def _font_stack() -> list[str]:
     """DejaVu Sans, then installed fonts with wider Unicode coverage (CJK names)."""
     installed = {f.name for f in font_manager.fontManager.ttflist}
     return ["DejaVu Sans", *(f for f in _FALLBACK_FONTS if f in installed)]
+
+
+def _text_color_on(fill) -> str:
+    """White or dark text, whichever contrasts more with the colour ``fill`` (WCAG)."""
+
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in to_rgb(fill))
+    lum = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    dark = 0.0137  # relative luminance of TEXT_COLOR
+    return "white" if (1.05 / (lum + 0.05)) > ((lum + 0.05) / (dark + 0.05)) else TEXT_COLOR
+
+
+def _mathtext_mark(direction: str) -> str:
+    """The legend marker for a direction's mark (mathtext ``-`` draws U+2212)."""
+    return r"$+$" if direction == "positive" else r"$-$"
 
 
 def _layer_colors(n: int) -> list:

@@ -8,6 +8,8 @@ from typing import Any
 import pandas as pd
 
 from tcavkit.report.common import (
+    direction_of,
+    directions,
     float_column,
     format_p,
     is_missing,
@@ -21,15 +23,23 @@ from tcavkit.tables import LOW_CAV_ACCURACY, MIN_RANDOM_RUNS
 _MAX_LISTED = 5
 
 
-def finding(row: pd.Series) -> str:
+_WORDING = {"positive": "sensitive", "negative": "negatively sensitive"}
+
+
+def finding(row: pd.Series, direction: str | None = None) -> str:
     """One sentence for a significant summary row, e.g.
 
     ``At layer block3, class fire is sensitive to concept red: score 0.93 ± 0.04 vs null
     0.51, p_adj = 1e-06.``
+
+    ``direction`` (``positive``/``negative``, as from :func:`~tcavkit.report.common.directions`)
+    picks "is sensitive to" or "is negatively sensitive to"; when not given, the row's own
+    ``direction`` value decides (the sign of ``mean - null_mean`` only when it has none).
     """
+    if direction not in _WORDING:
+        direction = direction_of(row.get("direction"), row.get("mean"), row.get("null_mean"))
     mean, std = to_float(row.get("mean")), to_float(row.get("std"))
     null = to_float(row.get("null_mean"))
-    direction = "negatively sensitive" if not math.isnan(null) and mean < null else "sensitive"
     score = f"score {mean:.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}")
     parts = [score + ("" if math.isnan(null) else f" vs null {null:.2f}")]
     if not is_missing(row.get("p_adjusted")):
@@ -37,14 +47,20 @@ def finding(row: pd.Series) -> str:
     elif not is_missing(row.get("p_value")):
         parts.append(f"p = {format_p(row.get('p_value'))}")
     return (
-        f"At layer {row.get('layer')}, class {row.get('target')} is {direction} to concept "
-        f"{row.get('concept')}: {', '.join(parts)}."
+        f"At layer {row.get('layer')}, class {row.get('target')} is {_WORDING[direction]} to "
+        f"concept {row.get('concept')}: {', '.join(parts)}."
     )
 
 
 def findings(summary: pd.DataFrame, stats: dict[str, Any]) -> tuple[str, list[str]]:
-    """An overview sentence and one :func:`finding` per significant row."""
+    """An overview sentence and one :func:`finding` per significant row.
+
+    The overview counts positive findings (the class is sensitive to the concept) and
+    negative ones apart; both take their direction from
+    :func:`~tcavkit.report.common.directions`.
+    """
     sig = significant_mask(summary)
+    dirs = directions(summary)
     alpha, correction = stats.get("alpha"), stats.get("correction")
     how = []
     if not is_missing(alpha):
@@ -61,11 +77,14 @@ def findings(summary: pd.DataFrame, stats: dict[str, Any]) -> tuple[str, list[st
             f"and layer: none of the {n} tests is significant."
         )
     else:
+        n_pos, n_neg = int((dirs == "positive").sum()), int((dirs == "negative").sum())
         overview = (
             f"{k} of {n} (class, concept, layer) tests differ significantly from the "
-            f"random null{how_text}."
+            f"random null{how_text}: {n_pos} positive (the class is sensitive to the "
+            f"concept) and {n_neg} negative (the class is negatively sensitive to it)."
         )
-    return overview, [finding(row) for _, row in summary[sig].iterrows()]
+    sentences = [finding(row, dirs[i]) for i, (_, row) in enumerate(summary.iterrows()) if sig[i]]
+    return overview, sentences
 
 
 def generated_warnings(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
