@@ -313,9 +313,14 @@ def test_dense_with_softmax_activation_gives_pre_activation_logits(keras, tmp_pa
     assert adapter.layer_names() == ["hidden", "out"]
     x = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0], [2.0, -1.0, 0.5, 3.0]])
     torch.testing.assert_close(adapter.logits(x), x @ torch.from_numpy(w) + torch.from_numpy(b))
+    probabilities = torch.softmax(x @ torch.from_numpy(w) + torch.from_numpy(b), dim=1)
     for k in range(2):
         grads = adapter.gradients(x, k, ["hidden"])["hidden"]
         torch.testing.assert_close(grads, torch.from_numpy(w[:, k]).expand(3, 4))
+        # the log-softmax of the logits (not of the softmax output): W[:, k] - W p.
+        grads = adapter.gradients(x, k, ["hidden"], objective="log_softmax")["hidden"]
+        expected = torch.from_numpy(w[:, k]) - probabilities @ torch.from_numpy(w).T
+        torch.testing.assert_close(grads, expected)
     with pytest.raises(ModelError, match="'out' applies a softmax"):
         load(tmp_path / "dense_softmax.keras", logits_layer="out")
 

@@ -94,7 +94,7 @@ def test_padding_leaves_each_problem_unchanged():
         assert float(pad[1][0]) == pytest.approx(float(alone[1][0]), abs=1e-6)
 
 
-@pytest.mark.parametrize("method", ["sgd", "logistic", "mean-difference"])
+@pytest.mark.parametrize("method", ["hinge", "logistic", "mean-difference"])
 def test_a_batch_trains_the_same_cavs_as_one_at_a_time(method):
     rng = np.random.default_rng(0)
     sets = {
@@ -164,7 +164,7 @@ def test_iterative_learners_solve_in_chunks_as_in_one(monkeypatch):
     }
     tasks = [CavTask(f"s{i}", f"s{j}", 10 * i + j) for i in range(4) for j in range(4) if i != j]
     sizes = {k: len(v) for k, v in sets.items()}
-    options = CavOptions(method="sgd")
+    options = CavOptions(method="hinge")
     whole = train_cav_batch(tasks, sets.__getitem__, sizes, options)
     monkeypatch.setattr(cav_batch, "LEARNER_CHUNK", 5)
     chunked = train_cav_batch(tasks, sets.__getitem__, sizes, options)
@@ -173,3 +173,12 @@ def test_iterative_learners_solve_in_chunks_as_in_one(monkeypatch):
     np.testing.assert_allclose(chunked.directions, whole.directions, rtol=0, atol=1e-5)
     np.testing.assert_allclose(chunked.intercepts, whole.intercepts, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(chunked.accuracies, whole.accuracies)
+
+
+def test_sgd_is_the_hinge_learner_under_another_name():
+    x, y = problem(3, n=20, d=10)
+    pos, neg = x[y > 0].astype(np.float32), x[y < 0].astype(np.float32)
+    hinge = train_cav(pos, neg, CavOptions(method="hinge"), seed=4)
+    alias = train_cav(pos, neg, CavOptions(method="sgd"), seed=4)
+    np.testing.assert_array_equal(alias.direction, hinge.direction)
+    assert (alias.intercept, alias.accuracy) == (hinge.intercept, hinge.accuracy)

@@ -45,6 +45,28 @@ def test_gradients_match_closed_form():
     torch.testing.assert_close(grads["1"], torch.tensor([[0.5, 3.0], [0.5, 3.0]]))
 
 
+def test_log_softmax_gradients_match_closed_form():
+    adapter = TorchModel(linear_model(), device="cpu")
+    w2 = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+    relu = torch.tensor([[1.0, 2.5], [0.0, 0.0]])  # the relu output of X
+    p = torch.softmax(relu @ w2.T, dim=1)
+    for k in range(2):
+        # d log softmax(W2 h)_k / d h = W2[k] - softmax(W2 h) @ W2, per example.
+        grads = adapter.gradients(X, k, ["1"], objective="log_softmax")
+        torch.testing.assert_close(grads["1"], w2[k] - p @ w2)
+
+
+def test_log_softmax_is_taken_of_the_logits_not_of_a_final_softmax():
+    plain = TorchModel(linear_model(), device="cpu")
+    ending = TorchModel(SoftmaxNet(), logits_layer="body.2", device="cpu")
+    expected = plain.gradients(X, 1, ["1"], objective="log_softmax")["1"]
+    got = ending.gradients(X, 1, ["body.1"], objective="log_softmax")["body.1"]
+    torch.testing.assert_close(got, expected)
+    dict_output = TorchModel(TupleNet(), output="logits", device="cpu")
+    got = dict_output.gradients(X, 1, ["body.1"], objective="log_softmax")["body.1"]
+    torch.testing.assert_close(got, expected)
+
+
 def test_inplace_relu_does_not_corrupt_gradients_or_activations():
     model = linear_model()
     model[1] = nn.ReLU(inplace=True)

@@ -47,12 +47,12 @@ def test_summarize_checks_its_choices_through_the_same_options() -> None:
         summarize(None, test="bogus")  # before the table is even looked at
 
 
-@pytest.mark.parametrize("method", ["sgd", "logistic"])
+@pytest.mark.parametrize("method", ["hinge", "sgd", "logistic"])
 def test_max_iter_reaches_the_solver(monkeypatch, method: str) -> None:
     import numpy as np
 
     seen = []
-    name = "hinge_svm" if method == "sgd" else "logistic"
+    name = "logistic" if method == "logistic" else "hinge_svm"
     real = getattr(learners, name)
 
     def spy(*args, **kwargs):
@@ -81,7 +81,23 @@ def test_yaml_sections_are_the_settings_classes() -> None:
     assert config.cav == CavOptions(method="logistic", max_iter=50)
     assert config.stats == StatsOptions(test="concept-rank")
     assert config.model.input == Preprocessing(size=(8, 8))
-    assert set(CAV_METHODS) == {"sgd", "logistic", "mean-difference"}
+    assert set(CAV_METHODS) == {"hinge", "logistic", "mean-difference"}
+
+
+def test_sgd_is_another_name_for_hinge() -> None:
+    assert CavOptions().method == "hinge"
+    assert CavOptions(method="sgd") == CavOptions(method="hinge") == CavOptions()
+    assert CavOptions(method="sgd").method == "hinge"
+    assert hash(CavOptions(method="sgd", alpha=0.1)) == hash(CavOptions(alpha=0.1))
+    assert "sgd" not in CAV_METHODS
+    raw = {"model": {"path": "m.pt", "layers": ["a"]}, "data": "data", "targets": ["t"]}
+    config = parse_config({**raw, "cav": {"method": "sgd", "alpha": 0.1}}, Path("/tmp"))
+    assert config.cav == CavOptions(method="hinge", alpha=0.1)
+    assert config.model_dump(mode="json")["cav"]["method"] == "hinge"
+    with pytest.raises(ConfigError, match="'sgd' is accepted for 'hinge'"):
+        CavOptions(method="svm")
+    with pytest.raises(ConfigError, match="cav.method: .*'hinge'.* or 'sgd'"):
+        parse_config({**raw, "cav": {"method": "svm"}}, Path("/tmp"), source="exp.yaml")
 
 
 @pytest.mark.parametrize(

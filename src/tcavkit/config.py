@@ -16,7 +16,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tcavkit.errors import ConfigError
-from tcavkit.options import CacheDtype, CavOptions, ExampleLimits, Preprocessing, StatsOptions
+from tcavkit.options import (
+    CacheDtype,
+    CavOptions,
+    ExampleLimits,
+    GradientName,
+    Preprocessing,
+    StatsOptions,
+)
 
 
 class _Strict(BaseModel):
@@ -59,6 +66,7 @@ class ExperimentConfig(_Strict):
     examples: ExampleLimits = ExampleLimits()
     cav: CavOptions = CavOptions()
     stats: StatsOptions = StatsOptions()
+    gradient: GradientName = "logit"
     seed: int = 0
     batch_size: int = Field(32, ge=1)
     device: str = "auto"
@@ -150,7 +158,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key.sub=value, e.g. --set cav.method=sgd")
+            raise ConfigError(
+                f"--set {item!r}: expected key.sub=value, e.g. --set cav.method=hinge"
+            )
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:

@@ -16,13 +16,19 @@ from typing import Literal, get_args
 
 from tcavkit.errors import ConfigError
 
-CavMethod = Literal["sgd", "logistic", "mean-difference"]
+CavMethod = Literal["hinge", "logistic", "mean-difference"]
+CavMethodAlias = Literal["sgd"]
+CavMethodName = Literal[CavMethod, CavMethodAlias]  # every accepted name
+GradientName = Literal["logit", "log_softmax"]
 TestName = Literal["concept-t", "concept-rank", "ttest", "welch", "one-sample"]
 StatisticName = Literal["effect", "tcav_score", "magnitude"]
 CorrectionName = Literal["holm", "bonferroni", "bh", "none"]
 CacheDtype = Literal["float32", "float16"]
 
 CAV_METHODS: tuple[str, ...] = get_args(CavMethod)
+CAV_METHOD_ALIASES: dict[str, str] = dict.fromkeys(get_args(CavMethodAlias), "hinge")
+"""Other accepted names of a CAV method → the method (``sgd`` names the hinge learner)."""
+GRADIENTS: tuple[str, ...] = get_args(GradientName)
 TESTS: tuple[str, ...] = get_args(TestName)
 STATISTICS: tuple[str, ...] = get_args(StatisticName)
 CORRECTIONS: tuple[str, ...] = get_args(CorrectionName)
@@ -33,10 +39,14 @@ CACHE_DTYPES: tuple[str, ...] = get_args(CacheDtype)
 _FORBID_EXTRA = {"extra": "forbid"}
 
 
-def check_choice(value: object, choices: tuple[str, ...], key: str) -> None:
-    """Raise a :class:`ConfigError` naming ``key`` unless ``value`` is one of ``choices``."""
+def check_choice(
+    value: object, choices: tuple[str, ...], key: str, aliases: dict[str, str] | None = None
+) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` unless ``value`` is one of ``choices``
+    (the message also lists ``aliases``, other accepted names → the choice they stand for)."""
     if value not in choices:
-        raise ConfigError(f"unknown {key} {value!r}; choose one of {', '.join(choices)}")
+        also = "".join(f"; {a!r} is accepted for {c!r}" for a, c in (aliases or {}).items())
+        raise ConfigError(f"unknown {key} {value!r}; choose one of {', '.join(choices)}{also}")
 
 
 def check_open_unit(value: object, key: str) -> None:
@@ -107,28 +117,32 @@ class CavOptions:
     """How CAVs are trained (the experiment file's ``cav``).
 
     Attributes:
-        method: ``sgd``: the linear SVM of tensorflow/tcav's default CAV (hinge loss, the
-            objective of scikit-learn's ``SGDClassifier``), solved to optimality in batch;
-            ``logistic``: L2 logistic regression; ``mean-difference``: closed form
-            (FastCAV). See :mod:`tcavkit.cav.learners`.
+        method: ``hinge`` (default): the L2-regularised hinge-loss linear SVM, the
+            objective of tensorflow/tcav's default CAV (scikit-learn's
+            ``SGDClassifier(loss="hinge")``), solved exactly (interior point) instead of by
+            stochastic passes; ``sgd`` is accepted as another name for it and becomes
+            ``hinge`` when the options are made. ``logistic``: L2 logistic regression;
+            ``mean-difference``: closed form (FastCAV). See :mod:`tcavkit.cav.learners`.
         alpha: L2 regularisation strength (the objective is ``alpha/2 |w|² + mean loss``,
             as scikit-learn's ``SGDClassifier(alpha)`` and ``LogisticRegression(C=1 /
             (alpha * n_train))``). Default 0.01.
         test_fraction: share of each class held out to measure accuracy. Default 1/3.
-        max_iter: cap on the solver's iterations for ``sgd`` and ``logistic``, from 1 to
+        max_iter: cap on the solver's iterations for ``hinge`` and ``logistic``, from 1 to
             :data:`MAX_SOLVER_ITERATIONS` (both converge in far fewer: the interior-point
             hinge solver in 10-20, Newton's method for the logistic loss in under 30).
     """
 
     __pydantic_config__ = _FORBID_EXTRA
 
-    method: CavMethod = "sgd"
+    method: CavMethodName = "hinge"
     alpha: float = 0.01
     test_fraction: float = 0.33
     max_iter: int = 100
 
     def __post_init__(self) -> None:
-        check_choice(self.method, CAV_METHODS, "cav.method")
+        if isinstance(self.method, str) and self.method in CAV_METHOD_ALIASES:
+            object.__setattr__(self, "method", CAV_METHOD_ALIASES[self.method])
+        check_choice(self.method, CAV_METHODS, "cav.method", CAV_METHOD_ALIASES)
         if not 0.0 <= self.test_fraction < 1.0:
             raise ConfigError(f"cav.test_fraction must be in [0, 1), got {self.test_fraction}")
         if not self.alpha > 0:

@@ -217,8 +217,11 @@ def _coefficients(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Coefficients ``(m, n_train)`` over [positive train rows, negative train rows], b0.
 
-    Iterative learners solve ``LEARNER_CHUNK`` problems at a time, which bounds the memory
-    of their ``(problems, n_train, n_train)`` systems (each problem is solved as alone).
+    ``options.method`` picks the learner: ``hinge`` (:func:`~tcavkit.cav.learners.hinge_svm`,
+    the exact hinge-loss SVM; :class:`CavOptions` turns its other name ``sgd`` into
+    ``hinge``), ``logistic`` or ``mean-difference``. Iterative learners solve
+    ``LEARNER_CHUNK`` problems at a time, which bounds the memory of their
+    ``(problems, n_train, n_train)`` systems (each problem is solved as alone).
     """
     m = len(tasks)
     kp = np.array([len(s.pos_train) for s in splits])
@@ -236,7 +239,7 @@ def _coefficients(
     for a in range(0, m, LEARNER_CHUNK):
         part = slice(a, a + LEARNER_CHUNK)
         gram = _grams(tasks[part], splits[part], load, sizes, n_train, max_rows).to(device)
-        if options.method == "sgd":
+        if options.method == "hinge":
             solved = learners.hinge_svm(
                 gram, y[part], mask[part], options.alpha, max_iter=options.max_iter
             )

@@ -17,11 +17,15 @@ coefficients stay exactly 0. Labels ``y`` are +1 (concept) and -1 (negative set)
 Learners (all on centred data, ``K̃ = H K H`` with ``H`` the centring matrix):
 
 - :func:`mean_difference`: ``w = mean(concept) - mean(negative)``, threshold half-way.
-- :func:`hinge_svm`: the linear SVM objective of tensorflow/tcav's default CAV
-  (scikit-learn's ``SGDClassifier(loss="hinge", alpha)``),
-  ``alpha/2 |w|² + 1/n Σ max(0, 1 - y_i f(x_i))``, solved to optimality in its dual by
-  an interior-point method instead of stochastic passes. The intercept is an extra feature
-  of the size of the data (so it is regularised only lightly) on centred data.
+- :func:`hinge_svm` (``cav.method: hinge``, also accepted as ``sgd``): the linear SVM
+  objective of tensorflow/tcav's default CAV (scikit-learn's
+  ``SGDClassifier(loss="hinge", alpha)``), ``alpha/2 |w|² + 1/n Σ max(0, 1 - y_i f(x_i))``,
+  solved exactly in its dual by an interior-point method. It is not stochastic gradient
+  descent: ``SGDClassifier`` stops after a few stochastic passes, short of this optimum,
+  so tensorflow/tcav's CAVs differ from these by its optimiser's noise (and follow it where
+  a score is sensitive to the direction; bench/README.md, "Agreement"). The intercept is
+  an extra feature of the size of the data (so it is regularised only lightly) on centred
+  data.
 - :func:`logistic`: ``alpha/2 |w|² + 1/n Σ log(1 + exp(-y_i f(x_i)))`` with an
   unregularised intercept (scikit-learn's ``LogisticRegression(C=1/(alpha n))``), solved by
   Newton's method in the ``n``-dimensional span of the examples.

@@ -2,8 +2,8 @@
 
 An adapter runs a model on a batch and hands back the outputs of the requested layers.
 :meth:`ModelAdapter.activations` captures every requested layer in one forward pass under
-inference mode; :meth:`ModelAdapter.gradients` gets the gradient of one class logit with
-respect to every requested layer from one backward pass.
+inference mode; :meth:`ModelAdapter.gradients` gets the gradient of one class logit (or of
+its log-softmax) with respect to every requested layer from one backward pass.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tcavkit.errors import LayerError, ModelError
+from tcavkit.options import GRADIENTS, check_choice
 
 OutputSelector = int | str | None
 
@@ -274,17 +275,30 @@ class ModelAdapter(ABC):
         return logits
 
     def gradients(
-        self, x: torch.Tensor, class_index: int, layers: Sequence[str]
+        self,
+        x: torch.Tensor,
+        class_index: int,
+        layers: Sequence[str],
+        objective: str = "logit",
     ) -> dict[str, torch.Tensor]:
-        """Gradients of logit ``class_index`` w.r.t. all ``layers``, one backward pass.
+        """Gradients of class ``class_index``'s logit (or log-softmax) w.r.t. all ``layers``,
+        one backward pass.
 
         Args:
             x: model inputs ``(n, ...)``.
-            class_index: the class whose logit is differentiated.
+            class_index: the class k whose output is differentiated.
+            objective: ``"logit"``: the logit ``z_k`` (TCAV's definition); ``"log_softmax"``:
+                ``log softmax(z)_k = z_k - logsumexp(z)``, minus the cross-entropy loss of
+                class k (tensorflow/tcav's default), whose gradient is the logit's minus
+                the softmax-weighted mean of every class's logit gradient.
 
         Returns:
-            {layer: float32 CPU tensor ``(n, d)``}; row i is d logit_k(x_i) / d f_l(x_i).
+            {layer: float32 CPU tensor ``(n, d)``}; row i is d objective_k(x_i) / d f_l(x_i).
+
+        Raises:
+            ConfigError: ``objective`` is not one of :data:`~tcavkit.options.GRADIENTS`.
         """
+        check_choice(objective, GRADIENTS, "gradient")
         self.check_layers(layers)
         x = self._inputs(x).detach().clone().requires_grad_(True)
         with torch.enable_grad():
@@ -296,6 +310,8 @@ class ModelAdapter(ABC):
                     f"class index {class_index} is out of range: the model has {n_classes} "
                     "outputs; check model.labels"
                 )
+            if objective == "log_softmax":
+                logits = torch.log_softmax(logits, dim=1)
             # Examples are independent, so the gradient of the sum is each example's gradient.
             grads = torch.autograd.grad(
                 logits[:, class_index].sum(), [captured[name] for name in layers], allow_unused=True

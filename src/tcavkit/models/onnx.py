@@ -443,10 +443,15 @@ class OnnxModel(TorchModel):
         return self._batched(x, lambda chunk: super(OnnxModel, self).activations(chunk, layers))
 
     def gradients(
-        self, x: torch.Tensor, class_index: int, layers: Sequence[str]
+        self,
+        x: torch.Tensor,
+        class_index: int,
+        layers: Sequence[str],
+        objective: str = "logit",
     ) -> dict[str, torch.Tensor]:
         return self._batched(
-            x, lambda chunk: super(OnnxModel, self).gradients(chunk, class_index, layers)
+            x,
+            lambda chunk: super(OnnxModel, self).gradients(chunk, class_index, layers, objective),
         )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,8 @@ class RunContext:
 
     Attributes:
         keys: cache keys for this run's model fingerprint and preprocessing.
+        gradient: what the target gradients differentiate: ``logit`` or ``log_softmax``
+            (see :meth:`~tcavkit.models.ModelAdapter.gradients`).
         loads: decodes example sets (one ahead of the model); set while the model runs.
         sizes: set name → number of examples, learned as each set is computed or read.
         skipped: set name → files skipped as unreadable.
@@ -34,6 +36,7 @@ class RunContext:
     cav: CavOptions
     batch_size: int
     progress: bool
+    gradient: str = "logit"
     loads: Prefetcher | None = None
     sizes: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, list[str]] = field(default_factory=dict)

@@ -33,6 +33,7 @@ from tcavkit.models.adapter import ModelAdapter, OutputSelector
 from tcavkit.models.loading import adapter_for, describe, load_labels, load_model
 from tcavkit.options import (
     CACHE_DTYPES,
+    GRADIENTS,
     CavOptions,
     ExampleLimits,
     Preprocessing,
@@ -71,6 +72,9 @@ class Experiment:
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (for a bare module).
         logits: the layer whose output is the logits (models ending in a softmax).
         output: which model output holds the logits (index or key) for tuple/dict outputs.
+        gradient: what the target gradients differentiate: ``logit`` (default: the class
+            logit, TCAV's definition) or ``log_softmax`` (the class's log-softmax,
+            tensorflow/tcav's default); the two can give different scores.
         cache_dir: cache folder for activations, gradients and CAVs (``None``: no disk
             cache; everything is kept in memory).
         cache_dtype: ``float32``, or ``float16`` to cache activations at half precision
@@ -101,6 +105,7 @@ class Experiment:
         device: str = "auto",
         logits: str | None = None,
         output: OutputSelector = None,
+        gradient: str = "logit",
         cache_dir: str | None = ".tcavkit-cache",
         cache_dtype: str = "float32",
         progress: bool = True,
@@ -133,6 +138,8 @@ class Experiment:
         self.store = ArrayStore(cache_dir)
         check_choice(cache_dtype, CACHE_DTYPES, "cache_dtype")
         self.cache_dtype = cache_dtype
+        check_choice(gradient, GRADIENTS, "gradient")
+        self.gradient = gradient
         self.progress = progress
         self.config = config
         self.model_description = (
@@ -185,6 +192,7 @@ class Experiment:
             preprocessing=model_preprocessing(spec.input, adapter),
             seed=config.seed,
             batch_size=config.batch_size,
+            gradient=config.gradient,
             cache_dir=str(config.cache) if config.cache is not None else None,
             cache_dtype=config.cache_dtype,
             progress=progress,
@@ -309,6 +317,7 @@ class Experiment:
             cav=self.cav,
             batch_size=self.batch_size,
             progress=self.progress,
+            gradient=self.gradient,
         )
 
     def _resolve_sets(self, names: Sequence[str] | None = None) -> dict[str, ExampleSet]:

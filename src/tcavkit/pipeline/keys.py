@@ -2,7 +2,8 @@
 
 A key holds everything that decides the entry's values and nothing else: the model's
 fingerprint, the layer, the exact example set, the preprocessing, the storage precision,
-and, per kind, the class and output (gradients) or the tasks and learner (CAVs).
+and, per kind, the class, output and differentiated objective (gradients) or the tasks and
+learner (CAVs).
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ class KeyMaker:
         class_index: int,
         logits: str | None,
         output: Any,
+        objective: str = "logit",
     ) -> dict[str, str]:
-        """{layer: key} of the gradients of class ``class_index``'s logit on a set."""
+        """{layer: key} of the gradients of class ``class_index``'s ``objective`` (its logit,
+        or its log-softmax) on a set. The logit's keys carry no objective part."""
+        differentiated = {} if objective == "logit" else {"objective": objective}
         return {
             layer: self._key(
                 "gradients",
@@ -68,6 +72,7 @@ class KeyMaker:
                 class_index=class_index,
                 logits=logits,
                 output=output,
+                **differentiated,
                 **self._storage(),
             )
             for layer in layers

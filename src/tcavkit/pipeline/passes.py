@@ -69,8 +69,9 @@ def activation_pass(ctx: RunContext, sets: dict[str, ExampleSet], names: Sequenc
 
 
 def gradient_pass(ctx: RunContext, sets: dict[str, ExampleSet], targets: dict[str, int]) -> Arrays:
-    """{target: {layer: loader of (n, d)}}: gradients of each target's class logit
-    (``targets``: target name → class index) on its own examples."""
+    """{target: {layer: loader of (n, d)}}: gradients of each target's class logit, or its
+    log-softmax (``ctx.gradient``), on its own examples (``targets``: target name → class
+    index)."""
     result = {}
     with ctx.bar(len(targets), "gradients", "target") as bar:
         for name, index in targets.items():
@@ -78,7 +79,7 @@ def gradient_pass(ctx: RunContext, sets: dict[str, ExampleSet], targets: dict[st
                 ctx,
                 sets[name],
                 _gradient_keys(ctx, sets[name], index),
-                lambda x, k=index: ctx.adapter.gradients(x, k, ctx.layers),
+                lambda x, k=index: ctx.adapter.gradients(x, k, ctx.layers, ctx.gradient),
                 "backward_batches",
             )
             bar.update()
@@ -98,7 +99,9 @@ def layer_loader(ctx: RunContext, arrays: Arrays, layer: str) -> SetLoader:
 
 def _gradient_keys(ctx: RunContext, examples: ExampleSet, index: int) -> dict[str, str]:
     adapter = ctx.adapter
-    return ctx.keys.gradients(ctx.layers, examples, index, adapter.logits_layer, adapter.output)
+    return ctx.keys.gradients(
+        ctx.layers, examples, index, adapter.logits_layer, adapter.output, ctx.gradient
+    )
 
 
 def _cached(ctx: RunContext, keys: dict[str, str]) -> bool:
