@@ -500,8 +500,10 @@ def test_relative_pairs_are_compared_with_single_random_pairs():
     table = _effect_table({"a vs b": [3.0, 3.0]}, null)
     row = summarize_any_statistic(table, correction="none").iloc[0]
     pairs = np.array([v for values in null.values() for v in values])
-    t = 3.0 / (pairs.std(ddof=1) * math.sqrt(1 + 1 / pairs.size))
-    assert row.p_value == pytest.approx(2 * st.t.sf(t, pairs.size - 1))
+    # The 10 single pairs come from 5 random sets: 5 independent units, 4 degrees of freedom.
+    t = 3.0 / (pairs.std(ddof=1) * math.sqrt(1 + 1 / 5))
+    assert row.p_value == pytest.approx(2 * st.t.sf(t, 5 - 1))
+    assert row.p_value > 2 * st.t.sf(3.0 / (pairs.std(ddof=1) * math.sqrt(1.1)), 9)
 
 
 def test_missing_statistic_column_is_named():

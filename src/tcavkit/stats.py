@@ -94,7 +94,10 @@ with ``effect``, while textures stay above 0.05 with all three. The reported ``m
 *Relative pairs* (``kind == "relative"``; concept A against concept B): the runs of a pair
 reuse one fixed pair of sets, so its statistic is compared with single random pairs (each
 null run taken alone) rather than with pseudo-concept means, which average over many
-partners and would make the test liberal.
+partners and would make the test liberal. The single random pairs of ``M`` random sets
+share those sets (each set takes part in many pairs), so they carry about ``M``
+independent units, not one per pair: the t-test uses ``M`` for its prediction factor and
+``M - 1`` degrees of freedom.
 
 Classic per-run tests (anti-conservative; for comparison with published numbers)
 --------------------------------------------------------------------------------
@@ -320,11 +323,17 @@ def concept_test(
 
 
 class _Null:
-    """The null of one (target, layer), with per-run-count statistics cached."""
+    """The null of one (target, layer), with per-run-count statistics cached.
 
-    def __init__(self, by_pseudo: list[np.ndarray]):
+    ``independent``: how many independent units the null rests on, when fewer than its
+    entries (single random pairs of ``M`` random sets share those sets: ``M``); it sets
+    the t-test's degrees of freedom and prediction factor.
+    """
+
+    def __init__(self, by_pseudo: list[np.ndarray], independent: int | None = None):
         self.by_pseudo = [r for r in by_pseudo if r.size > 0]
         self.m = len(self.by_pseudo)
+        self.independent = min(independent, self.m) if independent is not None else self.m
         self.all_runs = np.concatenate(self.by_pseudo) if self.by_pseudo else np.empty(0)
         self._csum = [np.cumsum(r) for r in self.by_pseudo]
         self._t_cache: dict[int, np.ndarray] = {}
@@ -362,8 +371,9 @@ def _test_core(s: np.ndarray, null: _Null, test: str) -> ConceptTestResult:
         elif null_std <= _TOL:
             p = 1.0 if dev <= _TOL else 1.0 / (m + 1)
         else:
-            t = dev / (null_std * math.sqrt(1.0 + 1.0 / m))
-            p = float(2.0 * _sp.stdtr(m - 1, -t))
+            k = max(null.independent, 2)
+            t = dev / (null_std * math.sqrt(1.0 + 1.0 / k))
+            p = float(2.0 * _sp.stdtr(k - 1, -t))
         return ConceptTestResult(min(p, 1.0), null_mean, null_std, m, n_null_runs)
 
     run_mean, run_sd = null.run_stats()
@@ -466,10 +476,11 @@ def summarize(
     null_by_tl: dict[tuple, tuple[_Null, _Null, _Null]] = {}
     for (t, layer), g in null.groupby(["target", "layer"], sort=False, dropna=False):
         by_concept = g.groupby("concept", sort=False, dropna=False)
+        n_sets = by_concept.ngroups
         null_by_tl[(t, layer)] = (
             _Null([sc.to_numpy() for _, sc in by_concept["tcav_score"]]),
             _Null([sc.to_numpy() for _, sc in by_concept["stat"]]),
-            _Null([np.array([v]) for v in g["stat"].to_numpy()]),
+            _Null([np.array([v]) for v in g["stat"].to_numpy()], independent=n_sets),
         )
     no_null = (_Null([]), _Null([]), _Null([]))
 
