@@ -510,3 +510,21 @@ def test_missing_statistic_column_is_named():
     table = _effect_table({"c": [1.0]}, {"r0": [0.0], "r1": [1.0]}).drop(columns="effect")
     with pytest.raises(DataError, match="effect"):
         summarize_any_statistic(table)
+
+
+@pytest.mark.parametrize("correction", ["holm", "bonferroni", "bh", "none"])
+def test_the_interval_of_the_tested_statistic_agrees_with_the_corrected_test(correction):
+    rng = np.random.default_rng(7)
+    null = {f"r{j}": list(rng.normal(0.0, 1.0, 6)) for j in range(12)}
+    shifts = np.linspace(-4.0, 4.0, 17)
+    concepts = {f"c{i}": list(rng.normal(shift, 1.0, 6)) for i, shift in enumerate(shifts)}
+    summary = summarize_any_statistic(_effect_table(concepts, null), correction=correction)
+    outside = (summary.statistic_low > summary.statistic_null_mean) | (
+        summary.statistic_high < summary.statistic_null_mean
+    )
+    assert 0 < summary.significant.sum() < len(summary)  # both kinds of row are checked
+    assert (outside == summary.significant).all()
+    positive = summary.statistic_mean > summary.statistic_null_mean
+    expected = np.where(summary.significant, np.where(positive, "positive", "negative"), "none")
+    assert (summary.direction == expected).all()
+    assert {"positive", "negative"} <= set(summary.direction)

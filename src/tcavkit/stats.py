@@ -188,6 +188,9 @@ class ConceptTestResult:
         n_null: number of pseudo-concepts ``M``.
         n_null_runs: number of null runs.
         problem: ``None``, or why the test could not be run (``p_value`` is then 1.0).
+        scale: the t-test's standard error of the difference to ``null_mean`` (``concept-t``
+            only; NaN otherwise), and ``df`` its degrees of freedom: the interval of the
+            tested statistic at level ``1 - a`` is ``mean ± t_{1-a/2, df} · scale``.
     """
 
     p_value: float
@@ -196,6 +199,8 @@ class ConceptTestResult:
     n_null: int
     n_null_runs: int
     problem: str | None = None
+    scale: float = math.nan
+    df: float = math.nan
 
     def __iter__(self):
         """Unpack as ``(p_value, null_mean, null_std)``."""
@@ -372,8 +377,11 @@ def _test_core(s: np.ndarray, null: _Null, test: str) -> ConceptTestResult:
             p = 1.0 if dev <= _TOL else 1.0 / (m + 1)
         else:
             k = max(null.independent, 2)
-            t = dev / (null_std * math.sqrt(1.0 + 1.0 / k))
-            p = float(2.0 * _sp.stdtr(k - 1, -t))
+            scale = null_std * math.sqrt(1.0 + 1.0 / k)
+            p = float(2.0 * _sp.stdtr(k - 1, -dev / scale))
+            return ConceptTestResult(
+                min(p, 1.0), null_mean, null_std, m, n_null_runs, scale=scale, df=k - 1
+            )
         return ConceptTestResult(min(p, 1.0), null_mean, null_std, m, n_null_runs)
 
     run_mean, run_sd = null.run_stats()
@@ -518,19 +526,45 @@ def summarize(
                 "statistic_mean": float(g["stat"].mean()),
                 "statistic_null_mean": res.null_mean,
                 "statistic_null_std": res.null_std,
+                "_scale": res.scale,
+                "_df": res.df,
             }
         )
 
-    out = pd.DataFrame(rows, columns=[c for c in SUMMARY_COLUMNS])
+    out = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "_scale", "_df"])
     p = out["p_value"].to_numpy(dtype=float)
     out["p_adjusted"] = adjust_pvalues(p, correction)
     out["significant"] = (out["p_adjusted"].to_numpy(dtype=float) <= alpha).astype(bool)
+    low, high = _adjusted_interval(out, alpha)
+    out["statistic_low"], out["statistic_high"] = low, high
+    above = out["statistic_mean"].to_numpy(float) >= out["statistic_null_mean"].to_numpy(float)
+    out["direction"] = np.where(out["significant"], np.where(above, "positive", "negative"), "none")
     out["n_runs"] = out["n_runs"].astype(int)
     out["n_null"] = out["n_null"].astype(int)
     out["n_null_runs"] = out["n_null_runs"].astype(int)
     for col in ("mean", "std", "ci_low", "ci_high", "null_mean", "null_std", "p_value"):
         out[col] = out[col].astype(float)
     return out[list(SUMMARY_COLUMNS)].reset_index(drop=True)
+
+
+def _adjusted_interval(out: pd.DataFrame, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The interval of the tested statistic that agrees with the corrected test: at level
+    ``1 - alpha * p / p_adjusted`` per row (the level the correction tests that row at),
+    so that it excludes the null mean exactly when the row is significant. NaN where the
+    test gives no standard error (``concept-rank`` and the classic tests)."""
+    p = out["p_value"].to_numpy(float)
+    p_adj = out["p_adjusted"].to_numpy(float)
+    level = np.where(
+        p_adj > 0, alpha * np.divide(p, p_adj, where=p_adj > 0, out=np.ones_like(p)), alpha
+    )
+    df = out["_df"].to_numpy(float)
+    scale = out["_scale"].to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        half = (
+            _st.t.isf(np.clip(level, 1e-300, 1.0) / 2, np.where(np.isfinite(df), df, 1.0)) * scale
+        )
+    mean = out["statistic_mean"].to_numpy(float)
+    return mean - half, mean + half
 
 
 def _optional(runs: pd.DataFrame, col: str) -> np.ndarray:

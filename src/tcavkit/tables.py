@@ -49,6 +49,9 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "statistic_mean",
     "statistic_null_mean",
     "statistic_null_std",
+    "statistic_low",
+    "statistic_high",
+    "direction",
 )
 
 #: Columns that hold names: read back as text, never as numbers ("1" is a layer name).
