@@ -528,3 +528,32 @@ def test_the_interval_of_the_tested_statistic_agrees_with_the_corrected_test(cor
     expected = np.where(summary.significant, np.where(positive, "positive", "negative"), "none")
     assert (summary.direction == expected).all()
     assert {"positive", "negative"} <= set(summary.direction)
+
+
+def test_all_or_nothing_scores_are_warned_about_once_per_target_and_layer():
+    def table(null_scores):
+        rows = []
+        for j, score in enumerate(null_scores):
+            for name, is_null, value in (("c", False, 1.0), (f"r{j}", True, score)):
+                rows.append(
+                    dict(
+                        target="t",
+                        concept=name,
+                        layer="l",
+                        random=f"x{j}",
+                        run=j,
+                        tcav_score=value,
+                        magnitude=0.1,
+                        cav_accuracy=1.0,
+                        is_null=is_null,
+                        effect=value - 0.5,
+                    )
+                )
+        return pd.DataFrame(rows)
+
+    with pytest.warns(TcavWarning, match=r"'t', layer 'l': 100% of the random CAVs") as caught:
+        summarize_any_statistic(table([0.0, 1.0] * 10))
+    assert sum("all or nothing" in str(w.message) for w in caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TcavWarning)
+        summarize_any_statistic(table(list(np.linspace(0.2, 0.8, 20))))

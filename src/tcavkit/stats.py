@@ -503,6 +503,7 @@ def summarize(
         if (t, layer) not in warned:
             warned.add((t, layer))
             _warn_null(res, t, layer, test, alpha)
+            _warn_all_or_nothing(score_null.all_runs, t, layer, statistic)
         lo, hi = _interval(s, confidence)
         rows.append(
             {
@@ -577,6 +578,33 @@ def _mean_or_nan(x: pd.Series) -> float:
     v = x.to_numpy(dtype=float)
     v = v[np.isfinite(v)]
     return float(v.mean()) if v.size else float("nan")
+
+
+ALL_OR_NOTHING = 0.9
+"""Share of null CAVs scoring exactly 0 or 1 from which a (target, layer) is warned about."""
+
+
+def _warn_all_or_nothing(null_scores: np.ndarray, target, layer, statistic: str) -> None:
+    """Warn when nearly every random CAV scores exactly 0 or 1: the class's gradients then
+    point the same way, and the sign fraction of any direction is all or nothing."""
+    if null_scores.size == 0:
+        return
+    share = float(np.mean((null_scores <= _TOL) | (null_scores >= 1 - _TOL)))
+    if share < ALL_OR_NOTHING:
+        return
+    advice = (
+        f"the test compares the {statistic} instead, which keeps its power"
+        if statistic != "tcav_score"
+        else "test statistic='effect' instead"
+    )
+    warnings.warn(
+        f"target {target!r}, layer {layer!r}: {share:.0%} of the random CAVs score exactly 0 "
+        "or 1, because the class's gradients point nearly the same way at this layer; the "
+        "TCAV score of any direction is then all or nothing and cannot tell a concept from "
+        f"random sets: {advice}",
+        TcavWarning,
+        stacklevel=3,
+    )
 
 
 def _warn_null(res: ConceptTestResult, target, layer, test: str, alpha: float) -> None:
