@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -519,3 +522,218 @@ def test_as_source_dispatch(tmp_path: Path) -> None:
     assert isinstance(as_source((torch.zeros(2),)), SequenceSource)
     with pytest.raises(ConfigError, match="dict"):
         as_source({"a": 1})
+
+
+# ------------------------------------------------------------------ huge images, symlinks
+
+
+def old_pipeline(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode and resize the way tcavkit did before large images were shrunk first:
+    JPEG draft, EXIF orientation, RGB (alpha on white), one bilinear resize."""
+    from PIL import ImageOps
+
+    from tcavkit.examples.images import resize_image, to_rgb
+
+    with Image.open(path) as img:
+        img.seek(0)
+        img.draft(None, (max(size), max(size)))
+        img.load()
+        oriented = ImageOps.exif_transpose(img)
+    return np.asarray(resize_image(to_rgb(oriented), size), dtype=np.uint8)
+
+
+def noise_image(mode: str, size: tuple[int, int], seed: int) -> Image.Image:
+    """Random pixels (``size`` = (width, height)) in ``mode``."""
+    rng = np.random.default_rng(seed)
+    rgba = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 4), np.uint8), "RGBA")
+    if mode == "P":
+        return rgba.convert("RGB").quantize(32)
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (size[1], size[0])).astype(np.uint16))
+    return rgba.convert(mode)
+
+
+@pytest.mark.parametrize(
+    ("mode", "ext"),
+    [("RGB", "png"), ("RGBA", "png"), ("L", "png"), ("LA", "png"), ("P", "png"),
+     ("I;16", "png"), ("RGB", "jpg"), ("L", "jpg"), ("RGBA", "webp"), ("P", "gif")],
+)  # fmt: skip
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_normal_size_images_decode_bit_identical(
+    tmp_path: Path, mode: str, ext: str, orientation: int
+) -> None:
+    # Images less than 4x the target in some dimension take the exact path, unchanged.
+    folder = tmp_path / "c"
+    folder.mkdir()
+    shapes = [(50, 40), (127, 95), (30, 130), (12, 12), (300, 100)]
+    for i, shape in enumerate(shapes):
+        exif = Image.Exif()
+        if orientation != 1 and ext != "gif":
+            exif[0x0112] = orientation
+        noise_image(mode, shape, i).save(folder / f"img_{i}.{ext}", exif=exif)
+    size = (32, 32)
+    prep = Preprocessing(size=size, channels_last=True)
+    chosen = ImageFolder(folder, num_workers=3).resolve("c", SEL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TcavWarning)  # 300x100 has 29x the pixels of 32x32
+        batch = chosen.load(prep)
+    expected = [old_pipeline(folder / name, size) for name in chosen.files]
+    assert torch.equal(batch, sources.arrays_to_tensor(expected, prep))
+
+
+def test_huge_image_is_shrunk_close_to_exact_resize_and_rotated(tmp_path: Path) -> None:
+    # 8x the target: shrunk 4x (box filter), then resized; EXIF rotation still applies.
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 256, (8, 16, 3), np.uint8), np.ones((32, 32, 1), np.uint8))
+    path = tmp_path / "big.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(smooth).save(path, exif=exif)  # 512x256 stored, 256x512 displayed
+    size = (64, 32)
+    img = decode_image(path, size_hint=size)
+    assert img.mode == "RGB" and img.size == (64, 128)
+    exact = old_pipeline(path, size).astype(int)
+    shrunk = np.asarray(sources.read_image(path, size).array, dtype=int)
+    assert shrunk.shape == exact.shape == (64, 32, 3)
+    assert np.abs(shrunk - exact).max() <= 8 and np.abs(shrunk - exact).mean() < 1.0
+
+
+def test_huge_image_loads_with_one_warning_naming_it(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "c", 3, size=(40, 40))
+    Image.new("L", (6000, 6000), 90).save(folder / "huge.png")  # ~40 KB on disk
+    assert (folder / "huge.png").stat().st_size < 200_000
+    prep = Preprocessing(size=(32, 32))
+    chosen = ImageFolder(folder, num_workers=4).resolve("c", SEL)
+    with pytest.warns(TcavWarning) as record:
+        batch = chosen.load(prep)
+    assert batch.shape == (4, 3, 32, 32)
+    assert not chosen.skipped
+    row = list(chosen.files).index("huge.png")
+    assert torch.allclose(batch[row], torch.full((3, 32, 32), 90 / 255))
+    messages = [str(w.message) for w in record if issubclass(w.category, TcavWarning)]
+    assert len(messages) == 1
+    assert str(folder / "huge.png") in messages[0] and "6000x6000" in messages[0]
+    assert "32x32" in messages[0]
+
+
+def test_large_jpeg_decoded_at_reduced_scale_is_not_reported(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "c", 2, size=(40, 40))
+    solid(RED, (2000, 1600)).save(folder / "photo.jpg")  # decoded at 1/8: 250x200
+    prep = Preprocessing(size=(64, 64))  # 250x200 has 12x its pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TcavWarning)
+        batch = ImageFolder(folder).resolve("c", SEL).load(prep)
+    assert batch.shape == (3, 3, 64, 64)
+
+
+def test_huge_images_are_decoded_one_at_a_time_and_shrunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tcavkit.examples import images
+
+    folder = make_folder(tmp_path / "c", 4, size=(40, 40))
+    colors = {"L": 200, "P": 7, "RGB": (9, 99, 199), "RGBA": (9, 99, 199, 255)}
+    for i, (mode, color) in enumerate(colors.items()):
+        Image.new(mode, (3000, 3000), color).save(folder / f"huge_{i}.png")
+    budget = images.PixelBudget(16_000_000)  # two 9-Mpixel images do not fit at once
+    monkeypatch.setattr(images, "DECODE_BUDGET", budget)
+    resized: list[tuple[int, int]] = []
+    resize = images.resize_image
+
+    def recording_resize(img: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+        resized.append(img.size)
+        return resize(img, size)
+
+    monkeypatch.setattr(images, "resize_image", recording_resize)
+    prep = Preprocessing(size=(32, 32))
+    with pytest.warns(TcavWarning, match="huge_"):
+        batch = ImageFolder(folder, num_workers=8).resolve("c", SEL).load(prep)
+    assert batch.shape == (8, 3, 32, 32)
+    assert 3000 * 3000 <= budget.peak < 2 * 3000 * 3000 and budget.held == 0
+    assert max(w * h for w, h in resized) <= (4 * 32) ** 2  # shrunk before the resize
+
+
+def test_pixel_budget_bounds_concurrent_holders() -> None:
+    import threading
+    import time
+
+    from tcavkit.examples.images import PixelBudget
+
+    budget = PixelBudget(10)
+    inside: list[int] = []
+    lock = threading.Lock()
+    now = [0]
+
+    def work(pixels: int) -> None:
+        with budget.hold(pixels):
+            with lock:
+                now[0] += pixels
+                inside.append(now[0])
+            time.sleep(0.01)
+            with lock:
+                now[0] -= pixels
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in [4, 4, 4, 25, 4, 1, 6]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert budget.held == 0 and budget.peak == 25  # the oversized one ran alone
+    assert max(value for value in inside if value != 25) <= 10
+
+
+DECODE_PEAK_SCRIPT = """
+import resource, sys, warnings
+from tcavkit.examples.base import Selection
+from tcavkit.examples.sources import ImageFolder
+from tcavkit.options import Preprocessing
+
+prep = Preprocessing(size=(32, 32))
+sel = Selection(max_examples=None, min_examples=1, seed=0)
+ImageFolder(sys.argv[1], num_workers=6).resolve("warm", sel).load(prep)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    ImageFolder(sys.argv[2], num_workers=6).resolve("big", sel).load(prep)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc, ru_maxrss in KiB")
+def test_peak_memory_of_huge_images_stays_near_one_image(tmp_path: Path) -> None:
+    # The rise of the process's peak resident memory while loading 4 huge greyscale PNGs
+    # (25 MB each when decoded): decoded all at once, or each converted to RGB at full
+    # size, they take 100 MB or more; one at a time and shrunk before conversion, about
+    # 25 MB. The subprocess fixes glibc's mmap threshold so that freed image memory goes
+    # back to the system at once: resident memory then follows what is alive, on any
+    # number of cores, instead of what per-thread malloc arenas keep for reuse.
+    side = 5000
+    warm = make_folder(tmp_path / "warm", 2, size=(40, 40))
+    big = make_folder(tmp_path / "big", 2, size=(40, 40))
+    for i in range(4):
+        Image.new("L", (side, side), 40 * i).save(big / f"huge_{i}.png")
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", DECODE_PEAK_SCRIPT, str(warm), str(big)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    rise = int(out.stdout.split()[-1])
+    one_image = side * side
+    assert rise < 2 * one_image + 16 * 2**20, f"peak rose {rise / 2**20:.0f} MiB"
+
+
+def test_symlink_loop_in_folder_is_skipped_with_warning(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "c", 3)
+    os.symlink("loop.png", folder / "loop.png")  # points to itself: stat() fails (ELOOP)
+    with pytest.warns(TcavWarning, match=r"skipped unreadable file .*loop\.png"):
+        chosen = ImageFolder(folder).resolve("c", SEL)
+    assert "loop.png" not in chosen.files and len(chosen.files) == 3
+    assert chosen.load(PREP).shape == (3, 3, 4, 6)
+    with pytest.warns(TcavWarning, match=r"loop\.png"):
+        assert sources.list_image_files(folder) == ["img_00.png", "img_01.png", "img_02.png"]

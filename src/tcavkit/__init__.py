@@ -4,18 +4,51 @@ Everyday work needs only this namespace: :class:`Experiment` with its settings
 (:class:`CavOptions`, :class:`StatsOptions`, :class:`Preprocessing`), example sources
 (:class:`ImageFolder`, :class:`TensorSource`, :class:`SequenceSource`), the model adapters
 and the :class:`TcavResult`. The demo's helpers are in :mod:`tcavkit.demo`.
+
+The names are imported on first use (PEP 562), so ``import tcavkit`` (and the command
+line, which imports it first) does not load torch, pandas or scipy until they are needed.
 """
 
-from tcavkit.cav import CAV, CavKey, train_cav
-from tcavkit.errors import TcavError, TcavWarning
-from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
-from tcavkit.examples.sources import ImageFolder, SequenceSource, TensorSource, as_source
-from tcavkit.models import ModelAdapter, TorchModel
-from tcavkit.options import CavOptions, Preprocessing, StatsOptions
-from tcavkit.pipeline import Experiment
-from tcavkit.results import TcavResult
-from tcavkit.scoring import tcav_scores
+from importlib import import_module as _import_module
+from typing import TYPE_CHECKING
+from typing import Any as _Any
+
 from tcavkit.version import __version__
+
+if TYPE_CHECKING:
+    from tcavkit.cav import CAV, CavKey, train_cav
+    from tcavkit.errors import TcavError, TcavWarning
+    from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
+    from tcavkit.examples.sources import ImageFolder, SequenceSource, TensorSource, as_source
+    from tcavkit.models import ModelAdapter, TorchModel
+    from tcavkit.options import CavOptions, Preprocessing, StatsOptions
+    from tcavkit.pipeline import Experiment
+    from tcavkit.results import TcavResult
+    from tcavkit.scoring import tcav_scores
+
+_LAZY: dict[str, str] = {
+    "CAV": "tcavkit.cav",
+    "CavKey": "tcavkit.cav",
+    "train_cav": "tcavkit.cav",
+    "TcavError": "tcavkit.errors",
+    "TcavWarning": "tcavkit.errors",
+    "ExampleSet": "tcavkit.examples.base",
+    "ExampleSource": "tcavkit.examples.base",
+    "Selection": "tcavkit.examples.base",
+    "ImageFolder": "tcavkit.examples.sources",
+    "SequenceSource": "tcavkit.examples.sources",
+    "TensorSource": "tcavkit.examples.sources",
+    "as_source": "tcavkit.examples.sources",
+    "ModelAdapter": "tcavkit.models",
+    "TorchModel": "tcavkit.models",
+    "CavOptions": "tcavkit.options",
+    "Preprocessing": "tcavkit.options",
+    "StatsOptions": "tcavkit.options",
+    "Experiment": "tcavkit.pipeline",
+    "TcavResult": "tcavkit.results",
+    "tcav_scores": "tcavkit.scoring",
+}
+"""Public name -> the module it is imported from on first access."""
 
 __all__ = [
     "CAV",
@@ -40,3 +73,17 @@ __all__ = [
     "tcav_scores",
     "train_cav",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    """Import a public name on first access and keep it in the module namespace."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

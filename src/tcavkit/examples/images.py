@@ -13,16 +13,27 @@ Decoding rules (:func:`decode_image`):
 
 Files that cannot be decoded raise :class:`UnreadableImage`; a source turns that into a
 skip with a :class:`~tcavkit.errors.TcavWarning`.
+
+Large files are decoded no larger than needed. Given the size the image will be resized to,
+a JPEG is decoded at a reduced scale (draft mode), and any image still at least
+``2 * REDUCING_GAP`` times larger than that size in both dimensions is shrunk by an integer
+factor (:meth:`PIL.Image.Image.reduce`, a box filter) before it is converted to RGB, to no
+less than ``REDUCING_GAP`` times the target size, as :meth:`PIL.Image.Image.thumbnail`
+does. Smaller images take the exact path (no shrink), so their pixels do not change. The
+pixels being decoded at once, across all threads, are bounded by :data:`DECODE_BUDGET`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from tcavkit.errors import ConfigError, DataError
 from tcavkit.options import Preprocessing
@@ -33,6 +44,76 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 _WHITE = (255, 255, 255, 255)
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+# Modes whose pixels can be averaged before the conversion to RGB (not palette indices,
+# nor a colour key that averaging would no longer match).
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "I", "F"})
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+REDUCING_GAP = 2.0
+"""A large image is shrunk by an integer factor to no less than this many times the target
+size in each dimension; the final (bilinear, antialiased) resize does the rest."""
+
+MAX_DECODE_PIXELS = 64 * 1024 * 1024
+"""Pixels (width x height as decoded) that may be decoded at once across all threads; one
+image larger than this is decoded alone."""
+
+
+class PixelBudget:
+    """A bound on the pixels held by decodes running at once, shared by threads.
+
+    :meth:`hold` blocks while the pixels already held plus the new ones exceed ``limit``;
+    a single request larger than ``limit`` waits until nothing else is held, then runs
+    alone, so every request is served.
+
+    Attributes:
+        limit: the most pixels held at once (except by one oversized request).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = int(limit)
+        self._held = 0
+        self._peak = 0
+        self._changed = threading.Condition()
+
+    @property
+    def held(self) -> int:
+        """Pixels held now."""
+        with self._changed:
+            return self._held
+
+    @property
+    def peak(self) -> int:
+        """The most pixels ever held at once."""
+        with self._changed:
+            return self._peak
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Hold ``pixels`` for the duration of the ``with`` block."""
+        pixels = max(0, int(pixels))
+        with self._changed:
+            while self._held and self._held + pixels > self.limit:
+                self._changed.wait()
+            self._held += pixels
+            self._peak = max(self._peak, self._held)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held -= pixels
+                self._changed.notify_all()
+
+
+DECODE_BUDGET = PixelBudget(MAX_DECODE_PIXELS)
+"""The budget every :func:`decode_image` call holds its image's pixels in while decoding."""
 
 
 class UnreadableImage(DataError):
@@ -55,6 +136,22 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """One file decoded and resized for the model (see :func:`read_image`).
+
+    Attributes:
+        array: ``(H, W, 3)`` uint8 pixels.
+        stored_size: ``(width, height)`` of the image as stored in the file.
+        decoded_size: ``(width, height)`` actually decoded (smaller than ``stored_size``
+            for a JPEG decoded at a reduced scale).
+    """
+
+    array: np.ndarray
+    stored_size: tuple[int, int]
+    decoded_size: tuple[int, int]
+
+
 def decode_image(
     path: str | os.PathLike[str], size_hint: tuple[int, int] | None = None
 ) -> Image.Image:
@@ -65,23 +162,75 @@ def decode_image(
         size_hint: ``(height, width)`` the image will be resized to. A JPEG much larger
             than that is decoded at a reduced scale (1/2, 1/4 or 1/8, never below
             ``max(height, width)`` on either side), which is several times faster for
-            large photos; other formats ignore it.
+            large photos; an image still at least ``2 * REDUCING_GAP`` times larger than
+            ``size_hint`` in both dimensions is shrunk by an integer factor to no less than
+            ``REDUCING_GAP`` times it. ``None`` decodes at full size.
 
     Raises:
         UnreadableImage: the file is missing, corrupt, truncated or not an image.
     """
+    return _decode(path, size_hint)[0]
+
+
+def read_image(path: str | os.PathLike[str], size: tuple[int, int] | None) -> DecodedImage:
+    """Decode one file and resize it to ``size = (height, width)`` (``None``: as stored).
+
+    Raises:
+        UnreadableImage: the file is missing, corrupt, truncated or not an image.
+    """
+    img, stored_size, decoded_size = _decode(path, size)
+    return DecodedImage(to_uint8_array(resize_image(img, size)), stored_size, decoded_size)
+
+
+def _decode(
+    path: str | os.PathLike[str], size_hint: tuple[int, int] | None
+) -> tuple[Image.Image, tuple[int, int], tuple[int, int]]:
+    """The RGB image, its stored ``(width, height)`` and its decoded ``(width, height)``.
+
+    The decoded pixels are held in :data:`DECODE_BUDGET` until the image is RGB and, for a
+    large one, shrunk.
+    """
     try:
         with Image.open(path) as img:
             img.seek(0)
+            stored_size = img.size
             if size_hint is not None:
                 side = max(size_hint)
                 img.draft(None, (side, side))
-            img.load()
-            oriented = ImageOps.exif_transpose(img)
+            decoded_size = img.size
+            with DECODE_BUDGET.hold(decoded_size[0] * decoded_size[1]):
+                img.load()
+                orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+                factor = _reduce_factor(img.size, size_hint, orientation)
+                if factor < 2:
+                    return to_rgb(ImageOps.exif_transpose(img)), stored_size, decoded_size
+                small = _reduce(img, factor)
+                method = _TRANSPOSE.get(orientation)
+                if method is not None:
+                    small = small.transpose(method)
+                return small, stored_size, decoded_size
     except Exception as exc:  # Pillow raises many types on corrupt data
         reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
         raise UnreadableImage(os.fspath(path), reason) from exc
-    return to_rgb(oriented)
+
+
+def _reduce_factor(size: tuple[int, int], target: tuple[int, int] | None, orientation: int) -> int:
+    """The integer factor that shrinks ``size = (width, height)`` (as stored) to no less
+    than ``REDUCING_GAP`` times ``target = (height, width)`` (as displayed) per dimension;
+    ``1`` when there is no target."""
+    if target is None:
+        return 1
+    height, width = target
+    if orientation in (5, 6, 7, 8):  # stored sideways
+        height, width = width, height
+    return max(1, int(min(size[0] / (REDUCING_GAP * width), size[1] / (REDUCING_GAP * height))))
+
+
+def _reduce(img: Image.Image, factor: int) -> Image.Image:
+    """``img`` shrunk ``factor`` times (box filter), as RGB."""
+    if img.mode in _REDUCIBLE_MODES and "transparency" not in img.info:
+        return to_rgb(img.reduce(factor))
+    return to_rgb(img).reduce(factor)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -24,19 +24,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tcavkit.errors import ConfigError, DataError, TcavWarning, TooFewExamplesError
+from tcavkit.errors import ConfigError, DataError, TcavWarning, TooFewExamplesError, one_line
 from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
 from tcavkit.examples.digests import FileDigests, file_sha256
 from tcavkit.examples.images import (
     IMAGE_EXTENSIONS,
+    DecodedImage,
     UnreadableImage,
     arrays_to_tensor,
     check_preprocessing,
-    decode_image,
+    decode_image,  # noqa: F401 (kept in this namespace: tests replace it to catch decoding)
     is_image_file,
     preprocess,
-    resize_image,
-    to_uint8_array,
+    read_image,
 )
 from tcavkit.options import Preprocessing
 
@@ -129,16 +129,44 @@ def _chosen_indices(name: str, n: int, selection: Selection, what: str) -> list[
 # ------------------------------------------------------------------------ image folders
 
 
-def list_image_files(folder: Path) -> list[str]:
-    """Names of the image files directly in ``folder``, sorted (hidden files ignored)."""
+def list_image_files(
+    folder: Path, on_error: Callable[[str, OSError], None] | None = None
+) -> list[str]:
+    """Names of the image files directly in ``folder``, sorted (hidden files ignored).
+
+    An entry whose type cannot be read (a symlink loop, a link into a folder without
+    permission) is left out: ``on_error(name, error)`` is called for it, or, without
+    ``on_error``, a :class:`~tcavkit.errors.TcavWarning` names it.
+    """
+    names = []
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if is_image_file(e.name) and e.is_file())
+        for entry in entries:
+            if not is_image_file(entry.name):
+                continue
+            try:
+                if entry.is_file():
+                    names.append(entry.name)
+            except OSError as error:
+                if on_error is None:
+                    warnings.warn(
+                        f"skipped unreadable file {entry.path} ({one_line(error)})",
+                        TcavWarning,
+                        stacklevel=2,
+                    )
+                else:
+                    on_error(entry.name, error)
+    return sorted(names)
 
 
-def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray | UnreadableImage:
-    """Decode and resize one file: ``(H, W, 3)`` uint8, or the decoding error."""
+LARGE_IMAGE_RATIO = 16
+"""An image decoded with more than this many times the pixels of the model input is
+reported (one :class:`~tcavkit.errors.TcavWarning` per set and load)."""
+
+
+def _read_image(path: Path, size: tuple[int, int] | None) -> DecodedImage | UnreadableImage:
+    """Decode and resize one file (``(H, W, 3)`` uint8 with its sizes), or the error."""
     try:
-        return to_uint8_array(resize_image(decode_image(path, size), size))
+        return read_image(path, size)
     except UnreadableImage as error:
         return error
 
@@ -212,8 +240,17 @@ class ImageFolder(ExampleSource):
             raise DataError(f"example set '{name}': folder {self.path} does not exist; {fix}")
         if not self.path.is_dir():
             raise DataError(f"example set '{name}': {self.path} is not a folder; {fix}")
+
+        def skip(file: str, error: OSError) -> None:
+            warnings.warn(
+                f"example set '{name}': skipped unreadable file {self.path / file} "
+                f"({one_line(error)})",
+                TcavWarning,
+                stacklevel=5,
+            )
+
         try:
-            files = list_image_files(self.path)
+            files = list_image_files(self.path, on_error=skip)
         except OSError as error:
             raise DataError(
                 f"example set '{name}': cannot list folder {self.path}: {error}"
@@ -272,10 +309,16 @@ class ImageFolderSet(ExampleSet):
         return arrays_to_tensor(arrays, preprocessing, [str(self.folder / n) for n in names])
 
     def _decode(self, size: tuple[int, int] | None) -> tuple[list[np.ndarray], list[str]]:
-        """Decode files in order until ``max_examples`` succeed; record the skipped ones."""
+        """Decode files in order until ``max_examples`` succeed; record the skipped ones.
+
+        Warns once when images are far larger than ``size`` (see
+        :data:`LARGE_IMAGE_RATIO`), naming the largest.
+        """
         wanted = len(self.files) if self.max_examples is None else self.max_examples
         arrays: list[np.ndarray] = []
         names: list[str] = []
+        large: list[tuple[int, str, tuple[int, int]]] = []  # (decoded pixels, file, size)
+        limit = None if size is None else LARGE_IMAGE_RATIO * size[0] * size[1]
         self._skipped = []
         position = 0
         read = partial(_read_image, size=size)
@@ -288,10 +331,30 @@ class ImageFolderSet(ExampleSet):
                 ):
                     if isinstance(result, UnreadableImage):
                         self._skip(file, result)
-                    else:
-                        arrays.append(result)
-                        names.append(file)
+                        continue
+                    arrays.append(result.array)
+                    names.append(file)
+                    pixels = result.decoded_size[0] * result.decoded_size[1]
+                    if limit is not None and pixels > limit:
+                        large.append((pixels, file, result.stored_size))
+        if large and size is not None:
+            self._warn_large(large, size)
         return arrays, names
+
+    def _warn_large(
+        self, large: list[tuple[int, str, tuple[int, int]]], size: tuple[int, int]
+    ) -> None:
+        """One warning for the images far larger than the model input, naming the largest."""
+        _, file, (width, height) = max(large)
+        others = f"; so do {len(large) - 1} more of its images" if len(large) > 1 else ""
+        warnings.warn(
+            f"example set '{self.name}': {self.folder / file} ({width}x{height} pixels) has "
+            f"more than {LARGE_IMAGE_RATIO} times the pixels of the model input "
+            f"({size[1]}x{size[0]}){others}; decoding such files costs time and memory: "
+            f"resize them once beforehand",
+            TcavWarning,
+            stacklevel=4,
+        )
 
     def _skip(self, file: str, error: UnreadableImage) -> None:
         """Warn about and record one unreadable file."""
