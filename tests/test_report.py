@@ -254,3 +254,19 @@ def test_formatting_and_names() -> None:
         "At layer l, class t is negatively sensitive to concept c: "
         "score 0.10 ± 0.02 vs null 0.50, p_adj = 0.012."
     )
+
+
+def test_run_id_is_escaped_and_the_html_stays_well_formed(tmp_path: Path) -> None:
+    folder = write_results(tmp_path)
+    meta = json.loads((folder / "results.json").read_text())
+    (folder / "results.json").write_text(json.dumps({**meta, "run_id": f'x"{EVIL}'}))
+    html = build_report(folder).read_text(encoding="utf-8")
+    parser = Collector()
+    parser.feed(html)
+    parser.close()
+    assert parser.errors == [] and parser.stack == [] and EVIL not in html
+    tags = [a for t, a in parser.tags if t == "meta" and a.get("name") == "tcavkit-run-id"]
+    assert [a["content"] for a in tags] == [f'x"{EVIL}']
+    assert f'Run idx"{EVIL}' in "".join(parser.text)  # <dt>Run id</dt><dd>value</dd>
+    text = " ".join("".join(parser.text).split())
+    assert "manifest.json not found" in text and "could not be checked" in text

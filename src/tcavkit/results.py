@@ -3,22 +3,37 @@ reproduces them (config, seed, package versions, model and data fingerprints).""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import importlib.metadata
 import json
 import math
 import platform
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from tcavkit.atomic import atomic_write
-from tcavkit.cav.vector import CAV
+from tcavkit.errors import DataError, one_line
 from tcavkit.tables import NAME_COLUMNS
 from tcavkit.version import __version__
+
+if TYPE_CHECKING:  # importing tcavkit.cav loads torch, which `tcavkit report` does not need
+    from tcavkit.cav.vector import CAV
+
+RUNS_FILE = "runs.csv"
+SUMMARY_FILE = "summary.csv"
+RESULTS_FILE = "results.json"
+MANIFEST_FILE = "manifest.json"
+"""Written last by :meth:`TcavResult.save`: the run id and the sha256 of every file it wrote."""
+
+_MANIFEST_FORMAT = 1
+_RERUN = "rerun `tcavkit run` to write the folder again"
 
 
 @dataclass
@@ -67,6 +82,15 @@ class TcavResult:
     meta: dict[str, Any] = field(default_factory=dict)
     cavs: Mapping[tuple[str, str, str, int], CAV] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        if not self.meta.get("run_id"):
+            self.meta = {**self.meta, "run_id": new_run_id()}
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run that made this result (``meta["run_id"]``), kept by save and load."""
+        return str(self.meta["run_id"])
+
     @property
     def warnings(self) -> list[str]:
         return list(self.meta.get("warnings", []))
@@ -82,32 +106,204 @@ class TcavResult:
         return self.summary[self.summary["significant"]]
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``runs.csv``, ``summary.csv`` and ``results.json`` into ``out_dir``."""
+        """Write ``runs.csv``, ``summary.csv``, ``results.json`` and, last, ``manifest.json``
+        into ``out_dir``; other files in the folder are left alone.
+
+        The manifest holds the run id and the sha256 of each of the three files, so a folder
+        whose save was interrupted (files of two runs side by side) is refused by
+        :meth:`load` and by the report. A folder without a manifest gets one first as well:
+        until the save is complete, it disagrees with the files.
+
+        Raises:
+            DataError: the folder cannot be written (a file in the way, no space left,
+                not writable); the message names it and what to do.
+        """
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "runs.csv", self.runs.to_csv(index=False))
-        atomic_write(out / "summary.csv", self.summary.to_csv(index=False))
         document = {
             **self.meta,
             "summary": self.summary.to_dict(orient="records"),
             "runs": self.runs.to_dict(orient="records"),
         }
-        atomic_write(out / "results.json", json.dumps(_jsonable(document), indent=1))
+        contents = {
+            RUNS_FILE: self.runs.to_csv(index=False).encode("utf-8"),
+            SUMMARY_FILE: self.summary.to_csv(index=False).encode("utf-8"),
+            RESULTS_FILE: json.dumps(_jsonable(document), indent=1).encode("utf-8"),
+        }
+        manifest = {
+            "manifest": _MANIFEST_FORMAT,
+            "run_id": self.run_id,
+            "tcavkit_version": __version__,
+            "files": {
+                name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                for name, data in contents.items()
+            },
+        }
+        manifest_text = json.dumps(manifest, indent=1)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if not (out / MANIFEST_FILE).exists():
+                atomic_write(out / MANIFEST_FILE, manifest_text)
+            for name, data in contents.items():
+                atomic_write(out / name, data)
+            atomic_write(out / MANIFEST_FILE, manifest_text)
+        except OSError as e:
+            raise output_error(out, e) from e
         return out
 
     @classmethod
     def load(cls, out_dir: str | Path) -> TcavResult:
-        """Read a folder written by :meth:`save`."""
+        """Read a folder written by :meth:`save`.
+
+        Raises:
+            DataError: a file of the folder disagrees with its ``manifest.json`` (the folder
+                mixes files of two runs).
+        """
         out = Path(out_dir)
-        meta = json.loads((out / "results.json").read_text())
+        check_manifest(out)
+        meta = json.loads((out / RESULTS_FILE).read_text())
         meta.pop("summary", None)
         meta.pop("runs", None)
         names = {column: str for column in NAME_COLUMNS}
         return cls(
-            runs=pd.read_csv(out / "runs.csv", dtype=names, keep_default_na=False),
-            summary=pd.read_csv(out / "summary.csv", dtype=names, keep_default_na=False),
+            runs=pd.read_csv(out / RUNS_FILE, dtype=names, keep_default_na=False),
+            summary=pd.read_csv(out / SUMMARY_FILE, dtype=names, keep_default_na=False),
             meta=meta,
         )
+
+
+def new_run_id() -> str:
+    """A new run id: the local time and 8 random hex digits, e.g. ``20240501T120000-1a2b3c4d``."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+
+
+def check_manifest(folder: Path) -> dict[str, Any] | None:
+    """Check the files of a results folder against its ``manifest.json``.
+
+    Returns:
+        The manifest, or ``None`` when the folder has none (written by a tcavkit before
+        manifests, or by hand): its files cannot be checked.
+
+    Raises:
+        DataError: a listed file is missing or its sha256 differs (it belongs to another
+            run, e.g. after an interrupted save), or the manifest cannot be read.
+    """
+    path = folder / MANIFEST_FILE
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path} cannot be read ({one_line(e)}): {_RERUN}.") from e
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+        _plain_name(name) and isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+        for name, entry in files.items()
+    ):
+        raise DataError(f"{path} is not a tcavkit manifest (no file digests): {_RERUN}.")
+    foreign: list[Path] = []
+    missing: list[Path] = []
+    for name, entry in files.items():
+        file = folder / name
+        try:
+            digest = _sha256(file)
+        except FileNotFoundError:
+            missing.append(file)
+            continue
+        except OSError as e:
+            raise DataError(f"{file} cannot be read ({one_line(e)}): {_RERUN}.") from e
+        if digest != entry["sha256"].lower():
+            foreign.append(file)
+    if foreign or missing:
+        run = manifest.get("run_id") or "unknown"
+        problems = []
+        if foreign:
+            verb = "does" if len(foreign) == 1 else "do"
+            problems.append(
+                f"{_names(foreign)} {verb} not belong to run {run} (the content differs from "
+                f"{MANIFEST_FILE})"
+            )
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            problems.append(f"{_names(missing)} {verb} listed in {MANIFEST_FILE} but missing")
+        raise DataError(
+            f"results folder {folder} mixes files of different runs (an interrupted save?): "
+            f"{'; '.join(problems)}; {_RERUN}."
+        )
+    return manifest
+
+
+def _plain_name(name: Any) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+
+
+def _names(paths: list[Path]) -> str:
+    return ", ".join(str(p) for p in paths)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_output_folder(folder: str | Path) -> None:
+    """Fail early, before a run, when ``folder`` cannot become a results folder because it,
+    or a folder above it, is a file.
+
+    Raises:
+        DataError: names the file in the way.
+    """
+    folder = Path(folder)
+    blocker = _file_in_the_way(folder)
+    if blocker is not None:
+        raise DataError(
+            f"cannot write results to {folder}: {blocker} is a file, not a folder; "
+            "choose another --out folder."
+        )
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first of ``path``'s ancestors (or ``path`` itself) that exists and is no folder."""
+    for candidate in [*reversed(path.parents), path]:
+        try:
+            if candidate.exists() and not candidate.is_dir():
+                return candidate
+        except OSError:
+            return None
+    return None
+
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def output_error(folder: Path, exc: OSError, *, report: bool = False) -> DataError:
+    """A one-line :class:`DataError` for an operating-system error while writing into the
+    results ``folder``: it names the folder, the cause and what to do (results: choose
+    another ``--out`` folder; the report: fix the cause and run ``tcavkit report`` again).
+    """
+    what = "the report" if report else "results"
+    blocker = None
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = _file_in_the_way(Path(exc.filename) if exc.filename else folder)
+    if blocker is not None:
+        reason, action = f"{blocker} is a file, not a folder", "move it away" if report else ""
+    elif exc.errno in _NO_SPACE:
+        reason, action = "no space left on the device", "free disk space"
+    elif exc.errno in _NOT_WRITABLE:
+        reason, action = f"it is not writable ({one_line(exc)})", "make it writable"
+    else:
+        reason, action = one_line(exc), ""
+    if report:
+        again = f"run `tcavkit report {folder}` again"
+        fix = f"{action} and {again}" if action else again
+    else:
+        fix = (
+            f"{action} or choose another --out folder" if action else "choose another --out folder"
+        )
+    return DataError(f"cannot write {what} to {folder}: {reason}; {fix}.")
 
 
 def provenance(
@@ -124,6 +320,7 @@ def provenance(
     """The ``meta`` of a :class:`TcavResult`: everything needed to reproduce it."""
     return {
         "tcavkit_version": __version__,
+        "run_id": new_run_id(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seed": seed,
         "config": config,

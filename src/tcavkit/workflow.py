@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tcavkit.pipeline.experiment import Experiment
 from tcavkit.report import build_report
-from tcavkit.results import TcavResult
+from tcavkit.report.build import discard_report
+from tcavkit.results import TcavResult, check_output_folder
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,22 @@ def run_experiment_file(
 ) -> RunOutcome:
     """Build, run and save the experiment in the YAML file ``path``, then write its report.
 
-    The code path of ``tcavkit run`` (and of the demo).
+    The code path of ``tcavkit run`` (and of the demo). An output folder that cannot be
+    made (a file in the way) fails before the run. Once the tables are saved, the previous
+    run's ``report.html`` is removed before the new one is built, so an interrupted build
+    does not leave it beside tables it does not describe.
+
+    Raises:
+        DataError: among others, the results or the report cannot be written.
     """
     experiment = Experiment.from_config(
         path, overrides=list(overrides), trust_model_file=trust_model_file, progress=progress
     )
-    result = experiment.run()
     output = out if out is not None else (experiment.config or {}).get("output", "results")
     out_dir = Path(output)
+    check_output_folder(out_dir)
+    result = experiment.run()
     result.save(out_dir)
+    discard_report(out_dir)
     report = build_report(out_dir)
     return RunOutcome(result, out_dir, report, result.warnings)

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import json
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from tcavkit.atomic import atomic_write
-from tcavkit.errors import DataError
+from tcavkit.errors import DataError, one_line
 from tcavkit.report.common import STALE_PLOT_RE, as_list
 from tcavkit.report.html import render_html
 from tcavkit.report.plots import plot_all
+from tcavkit.results import (
+    MANIFEST_FILE,
+    RESULTS_FILE,
+    RUNS_FILE,
+    SUMMARY_FILE,
+    check_manifest,
+    output_error,
+)
 from tcavkit.tables import NAME_COLUMNS
 
-SUMMARY_FILE = "summary.csv"
-RUNS_FILE = "runs.csv"
-RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
+RUN_ID_META = "tcavkit-run-id"
+"""The ``<meta name=...>`` of report.html that holds the run id of the tables it shows."""
 PLOTS_DIR = "plots"
 
 _SUMMARY_REQUIRED = ("target", "concept", "layer", "mean")
@@ -30,21 +38,32 @@ def build_report(results_dir: str | Path) -> Path:
     """Write ``results_dir/plots/*.png`` and ``results_dir/report.html``; return the HTML path.
 
     Reads ``summary.csv`` (required), ``runs.csv`` and ``results.json`` (optional: the
-    report says what is missing). Plots left over from an earlier build that the current
-    tables no longer produce are removed, so rebuilding is idempotent.
+    report says what is missing), after checking them against ``manifest.json``. A folder
+    without a manifest (an older tcavkit's, or written by hand) is reported with a warning
+    that its files could not be checked. The report carries the run id of its tables (in
+    ``<meta name="tcavkit-run-id">`` and the experiment section). Plots left over from an
+    earlier build that the current tables no longer produce are removed, so rebuilding is
+    idempotent.
 
     Raises:
-        DataError: the folder or ``summary.csv`` is missing, or a file cannot be read.
+        DataError: the folder or ``summary.csv`` is missing, a file cannot be read, a file
+            disagrees with the manifest (files of two runs), or the report cannot be written.
     """
     folder = Path(results_dir)
     if not folder.is_dir():
         raise DataError(f"results folder {folder} does not exist: {_HINT}.")
+    manifest = check_manifest(folder)
     summary_path = folder / SUMMARY_FILE
     if not summary_path.is_file():
         raise DataError(f"{summary_path} is missing ({SUMMARY_FILE} not found): {_HINT}.")
     summary = read_table(summary_path, _SUMMARY_REQUIRED)
 
     extra: list[str] = []
+    if manifest is None:
+        extra.append(
+            f"{folder / MANIFEST_FILE} not found (a folder written by an older tcavkit or by "
+            "hand): its files could not be checked to come from one run."
+        )
     runs_path = folder / RUNS_FILE
     runs = read_table(runs_path, _RUNS_REQUIRED) if runs_path.is_file() else None
     if runs is None:
@@ -52,17 +71,59 @@ def build_report(results_dir: str | Path) -> Path:
     meta = load_meta(folder / RESULTS_FILE, extra)
     if extra:
         meta = {**meta, "warnings": [*as_list(meta.get("warnings")), *extra]}
+    run_id = (manifest or {}).get("run_id") or meta.get("run_id")
 
-    plots_dir = folder / PLOTS_DIR
-    paths = plot_all(summary, runs, plots_dir)
-    keep = {p.name for p in paths}
-    for old in plots_dir.iterdir():
-        if old.name not in keep and STALE_PLOT_RE.match(old.name) and old.is_file():
-            old.unlink()
-
-    out = folder / REPORT_FILE
-    atomic_write(out, render_html(summary, runs, meta, paths))
+    try:
+        plots_dir = folder / PLOTS_DIR
+        paths = plot_all(summary, runs, plots_dir)
+        keep = {p.name for p in paths}
+        for old in plots_dir.iterdir():
+            if old.name not in keep and STALE_PLOT_RE.match(old.name) and old.is_file():
+                old.unlink()
+        html = render_html(summary, runs, meta, paths)
+        if run_id:
+            html = stamp_run_id(html, str(run_id))
+        out = folder / REPORT_FILE
+        atomic_write(out, html)
+    except OSError as e:
+        raise output_error(folder, e, report=True) from e
     return out
+
+
+def stamp_run_id(html: str, run_id: str) -> str:
+    """``html`` with the run id in a ``<meta name="tcavkit-run-id">`` tag of its head and a
+    "Run id" row first in the experiment section."""
+    value = escape(run_id)
+    tag = f'<meta name="{RUN_ID_META}" content="{value}">\n'
+    head = html.find("</head>")
+    if head >= 0:
+        html = html[:head] + tag + html[head:]
+    section = html.find('<section id="experiment">')
+    if section < 0:
+        return html
+    row = f"<dt>Run id</dt><dd><code>{value}</code></dd>"
+    listing = html.find('<dl class="kv">', section)
+    end = html.find("</section>", section)
+    if 0 <= listing < end:
+        at = listing + len('<dl class="kv">')
+        return html[:at] + row + html[at:]
+    title = html.find("</h2>", section)
+    if 0 <= title < end:
+        at = title + len("</h2>")
+        return html[:at] + f'\n<dl class="kv">{row}</dl>' + html[at:]
+    return html
+
+
+def discard_report(results_dir: str | Path) -> None:
+    """Remove ``report.html`` from a results folder whose tables were just rewritten, so
+    that a report of the previous run is not left beside them if the build is cut short."""
+    path = Path(results_dir) / REPORT_FILE
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise output_error(Path(results_dir), e, report=True) from e
 
 
 def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -78,6 +139,8 @@ def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"{path} cannot be read as CSV ({e}): rerun `tcavkit run`.") from e
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({one_line(e)}): check its permissions.") from e
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise DataError(
