@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import shutil
+import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -168,12 +173,170 @@ def test_sort_ranks_a_planted_set(project, tmp_path):
     args = ["sort", project / "experiment.yaml", "--concept", "red", "--layer", "block2"]
     result = invoke(*args, "--images", images, "--top", "5", "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
-    table = pd.read_csv(out / "sort-red-block2.csv")
+    table = pd.read_csv(out / "sort-red-block2-images.csv")
     assert list(table.columns) == ["rank", "file", "cosine", "projection"]
     assert len(table) == 10
     top = [Path(f).name for f in table.sort_values("rank")["file"][:5]]
     assert all(name.startswith("red_") for name in top), table
-    assert (out / "sort-red-block2.png").is_file()
+    assert (out / "sort-red-block2-images.png").is_file()
+    assert str(out / "sort-red-block2-images.csv") in result.stdout
+
+    # Sorting another folder into the same --out keeps the first sort's files.
+    first = (out / "sort-red-block2-images.csv").read_bytes()
+    others = tmp_path / "others"
+    write_image_set(others, make_images("blue", 3, SIZE, set_rng(8, "others")))
+    again = invoke(*args, "--images", others, "--top", "2", "--out", out, "--quiet")
+    assert again.exit_code == 0, again.output
+    assert len(pd.read_csv(out / "sort-red-block2-others.csv")) == 3
+    assert (out / "sort-red-block2-others.png").is_file()
+    assert (out / "sort-red-block2-images.csv").read_bytes() == first
+
+
+def test_sort_out_help_names_the_files():
+    result = invoke("sort", "--help")
+    assert result.exit_code == 0
+    text = re.sub(r"[\s│]+", " ", result.stdout)
+    assert "the concept, the layer and the --images folder's name" in text
+
+
+# -- trust comes from the person running the command ----------------------------------------
+def test_model_trusted_in_the_file_is_refused(project):
+    config = write_config(project, "trusted.yaml", model="models/pickled.pt")
+    text = config.read_text().replace("  layers:", "  trusted: true\n  layers:", 1)
+    config.write_text(text)
+    result = invoke("run", config, "--quiet", "--trust-model-file")
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1, lines
+    assert "model.trusted" in lines[0] and "--trust-model-file" in lines[0], lines
+    assert "TCAVKIT_TRUST_MODEL_FILE=1" in lines[0], lines
+
+
+def test_trust_from_the_environment(project, monkeypatch):
+    import tcavkit.cli
+    import tcavkit.config
+
+    assert tcavkit.cli.TRUST_ENV_VAR == tcavkit.config.TRUST_ENV_VAR
+    pickled = project / "models" / "pickled.pt"
+    monkeypatch.delenv("TCAVKIT_TRUST_MODEL_FILE", raising=False)
+    refused = invoke("layers", pickled, "--size", "32", "32")
+    assert refused.exit_code == 1
+    lines = error_lines(refused)
+    assert len(lines) == 1 and "TCAVKIT_TRUST_MODEL_FILE=1" in lines[0], lines
+    assert "pickle protocol" not in refused.stderr
+    monkeypatch.setenv("TCAVKIT_TRUST_MODEL_FILE", "0")
+    assert invoke("layers", pickled, "--size", "32", "32").exit_code == 1
+    monkeypatch.setenv("TCAVKIT_TRUST_MODEL_FILE", "1")
+    trusted = invoke("layers", pickled, "--size", "32", "32")
+    assert trusted.exit_code == 0, trusted.output
+    assert "block2" in trusted.stdout
+
+
+# -- Ctrl-C, OS errors, warnings, help ------------------------------------------------------
+class _Interrupting(types.ModuleType):
+    """A module whose every attribute is a Ctrl-C: as if interrupted while importing it."""
+
+    def __getattr__(self, name: str):
+        raise KeyboardInterrupt
+
+
+def invoke_interruptible(*args):
+    try:
+        return invoke(*args)
+    except KeyboardInterrupt:
+        pytest.fail(f"Ctrl-C escaped `tcavkit {args[0]}` with a traceback")
+
+
+def assert_interrupted(result):
+    assert result.exit_code == 130, result.output
+    assert error_lines(result) == ["interrupted; run again to resume from the cache"]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("tcavkit.workflow", ["run", "experiment.yaml"]),
+        (
+            "tcavkit.pipeline.experiment",
+            ["sort", "experiment.yaml", "-c", "red", "-l", "block2", "--images", "."],
+        ),
+        ("tcavkit.models.inspect", ["layers", "models/starters.pt"]),
+        ("tcavkit.report", ["report", "results"]),
+        ("tcavkit.demo.run", ["demo", "--quick"]),
+    ],
+)
+def test_ctrl_c_while_importing_is_one_line(project, monkeypatch, module, args):
+    monkeypatch.chdir(project)
+    monkeypatch.setitem(sys.modules, module, _Interrupting(module))
+    assert_interrupted(invoke_interruptible(*args))
+
+
+def test_ctrl_c_while_building_the_experiment_is_one_line(project, monkeypatch):
+    from tcavkit.pipeline.experiment import Experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Experiment, "from_config", interrupted)
+    experiment = project / "experiment.yaml"
+    assert_interrupted(invoke_interruptible("run", experiment, "--quiet"))
+    images = project / "data" / "red"
+    sort = ["sort", experiment, "-c", "red", "-l", "block2", "--images", images]
+    assert_interrupted(invoke_interruptible(*sort))
+
+
+def test_os_error_is_one_line_naming_the_file(project, tmp_path, monkeypatch):
+    import tcavkit.workflow
+
+    target = tmp_path / "a-file" / "summary.csv"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(tcavkit.workflow, "run_experiment_file", full_disk)
+    result = invoke("run", project / "experiment.yaml", "--quiet")
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert lines == [f"error: {target}: {os.strerror(errno.ENOSPC)}"], lines
+    debug = invoke("run", project / "experiment.yaml", "--quiet", "--debug")
+    assert debug.exit_code == 1 and "Traceback" in debug.stderr
+
+
+def test_warnings_print_when_raised_and_quiet_keeps_them(project, tmp_path, monkeypatch):
+    """The few-random-runs warning comes before the model's first pass, once, even with
+    --quiet, and is recalled after the results."""
+    import tcavkit.pipeline.experiment as experiment_module
+
+    original = experiment_module.activation_pass
+
+    def marked(*args, **kwargs):
+        sys.stderr.write("MARK: activations start\n")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(experiment_module, "activation_pass", marked)
+    args = ["run", project / "experiment.yaml", "--set", "random.runs=3", "--out", tmp_path / "o"]
+    result = invoke(*args, "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    warned = [i for i, line in enumerate(lines) if line.startswith("warning: only 3 random runs")]
+    assert len(warned) == 1, lines
+    assert warned[0] < lines.index("MARK: activations start"), lines
+    recap = [i for i, line in enumerate(lines) if "warning(s) above" in line]
+    assert recap and recap[0] > warned[0], lines
+    assert any("only 3 random runs" in line for line in lines[recap[0] + 1 :]), lines
+
+
+def test_flags_take_no_value_in_help():
+    for command in (["run"], ["sort"], ["layers"], ["demo"], []):
+        result = invoke(*command, "--help")
+        assert result.exit_code == 0, result.output
+        for line in result.stdout.splitlines():
+            if any(flag in line for flag in ("--debug", "--quiet", "--trust-model-file")):
+                assert "<bool>" not in line, (command, line)
+    layers = invoke("layers", "--help").stdout
+    assert "int,int" not in layers
+    assert "--size 64 64" in re.sub(r"[\s│]+", " ", layers)
 
 
 @pytest.mark.slow
@@ -183,3 +346,28 @@ def test_demo_quick_passes(tmp_path):
     assert "PASS" in result.stdout
     assert (tmp_path / "demo" / "results" / "report.html").is_file()
     assert (tmp_path / "demo" / "experiment.yaml").is_file()
+
+
+def test_run_into_a_file_is_one_line(project, tmp_path):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a folder")
+    result = invoke("run", project / "experiment.yaml", "--out", taken, "--quiet")
+    assert result.exit_code == 1, result.output
+    lines = error_lines(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and str(taken) in lines[0]
+    assert "--out" in lines[0] and "Traceback" not in result.output
+    assert taken.read_text() == "not a folder"
+
+
+def test_run_writes_a_manifest_and_stamps_the_report(project, tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    result = invoke("run", project / "experiment.yaml", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == ["results.json", "runs.csv", "summary.csv"]
+    assert json.loads((out / "results.json").read_text())["run_id"] == manifest["run_id"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert f'<meta name="tcavkit-run-id" content="{manifest["run_id"]}">' in html

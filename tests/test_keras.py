@@ -389,10 +389,35 @@ def test_lambda_layers_need_trust(keras, tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(1, name="out")(doubled))
     model.get_layer("out").set_weights([np.ones((2, 1), np.float32), np.zeros(1, np.float32)])
     model.save(tmp_path / "lambda.keras")
-    with pytest.raises(ModelError, match="Lambda layer.*--trust-model-file"):
+    with pytest.raises(ModelError, match="Lambda layer.*--trust-model-file") as info:
         load(tmp_path / "lambda.keras")
+    assert "TCAVKIT_TRUST_MODEL_FILE=1" in str(info.value)
+    assert "model.trusted" not in str(info.value)
     trusted = load(tmp_path / "lambda.keras", trusted=True)
     assert trusted.logits(torch.tensor([[1.0, 2.0]])).item() == 6.0  # 2 * (1 + 2)
+
+
+def test_lambda_layers_trust_comes_from_the_command_not_the_file(keras, tmp_path, monkeypatch):
+    inputs = keras.Input((8, 8, 3))
+    doubled = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(doubled)
+    keras.Model(inputs, keras.layers.Dense(2, name="out")(pooled)).save(tmp_path / "l.keras")
+    monkeypatch.delenv("TCAVKIT_TRUST_MODEL_FILE", raising=False)
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(
+        "model: {path: l.keras, layers: [double], trusted: true}\ndata: .\ntargets: ['0']\n"
+    )
+    refused = invoke("layers", experiment)
+    assert refused.exit_code == 1
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "model.trusted" in lines[0], lines
+    assert "TCAVKIT_TRUST_MODEL_FILE=1" in lines[0] and "--trust-model-file" in lines[0]
+    untrusted = invoke("layers", tmp_path / "l.keras")
+    assert untrusted.exit_code == 1 and "Lambda layer" in untrusted.stderr
+    monkeypatch.setenv("TCAVKIT_TRUST_MODEL_FILE", "1")
+    trusted = invoke("layers", tmp_path / "l.keras")
+    assert trusted.exit_code == 0, trusted.output
+    assert "double" in trusted.stdout
 
 
 # -- Keras missing or misconfigured ---------------------------------------------------------

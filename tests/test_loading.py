@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tcavkit.models.loading import (
     load_factory,
     load_labels,
     load_model,
+    load_state_dict_file,
     model_file_kind,
 )
 from tcavkit.models.torchscript import SUPPORTED_STRUCTURES, ScriptedSequentialModel
@@ -184,12 +186,47 @@ def test_pickled_module_needs_trust(tmp_path: Path, x: torch.Tensor) -> None:
     with pytest.raises(ModelError, match="--trust-model-file") as info:
         load_model(spec(path=path), device="cpu")
     assert "arbitrary code" in str(info.value) and "\n" not in str(info.value)
-    for model in (
-        load_model(spec(path=path), device="cpu", trust_model_file=True),
-        load_model(spec(path=path, trusted=True), device="cpu"),
-    ):
-        assert isinstance(model, TorchModel)
-        torch.testing.assert_close(model.logits(x), TorchModel(make_net()).logits(x))
+    assert "TCAVKIT_TRUST_MODEL_FILE=1" in str(info.value)
+    assert "model.trusted" not in str(info.value)  # the experiment file cannot grant trust
+    model = load_model(spec(path=path), device="cpu", trust_model_file=True)
+    assert isinstance(model, TorchModel)
+    torch.testing.assert_close(model.logits(x), TorchModel(make_net()).logits(x))
+
+
+def test_trust_is_not_read_from_the_experiment_file(tmp_path: Path) -> None:
+    """A shared experiment file saying ``trusted: true`` must not make a pickle load."""
+    path = tmp_path / "full.pt"
+    torch.save(make_net(), path)
+    with pytest.raises(ConfigError, match="model.trusted") as info:
+        spec(path=path, trusted=True)
+    message = str(info.value)
+    assert "--trust-model-file" in message and "TCAVKIT_TRUST_MODEL_FILE=1" in message
+    assert "\n" not in message
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(
+        f"model: {{path: {path}, layers: ['0'], trusted: true}}\ndata: .\ntargets: ['0']\n"
+    )
+    with pytest.raises(ConfigError, match=r"experiment\.yaml: model\.trusted") as info:
+        load_config(experiment)
+    assert "\n" not in str(info.value)
+    experiment.write_text(f"model: {{path: {path}, layers: ['0']}}\ndata: .\ntargets: ['0']\n")
+    with pytest.raises(ConfigError, match="model.trusted"):
+        load_config(experiment, ["model.trusted=true"])  # nor through --set
+
+
+def test_pickle_refusal_comes_without_torch_protocol_warning(tmp_path: Path) -> None:
+    """torch warns about a pickle protocol other than 2 before the refusal: not shown."""
+    path = tmp_path / "full.pt"
+    torch.save(make_net(), path, pickle_protocol=4)
+    weights = tmp_path / "checkpoint.pt"
+    torch.save({"state_dict": make_net().state_dict(), "note": object}, weights, pickle_protocol=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ModelError, match="--trust-model-file"):
+            load_model(spec(path=path), device="cpu")
+        with pytest.raises(ModelError, match="--trust-model-file"):
+            load_state_dict_file(weights)
+    assert not [w for w in caught if "pickle protocol" in str(w.message)], caught
 
 
 def test_state_dict_as_model_path(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tcavkit.errors import TcavError, TcavWarning
+from tcavkit.errors import TcavError, TcavWarning, one_line
 
 app = typer.Typer(
     name="tcavkit",
@@ -24,14 +24,35 @@ app = typer.Typer(
 
 _state: dict[str, bool] = {"debug": False}
 
+# The same as tcavkit.config.TRUST_ENV_VAR: the command line imports no more of the library
+# than it needs before parsing.
+TRUST_ENV_VAR = "TCAVKIT_TRUST_MODEL_FILE"
+
+# Flags take no value: ``metavar=""`` keeps typer from printing a ``<bool>`` type beside them.
 DebugOption = Annotated[
-    bool, typer.Option("--debug", help="Show the full traceback when something fails.")
+    bool,
+    typer.Option("--debug", metavar="", help="Show the full traceback when something fails."),
 ]
 TrustOption = Annotated[
     bool,
     typer.Option(
         "--trust-model-file",
-        help="Allow loading a pickled model file (torch.save); this can run code from the file.",
+        metavar="",
+        envvar=TRUST_ENV_VAR,
+        help=(
+            "Allow loading a pickled model file (torch.save) or a Keras file with Lambda "
+            f"layers, which can run code from the file (or set {TRUST_ENV_VAR}=1; an "
+            "experiment file cannot allow it)."
+        ),
+    ),
+]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        metavar="",
+        help="No progress bars (warnings and errors are still printed).",
     ),
 ]
 
@@ -46,15 +67,25 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _os_error(exc: OSError) -> str:
+    """An OS error as ``file: reason`` (``file -> other: reason`` for a rename)."""
+    reason = exc.strerror or one_line(exc)
+    names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
 @contextmanager
 def _errors(debug: bool = False) -> Iterator[None]:
-    """TcavError → one line on stderr and exit 1; Ctrl-C → exit 130."""
+    """TcavError or OSError → one ``error:`` line on stderr and exit 1 (the traceback too
+    with ``--debug``); Ctrl-C → one line and exit 130. Each command runs its whole body,
+    imports included, inside this block."""
     try:
         yield
-    except TcavError as exc:
+    except (TcavError, OSError) as exc:
         if debug or _state["debug"]:
             traceback.print_exc()
-        _err("error: " + " ".join(str(exc).split()))
+        text = _os_error(exc) if isinstance(exc, OSError) else str(exc)
+        _err("error: " + " ".join(text.split()))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         _err("interrupted; run again to resume from the cache")
@@ -62,22 +93,51 @@ def _errors(debug: bool = False) -> Iterator[None]:
 
 
 @contextmanager
-def _collect_warnings(show: bool) -> Iterator[list[str]]:
-    """Print each distinct TcavWarning once, as ``warning: ...`` (nothing when not ``show``)."""
+def _warnings_shown() -> Iterator[list[str]]:
+    """Print each distinct TcavWarning once, as ``warning: ...`` on stderr, as soon as it is
+    raised; yields the list of texts printed (for :func:`_recap`). Other warnings are not
+    shown.
+
+    ``Experiment.run`` records its warnings (to put them in the results) and re-emits them
+    only when it ends; to see them while it runs, ``warnings._showwarnmsg``, which Python
+    calls for every warning that passes the filters, recorded or not, is wrapped inside the
+    block. Where it does not exist, warnings are printed when they reach this block.
+    """
     seen: list[str] = []
+
+    def show(message: warnings.WarningMessage) -> None:
+        if issubclass(message.category, TcavWarning):
+            text = " ".join(str(message.message).split())
+            if text not in seen:
+                seen.append(text)
+                _err(f"warning: {text}")
+
+    original = getattr(warnings, "_showwarnmsg", None)
+
+    def hook(message: warnings.WarningMessage) -> None:
+        show(message)
+        assert original is not None
+        original(message)
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TcavWarning)
+        if original is not None:
+            warnings._showwarnmsg = hook  # type: ignore[attr-defined]
         try:
             yield seen
         finally:
-            for w in caught:
-                if issubclass(w.category, TcavWarning):
-                    text = " ".join(str(w.message).split())
-                    if text not in seen:
-                        seen.append(text)
-    if show:
+            if original is not None:
+                warnings._showwarnmsg = original  # type: ignore[attr-defined]
+            for message in caught:
+                show(message)
+
+
+def _recap(seen: list[str]) -> None:
+    """After the results, the warnings printed while they were computed, once more."""
+    if seen:
+        _err(f"{len(seen)} warning(s) above bear on how to read these results:")
         for text in seen:
-            _err(f"warning: {text}")
+            _err(f"  - {text}")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -144,22 +204,24 @@ def run(
         typer.Option("--set", help="Override a config key, e.g. --set cav.method=sgd."),
     ] = None,
     trust_model_file: TrustOption = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no warnings.")] = False,
+    quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Run a TCAV experiment, save its tables and write report.html."""
-    from tcavkit.workflow import run_experiment_file
+    with _errors(debug):
+        with _warnings_shown() as seen:
+            from tcavkit.workflow import run_experiment_file  # imports torch: not at --help
 
-    with _errors(debug), _collect_warnings(not quiet):
-        outcome = run_experiment_file(
-            experiment,
-            out=out,
-            overrides=set_ or [],
-            trust_model_file=trust_model_file,
-            progress=not quiet,
-        )
-    print_summary(outcome.result.summary)
-    typer.echo(f"report: {outcome.report}")
+            outcome = run_experiment_file(
+                experiment,
+                out=out,
+                overrides=set_ or [],
+                trust_model_file=trust_model_file,
+                progress=not quiet,
+            )
+        print_summary(outcome.result.summary)
+        typer.echo(f"report: {outcome.report}")
+        _recap(seen)
 
 
 @app.command()
@@ -168,11 +230,11 @@ def report(
     debug: DebugOption = False,
 ) -> None:
     """Rebuild plots and report.html from a results folder."""
-    from tcavkit.report import build_report
+    with _errors(debug), _warnings_shown():
+        from tcavkit.report import build_report
 
-    with _errors(debug):
         path = build_report(results_dir)
-    typer.echo(f"report: {path}")
+        typer.echo(f"report: {path}")
 
 
 @app.command()
@@ -180,18 +242,26 @@ def layers(
     model: Annotated[Path, typer.Argument(help="A model file or an experiment YAML file.")],
     trust_model_file: TrustOption = False,
     size: Annotated[
-        tuple[int, int] | None, typer.Option("--size", help="Input height and width.")
+        tuple[int, int] | None,
+        typer.Option(
+            "--size",
+            metavar="H W",
+            help=(
+                "Input height and width, two numbers: --size 64 64 (default: the "
+                "experiment's model.input.size, else the model's own, else 224 224)."
+            ),
+        ),
     ] = None,
     debug: DebugOption = False,
 ) -> None:
     """List the model's layers with their output shapes for one input."""
-    with _errors(debug):
+    with _errors(debug), _warnings_shown():
         from tcavkit.models.inspect import layer_shapes  # imports torch: not at --help
 
         rows = layer_shapes(model, trust_model_file=trust_model_file, size=size)
-    width = max((len(name) for name, _ in rows), default=5)
-    for name, shape in rows:
-        typer.echo(f"{name:<{width}}  {shape}")
+        width = max((len(name) for name, _ in rows), default=5)
+        for name, shape in rows:
+            typer.echo(f"{name:<{width}}  {shape}")
 
 
 @app.command()
@@ -202,39 +272,50 @@ def sort(
     images: Annotated[Path, typer.Option("--images", help="Folder of images to sort.")],
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="Images shown per end.")] = 8,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: output:).")
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help=(
+                "Folder for the table and the contact sheet (default: the experiment's "
+                "output: folder). Their names hold the concept, the layer and the --images "
+                "folder's name, e.g. sort-red-conv-pics.csv, so other sorts keep theirs."
+            ),
+        ),
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
     trust_model_file: TrustOption = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no warnings.")] = False,
+    quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Rank images by cosine similarity with a concept's mean CAV at a layer."""
-    from tcavkit.pipeline.experiment import Experiment
-    from tcavkit.sorter import sort_images
+    with _errors(debug):
+        with _warnings_shown() as seen:
+            from tcavkit.pipeline.experiment import Experiment  # imports torch: not at --help
+            from tcavkit.sorter import output_stem, sort_images
 
-    with _errors(debug), _collect_warnings(not quiet):
-        exp = Experiment.from_config(
-            experiment,
-            overrides=set_ or [],
-            trust_model_file=trust_model_file,
-            progress=not quiet,
-        )
-        result = sort_images(exp, concept, layer, images)
-        folder = Path(out) if out is not None else Path((exp.config or {})["output"])
-        stem = f"sort-{concept}-{layer}"
-        csv_path = result.write_csv(folder / f"{stem}.csv")
-        sheet = result.write_contact_sheet(folder / f"{stem}.png", top)
-    k = min(top, len(result.files))
-    typer.echo(f"most like {concept!r} at {layer}:")
-    for i in range(k):
-        typer.echo(f"  {i + 1:>4}  {result.cosine[i]:+.3f}  {result.files[i].name}")
-    typer.echo(f"least like {concept!r} at {layer}:")
-    n = len(result.files)
-    for i in range(max(k, n - k), n) if n > k else []:
-        typer.echo(f"  {i + 1:>4}  {result.cosine[i]:+.3f}  {result.files[i].name}")
-    typer.echo(f"table: {csv_path}")
-    typer.echo(f"contact sheet: {sheet}")
+            exp = Experiment.from_config(
+                experiment,
+                overrides=set_ or [],
+                trust_model_file=trust_model_file,
+                progress=not quiet,
+            )
+            result = sort_images(exp, concept, layer, images)
+            folder = Path(out) if out is not None else Path((exp.config or {})["output"])
+            stem = output_stem(concept, layer, images)
+            csv_path = result.write_csv(folder / f"{stem}.csv")
+            sheet = result.write_contact_sheet(folder / f"{stem}.png", top)
+        k = min(top, len(result.files))
+        typer.echo(f"most like {concept!r} at {layer}:")
+        for i in range(k):
+            typer.echo(f"  {i + 1:>4}  {result.cosine[i]:+.3f}  {result.files[i].name}")
+        typer.echo(f"least like {concept!r} at {layer}:")
+        n = len(result.files)
+        for i in range(max(k, n - k), n) if n > k else []:
+            typer.echo(f"  {i + 1:>4}  {result.cosine[i]:+.3f}  {result.files[i].name}")
+        typer.echo(f"table: {csv_path}")
+        typer.echo(f"contact sheet: {sheet}")
+        _recap(seen)
 
 
 @app.command()
@@ -243,29 +324,33 @@ def demo(
         "tcavkit-demo"
     ),
     size: Annotated[int, typer.Option("--size", min=16, help="Image side in pixels.")] = 64,
-    quick: Annotated[bool, typer.Option("--quick", help="Smaller, faster run (CI).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", metavar="", help="Smaller, faster run (CI).")
+    ] = False,
+    quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Generate data with a known answer, train a CNN, run TCAV and check the answer."""
-    from tcavkit.demo.run import run_demo
-    from tcavkit.demo.synthetic import CREATURE_COLOURS
+    with _errors(debug):
+        with _warnings_shown() as seen:
+            from tcavkit.demo.run import run_demo  # imports torch: not at --help
+            from tcavkit.demo.synthetic import CREATURE_COLOURS
 
-    with _errors(debug), _collect_warnings(not quiet):
-        outcome = run_demo(out, size=size, quick=quick, progress=not quiet, echo=typer.echo)
-    print_summary(outcome.run.result.summary)
-    typer.echo(f"experiment: {outcome.experiment_file}")
-    typer.echo(f"report: {outcome.run.report}")
-    typer.echo(f"time: {outcome.seconds:.1f} s")
-    for target, ok in outcome.passed.items():
-        colour = CREATURE_COLOURS[target]
-        verdict = "recovered" if ok else "NOT recovered"
-        typer.echo(f"  {target}: {colour} {verdict}")
-    if outcome.ok:
-        typer.echo("PASS: TCAV recovered the planted ground truth (each class's body colour)")
-    else:
-        typer.echo("FAIL: TCAV did not recover the planted ground truth")
-        raise typer.Exit(1)
+            outcome = run_demo(out, size=size, quick=quick, progress=not quiet, echo=typer.echo)
+        print_summary(outcome.run.result.summary)
+        typer.echo(f"experiment: {outcome.experiment_file}")
+        typer.echo(f"report: {outcome.run.report}")
+        typer.echo(f"time: {outcome.seconds:.1f} s")
+        for target, ok in outcome.passed.items():
+            colour = CREATURE_COLOURS[target]
+            verdict = "recovered" if ok else "NOT recovered"
+            typer.echo(f"  {target}: {colour} {verdict}")
+        _recap(seen)
+        if outcome.ok:
+            typer.echo("PASS: TCAV recovered the planted ground truth (each class's body colour)")
+        else:
+            typer.echo("FAIL: TCAV did not recover the planted ground truth")
+            raise typer.Exit(1)
 
 
 def entry() -> None:  # pragma: no cover - for python -m

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import typing
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tcavkit.errors import ConfigError
 from tcavkit.options import (
@@ -24,6 +33,57 @@ from tcavkit.options import (
     Preprocessing,
     StatsOptions,
 )
+
+TRUST_ENV_VAR = "TCAVKIT_TRUST_MODEL_FILE"
+"""The environment variable that, set to ``1``, is ``--trust-model-file`` for every command."""
+
+TRUST_IN_FILE = (
+    "model.trusted is not read from the experiment file: whether to load a pickled model (or "
+    "a Keras Lambda layer), which runs code from the file, is decided by the person running "
+    f"the command: pass --trust-model-file or set {TRUST_ENV_VAR}=1"
+)
+
+
+def check_folder_name(name: object, key: str) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` unless ``name`` is a plain folder name
+    (no path separator, not ``.`` or ``..``, not absolute): every target, concept and random
+    set of an experiment file is a sub-folder of ``data:``."""
+    text = str(name)
+    plain = (
+        isinstance(name, str)
+        and text not in ("", ".", "..")
+        and "\0" not in text
+        and PurePosixPath(text).name == text
+        and PureWindowsPath(text).name == text
+    )
+    if not plain:
+        raise ConfigError(
+            f"{key}: {text!r} is not a folder name: each target, concept and random set is a "
+            "sub-folder of the data folder (data:), named without '/', '\\' or '..'; move or "
+            "link the folder into the data folder and give its name"
+        )
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field annotation takes numbers (``int``, ``float``, optional or in a tuple)."""
+    if annotation in (int, float):
+        return True
+    return any(_numeric(arg) for arg in typing.get_args(annotation) if arg is not Ellipsis)
+
+
+def _reject_bools(raw: Any, section: Any, key: str) -> None:
+    """Raise a :class:`ConfigError` for a ``true``/``false`` given to a numeric field of a
+    settings group (pydantic would read ``true`` as 1)."""
+    if not isinstance(raw, dict):
+        return
+    types = _field_types(section)
+    for name, value in raw.items():
+        annotation = types.get(name)
+        if annotation is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if _numeric(annotation) and any(isinstance(v, bool) for v in values):
+            raise ConfigError(f"{key}.{name}: expected a number, got {json.dumps(value)}")
 
 
 class _Strict(BaseModel):
@@ -37,19 +97,35 @@ class ModelSpec(_Strict):
     factory: str | None = None
     factory_args: dict[str, Any] = Field(default_factory=dict)
     weights: Path | None = None
-    trusted: bool = False
     layers: list[str] = Field(min_length=1)
     logits: str | None = None
     output: int | str | None = None
     labels: list[str] | Path | None = None
     input: Preprocessing = Preprocessing()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _checks(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "trusted" in data:
+                raise ConfigError(TRUST_IN_FILE)
+            _reject_bools(data.get("input"), Preprocessing, "model.input")
+        return data
+
 
 class RandomSpec(_Strict):
     """The random (negative) sets: a glob over the data folder or a list of names."""
 
     sets: str | list[str] = "random500_*"
-    runs: int = Field(20, ge=1)
+    runs: StrictInt = Field(20, ge=1)
+
+    @field_validator("sets")
+    @classmethod
+    def _folder_names(cls, sets: str | list[str]) -> str | list[str]:
+        if isinstance(sets, list):
+            for name in sets:
+                check_folder_name(name, "random.sets")
+        return sets
 
 
 class ExperimentConfig(_Strict):
@@ -67,12 +143,31 @@ class ExperimentConfig(_Strict):
     cav: CavOptions = CavOptions()
     stats: StatsOptions = StatsOptions()
     gradient: GradientName = "logit"
-    seed: int = 0
-    batch_size: int = Field(32, ge=1)
+    seed: StrictInt = 0
+    batch_size: StrictInt = Field(32, ge=1)
     device: str = "auto"
     cache: Path | None = Path(".tcavkit-cache")
     cache_dtype: CacheDtype = "float32"
     output: Path = Path("results")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_in_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, section in (
+                ("examples", ExampleLimits),
+                ("cav", CavOptions),
+                ("stats", StatsOptions),
+            ):
+                _reject_bools(data.get(key), section, key)
+        return data
+
+    @field_validator("targets", "concepts")
+    @classmethod
+    def _folder_names(cls, names: list[str], info: Any) -> list[str]:
+        for name in names:
+            check_folder_name(name, info.field_name)
+        return names
 
 
 def _field_types(section: Any) -> dict[str, Any]:
@@ -109,7 +204,11 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
         elif err["type"] == "missing":
             lines.append(f"missing required key {key!r}")
         else:
-            lines.append(f"{key}: {err['msg']}")
+            value = err.get("input")
+            got = ""
+            if value is None or isinstance(value, (bool, int, float, str)):
+                got = f", got {json.dumps(value)}"
+            lines.append(f"{key}: {err['msg']}{got}")
     return ConfigError(f"{source}: " + "; ".join(lines))
 
 

@@ -7,19 +7,49 @@ Used by ``tcavkit sort``; the ranking, the CSV and the contact sheet live here.
 from __future__ import annotations
 
 import csv
+import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
+from tcavkit.atomic import atomic_write
 from tcavkit.errors import DataError
 from tcavkit.examples.base import Selection
 from tcavkit.examples.sources import ImageFolder
 from tcavkit.pipeline.experiment import Experiment
 
 THUMBNAIL = 96
+CAPTION_LINES = 2  # rank and cosine; file name
+LINE_HEIGHT = 13
+
+
+def output_stem(concept: str, layer: str, images: str | Path) -> str:
+    """The name, without suffix, of ``tcavkit sort``'s files for one sort:
+    ``sort-<concept>-<layer>-<images folder name>``, each part reduced to letters, digits,
+    ``_``, ``.`` and ``-`` (so that a layer such as ``/features/conv`` stays one name)."""
+    folder = Path(images).resolve().name or "images"
+    parts = [re.sub(r"[^\w.-]", "_", str(part)).strip("._") or "_" for part in (concept, layer)]
+    folder = re.sub(r"[^\w.-]", "_", folder).strip("._") or "images"
+    return "-".join(["sort", *parts, folder])
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: float, font: Any) -> str:
+    """``text``, shortened in the middle with ``…`` until it fits in ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    keep = len(text)
+    while keep > 2:
+        keep -= 1
+        head, tail = text[: (keep + 1) // 2], text[len(text) - keep // 2 :]
+        shortened = f"{head}…{tail}"
+        if draw.textlength(shortened, font=font) <= width:
+            return shortened
+    return "…"
 
 
 @dataclass(frozen=True)
@@ -41,24 +71,30 @@ class SortResult:
 
     def write_csv(self, path: Path) -> Path:
         """Columns: rank (1 = most like the concept), file, cosine, projection."""
+        path = Path(path)
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(["rank", "file", "cosine", "projection"])
+        for i, (file, cos, proj) in enumerate(
+            zip(self.files, self.cosine, self.projection, strict=True), start=1
+        ):
+            writer.writerow([i, str(file), f"{cos:.6g}", f"{proj:.6g}"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["rank", "file", "cosine", "projection"])
-            for i, (file, cos, proj) in enumerate(
-                zip(self.files, self.cosine, self.projection, strict=True), start=1
-            ):
-                writer.writerow([i, str(file), f"{cos:.6g}", f"{proj:.6g}"])
+        atomic_write(path, text.getvalue())
         return path
 
     def write_contact_sheet(self, path: Path, k: int) -> Path:
-        """A PNG with the top ``k`` images in the first row and the bottom ``k`` in the second."""
+        """A PNG with the top ``k`` images in the first row and the bottom ``k`` in the second
+        (least like the concept first); below each thumbnail its rank and cosine, then its
+        file name (shortened in the middle when it does not fit)."""
+        path = Path(path)
         k = max(1, min(k, len(self.files)))
         rows = [list(range(k)), list(range(len(self.files) - k, len(self.files)))[::-1]]
-        label_h, pad = 14, 4
-        cell_w, cell_h = THUMBNAIL + pad, THUMBNAIL + label_h + pad
+        pad = 6
+        cell_w, cell_h = THUMBNAIL + pad, THUMBNAIL + CAPTION_LINES * LINE_HEIGHT + pad
         sheet = Image.new("RGB", (k * cell_w + pad, 2 * cell_h + pad), "white")
         draw = ImageDraw.Draw(sheet)
+        font = ImageFont.load_default()
         for r, indices in enumerate(rows):
             for c, index in enumerate(indices):
                 with Image.open(self.files[index]) as img:
@@ -66,10 +102,15 @@ class SortResult:
                     thumb.thumbnail((THUMBNAIL, THUMBNAIL))
                 x, y = pad + c * cell_w, pad + r * cell_h
                 sheet.paste(thumb, (x, y))
-                tag = "top" if r == 0 else "bottom"
-                draw.text((x, y + THUMBNAIL + 1), f"{tag} {self.cosine[index]:+.2f}", fill="black")
+                captions = [
+                    f"#{index + 1} {self.cosine[index]:+.2f}",
+                    _fit(draw, self.files[index].name, THUMBNAIL, font),
+                ]
+                for line, caption in enumerate(captions):
+                    top = y + THUMBNAIL + 1 + line * LINE_HEIGHT
+                    draw.text((x, top), caption, fill="black", font=font)
         path.parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(path)
+        atomic_write(path, lambda stream: sheet.save(stream, format="PNG"))
         return path
 
 

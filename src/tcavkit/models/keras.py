@@ -420,7 +420,8 @@ def load_keras(
         output: which output holds the logits for a model with several outputs.
         device: where the model runs.
         trusted: allow ``Lambda`` layers, whose code is unpickled from the file
-            (Keras's ``safe_mode=False``).
+            (Keras's ``safe_mode=False``); the caller's decision (``--trust-model-file``),
+            never the experiment file's.
 
     Raises:
         ModelError: Keras missing or on another backend, or the file cannot be loaded.
@@ -438,7 +439,8 @@ def load_keras(
         if "safe_mode" in message:
             raise ModelError(
                 f"{path} holds a Keras Lambda layer, whose Python code runs when it is loaded: "
-                "if you trust this file, pass --trust-model-file (or set model.trusted: true)"
+                "if you trust this file, pass --trust-model-file (or set "
+                "TCAVKIT_TRUST_MODEL_FILE=1)"
             ) from exc
         hint = ""
         if "custom" in message.lower() or "registered" in message.lower():

@@ -4,8 +4,10 @@ adapter.
 Ways to give a model:
 
 - ``model.path``: a TorchScript file (``torch.jit.save``), loaded safely; or a whole module
-  saved with ``torch.save(model)``, which is a pickle and is loaded only when the user says
-  the file is trusted (``--trust-model-file`` or ``model.trusted: true``).
+  saved with ``torch.save(model)``, which is a pickle and is loaded only when the person
+  running the command says the file is trusted (``--trust-model-file`` or
+  ``TCAVKIT_TRUST_MODEL_FILE=1``; ``trust_model_file=True`` in Python), never because the
+  experiment file says so.
 - ``model.path`` ending in ``.keras``, ``.h5`` or ``.hdf5``: a Keras 3 model, run on Keras's
   PyTorch backend (:mod:`tcavkit.models.keras`; needs ``pip install 'tcavkit[keras]'``).
 - ``model.path`` ending in ``.onnx``: an ONNX model, converted to a PyTorch module with
@@ -32,7 +34,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tcavkit.config import ModelSpec
+from tcavkit.config import TRUST_ENV_VAR, ModelSpec
 from tcavkit.errors import ConfigError, ModelError, TcavWarning, one_line
 from tcavkit.models.adapter import ModelAdapter, TorchModel
 from tcavkit.models.torchscript import ScriptedSequentialModel
@@ -92,12 +94,25 @@ def model_file_kind(path: str | Path) -> FileKind:
     return "pickle" if head == b"\x80" else "unknown"
 
 
+TRUST_HINT = f"pass --trust-model-file (or set {TRUST_ENV_VAR}=1)"
+"""How the person running a command says that a model file may run code."""
+
+
 def _refuse_pickle(path: Path) -> ModelError:
     return ModelError(
         f"{path} is a pickled PyTorch module: loading it can run arbitrary code. If you trust "
-        "this file, pass --trust-model-file (or set model.trusted: true); otherwise save a "
-        "TorchScript file or a state_dict and use model.factory"
+        f"this file, {TRUST_HINT}; otherwise save a TorchScript file or a state_dict and use "
+        "model.factory"
     )
+
+
+def _load_weights_only(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU, without torch's warning about a pickle
+    protocol other than 2 (the file is refused or unpickled right after, with its own
+    message)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
+        return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def _unpickle_trusted(path: Path, search_dirs: Iterable[Path]) -> Any:
@@ -145,7 +160,7 @@ def _load_model_file(path: Path, trusted: bool, search_dirs: tuple[Path, ...]) -
                 "(torch.save): save the model with one of them"
             ) from exc
     try:  # safe: tensors and plain containers only
-        obj = torch.load(path, weights_only=True, map_location="cpu")
+        obj = _load_weights_only(path)
     except pickle.UnpicklingError as exc:
         if not trusted:
             raise _refuse_pickle(path) from exc
@@ -322,14 +337,14 @@ def load_state_dict_file(path: Path, *, trusted: bool = False) -> dict[str, torc
             raise ModelError(f"cannot read weights file {path}: {one_line(exc)}") from exc
     else:
         try:
-            obj = torch.load(path, weights_only=True, map_location="cpu")
+            obj = _load_weights_only(path)
         except pickle.UnpicklingError as exc:
             if not trusted:
                 raise ModelError(
                     f"weights file {path} holds pickled Python objects besides tensors: loading "
                     "it can run arbitrary code. Save only the weights "
-                    "(torch.save(model.state_dict(), ...)), or if you trust this file pass "
-                    "--trust-model-file (or set model.trusted: true)"
+                    "(torch.save(model.state_dict(), ...)), or if you trust this file "
+                    f"{TRUST_HINT}"
                 ) from exc
             obj = _unpickle_trusted(path, ())
         except Exception as exc:
@@ -491,7 +506,9 @@ def load_model(
     Args:
         spec: the model section; paths should already be absolute (see ``resolve_paths``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``…
-        trust_model_file: allow unpickling a ``torch.save``\\ d module (runs code from it).
+        trust_model_file: allow unpickling a ``torch.save``\\ d module, a pickled weights
+            file or a Keras file with ``Lambda`` layers (runs code from the file). Only the
+            caller decides this: the experiment file cannot (``model.trusted`` is refused).
         base_dir: the experiment file's folder; with the working directory it is searched
             for ``model.factory`` modules (and classes of trusted pickles) that are not
             importable otherwise.
@@ -503,7 +520,7 @@ def load_model(
         LayerError: ``spec.logits`` is not a layer of the model.
     """
     _check_spec(spec)
-    trusted = trust_model_file or spec.trusted
+    trusted = bool(trust_model_file)
     search_dirs = tuple(d for d in (base_dir, Path.cwd()) if d is not None)
     if spec.path is not None and Path(spec.path).suffix.lower() in (".keras", ".h5", ".hdf5"):
         from tcavkit.models.keras import load_keras  # imports Keras only when needed

@@ -176,12 +176,14 @@ class Experiment:
                 f"data folder {data} does not exist: set `data:` to the folder that holds one "
                 "sub-folder per target, concept and random set"
             )
+        random_names = random_set_names(config)
+        _check_set_names(config, random_names)
         return cls(
             adapter,
             layers=spec.layers,
             targets={name: ImageFolder(data / name) for name in config.targets},
             concepts={name: ImageFolder(data / name) for name in config.concepts},
-            random={name: ImageFolder(data / name) for name in random_set_names(config)},
+            random={name: ImageFolder(data / name) for name in random_names},
             labels=labels,
             relative=config.relative,
             runs=config.random.runs,
@@ -220,11 +222,20 @@ class Experiment:
                         f"relative pair {pair!r}: {name!r} is not one of the concepts "
                         f"{sorted(self.concepts)}"
                     )
-        clash = set(self.concepts) & set(self.random)
-        if clash:
-            raise ConfigError(f"{sorted(clash)} named both as concept and as random set")
+        for role, names in (("concept", self.concepts), ("target", self.targets)):
+            clash = set(names) & set(self.random)
+            if clash:
+                raise ConfigError(f"{sorted(clash)} named both as {role} and as random set")
         for name in self.targets:
             self.class_index(name)
+        for name in sorted(set(self.concepts) & set(self.targets)):
+            warnings.warn(
+                f"concept {name!r} is also a target: a concept made of the class's own "
+                f"examples comes out significant for {name!r} whatever the model does; use "
+                "a concept that is not one of the targets",
+                TcavWarning,
+                stacklevel=3,
+            )
 
     def class_index(self, target: str) -> int:
         """The output index of target class ``target``."""
@@ -409,6 +420,21 @@ def random_set_names(config: ExperimentConfig) -> list[str]:
             "as random500_0, random500_1, ... or list their folder names in random.sets"
         )
     return names
+
+
+def _check_set_names(config: ExperimentConfig, random_names: Sequence[str]) -> None:
+    """Refuse a target or concept folder that the ``random.sets`` glob also matches: its
+    examples would be used as random examples too."""
+    if isinstance(config.random.sets, list):
+        return  # listed names: the overlap checks of ``Experiment`` name them
+    for key, names in (("targets", config.targets), ("concepts", config.concepts)):
+        matched = sorted(set(names) & set(random_names))
+        if matched:
+            raise ConfigError(
+                f"random.sets {config.random.sets!r} matches the folder(s) {matched} named in "
+                f"{key}: a random set must not hold the {key}' examples; rename the random "
+                "set folders or list them in random.sets"
+            )
 
 
 @contextmanager
