@@ -8,6 +8,7 @@ target; a batch's directions meet all targets' gradients in one matrix product.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from functools import partial
 
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from tcavkit.cav.batch import CavTask, cav_directions, train_cav_batch
 from tcavkit.cav.table import CavTable
+from tcavkit.errors import TcavWarning
 from tcavkit.examples.base import ExampleSet
 from tcavkit.pipeline.context import RunContext
 from tcavkit.pipeline.passes import Arrays, layer_loader
@@ -136,6 +138,7 @@ def _layer_cavs(
         and cached_stats is not None
         and len(cached) == len(tasks)
         and cached_stats.shape == (len(tasks), 3)
+        and _plausible_stats(ctx, stats_key, cached_stats)
     ):
         coefficients = np.array(cached)
         for start, stop in chunks:
@@ -173,6 +176,21 @@ def _layer_cavs(
     ctx.store.put(key, coefficients, meta=meta)
     ctx.store.put(stats_key, stats, meta={"cavs": key})
     return coefficients, stats
+
+
+def _plausible_stats(ctx: RunContext, key: str, stats: np.ndarray) -> bool:
+    """Whether cached CAV stats ``(m, 3)`` (intercept, accuracy, separation) are finite
+    with accuracies in [0, 1]; if not, says so in one warning (the CAVs are retrained)."""
+    accuracy = stats[:, 1]
+    if np.isfinite(stats).all() and ((accuracy >= 0) & (accuracy <= 1)).all():
+        return True
+    warnings.warn(
+        f"cache file {ctx.store.path(key)} holds impossible CAV stats (non-finite values or "
+        "an accuracy outside [0, 1]); the layer's CAVs are trained again",
+        TcavWarning,
+        stacklevel=4,
+    )
+    return False
 
 
 def _layer_rows(

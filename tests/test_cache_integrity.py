@@ -1,0 +1,207 @@
+"""Damaged cache entries are detected, reported once, recomputed and rewritten: flipped
+bytes, a rescaled array, lost or damaged metadata, impossible CAV stats."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import axis_model
+from tcavkit import CavOptions, Experiment, ImageFolder, Preprocessing
+from tcavkit.demo.starters import starter_cnn
+from tcavkit.demo.synthetic import make_dataset
+from tcavkit.store import INTEGRITY, scan
+
+
+def make(inputs, cache: Path, method: str = "mean-difference") -> Experiment:
+    targets, concepts, random = inputs
+    return Experiment(
+        axis_model(),
+        targets=targets,
+        concepts=concepts,
+        random=random,
+        layers=["1"],
+        labels=["a", "b"],
+        runs=10,
+        min_examples=5,
+        cav=CavOptions(method=method),
+        cache_dir=str(cache),
+        progress=False,
+        device="cpu",
+    )
+
+
+def run(experiment: Experiment):
+    """(result, messages of the warnings about the cache)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = experiment.run()
+    return result, [str(w.message) for w in caught if "cache file" in str(w.message)]
+
+
+def entries(cache: Path) -> list[tuple[Path, dict]]:
+    """(array file, metadata) of every cache entry."""
+    return [
+        (path, json.loads(path.with_suffix(".json").read_text()))
+        for path in sorted(cache.rglob("*.npy"))
+    ]
+
+
+def activations_of(cache: Path, name: str) -> Path:
+    return next(path for path, meta in entries(cache) if meta.get("set") == name)
+
+
+def cav_coefficients(cache: Path) -> Path:
+    return next(path for path, meta in entries(cache) if "method" in meta)
+
+
+def cav_stats(cache: Path) -> Path:
+    return next(path for path, meta in entries(cache) if "cavs" in meta and "method" not in meta)
+
+
+def invert(path: Path, count: int = 64, skip: int = 8) -> None:
+    """Invert ``count`` bytes of the array's data (after the .npy header)."""
+    data = bytearray(path.read_bytes())
+    start = len(data) - np.load(path, mmap_mode="r").nbytes + skip
+    for i in range(start, min(start + count, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def resign(path: Path, array: np.ndarray) -> None:
+    """Save ``array`` over an entry with a matching checksum: a valid entry, as far as the
+    store can tell."""
+    np.save(path, array)
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    if INTEGRITY in meta:
+        meta[INTEGRITY]["checksum"] = scan(np.load(path))[0]
+    meta_path.write_text(json.dumps(meta))
+
+
+def assert_same_tables(result, reference) -> None:
+    pd.testing.assert_frame_equal(result.runs, reference.runs)
+    pd.testing.assert_frame_equal(result.summary, reference.summary)
+
+
+@pytest.mark.parametrize("method", ["mean-difference", "sgd"])
+def test_flipped_bytes_are_reported_once_recomputed_and_rewritten(
+    axis_experiment_inputs, tmp_path, method
+):
+    cache = tmp_path / "cache"
+    first, notes = run(make(axis_experiment_inputs, cache, method))
+    assert notes == []
+    damaged = [activations_of(cache, "up"), cav_coefficients(cache)]
+    for path in damaged:
+        invert(path)
+    second, notes = run(make(axis_experiment_inputs, cache, method))
+    assert len(notes) == 2  # one line per damaged entry, naming its file
+    assert all(sum(str(path) in note for note in notes) == 1 for path in damaged)
+    assert all("recomputed" in note and "\n" not in note for note in notes)
+    assert second.counts.sets_computed == 1 and second.counts.cavs_trained > 0
+    assert_same_tables(second, first)
+    assert all(path.exists() for path in damaged)
+    third, notes = run(make(axis_experiment_inputs, cache, method))
+    assert notes == []
+    assert third.counts.sets_computed == 0 and third.counts.cavs_trained == 0
+    assert_same_tables(third, first)
+
+
+def test_a_rescaled_activation_array_is_detected(axis_experiment_inputs, tmp_path):
+    cache = tmp_path / "cache"
+    first, _ = run(make(axis_experiment_inputs, cache))
+    path = activations_of(cache, "side")
+    original = np.load(path)
+    np.save(path, original * 2)  # finite values, a valid .npy file
+    second, notes = run(make(axis_experiment_inputs, cache))
+    assert len(notes) == 1 and str(path) in notes[0] and "checksum" in notes[0]
+    assert second.counts.sets_computed == 1
+    assert_same_tables(second, first)
+    np.testing.assert_array_equal(np.load(path), original)  # rewritten
+    assert run(make(axis_experiment_inputs, cache))[1] == []
+
+
+def test_lost_or_damaged_metadata_makes_the_entry_missing(axis_experiment_inputs, tmp_path):
+    cache = tmp_path / "cache"
+    first, _ = run(make(axis_experiment_inputs, cache))
+    lost, garbled = activations_of(cache, "up"), activations_of(cache, "a")  # a: gradients
+    lost.with_suffix(".json").unlink()
+    garbled.with_suffix(".json").write_text('{"set": "a", "lay')
+    second, notes = run(make(axis_experiment_inputs, cache))
+    assert len(notes) == 2
+    assert second.counts.sets_computed == 2
+    assert_same_tables(second, first)
+    assert lost.with_suffix(".json").exists() and garbled.with_suffix(".json").exists()
+    assert run(make(axis_experiment_inputs, cache))[1] == []
+
+
+@pytest.mark.parametrize("accuracy", [1.5, -0.25, np.nan])
+def test_impossible_cached_cav_stats_are_retrained(axis_experiment_inputs, tmp_path, accuracy):
+    cache = tmp_path / "cache"
+    first, _ = run(make(axis_experiment_inputs, cache))
+    path = cav_stats(cache)
+    stats = np.load(path)
+    stats[3, 1] = accuracy
+    resign(path, stats)
+    second, notes = run(make(axis_experiment_inputs, cache))
+    assert len(notes) == 1 and str(path) in notes[0]
+    assert second.counts.cavs_trained == first.counts.cavs_trained
+    accuracies = second.runs.cav_accuracy
+    assert accuracies.notna().all() and accuracies.between(0, 1).all()
+    assert_same_tables(second, first)
+    third, notes = run(make(axis_experiment_inputs, cache))
+    assert notes == [] and third.counts.cavs_trained == 0
+
+
+def test_skipped_files_survive_lost_metadata(tmp_path):
+    size = (16, 16)
+    data = make_dataset(
+        tmp_path / "data",
+        size=size,
+        n_per_set=6,
+        n_random_sets=3,
+        concepts=("red", "striped"),
+        targets=("fire",),
+        seed=0,
+    )
+    (data["red"] / "zz-broken.png").write_bytes(b"not a png at all")
+    folders = {name: ImageFolder(path) for name, path in data.items()}
+    torch.manual_seed(0)
+    model = starter_cnn()
+    cache = tmp_path / "cache"
+
+    def experiment() -> Experiment:
+        return Experiment(
+            model,
+            layers=["block1", "block2"],
+            targets={"fire": folders["fire"]},
+            concepts={"red": folders["red"], "striped": folders["striped"]},
+            random={n: f for n, f in folders.items() if n.startswith("random500_")},
+            labels=["fire", "water", "grass"],
+            runs=3,
+            min_examples=4,
+            cav=CavOptions(method="mean-difference"),
+            preprocessing=Preprocessing(size=size),
+            cache_dir=str(cache),
+            progress=False,
+            device="cpu",
+        )
+
+    first, _ = run(experiment())
+    for path, meta in entries(cache):
+        if meta.get("set") == "red":
+            path.with_suffix(".json").unlink()
+    second, notes = run(experiment())
+    assert len(notes) == 2  # red's activations at both layers
+    assert second.counts.sets_computed == 1
+    for result in (first, second):
+        skipped = result.meta["sets"]["red"]["skipped"]
+        assert [p.endswith("zz-broken.png") for p in skipped] == [True]
+        assert result.meta["sets"]["red"]["n_examples"] == 6
+    assert_same_tables(second, first)
