@@ -17,7 +17,8 @@ class ConfigError(TcavError):
 
 
 class DataError(TcavError):
-    """An example set cannot be used (missing folder, unreadable files)."""
+    """Data cannot be used or written: an example set (missing folder, unreadable files),
+    or a results folder (a file in the way, a full disk, files of different runs)."""
 
 
 class TooFewExamplesError(DataError):
