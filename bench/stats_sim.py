@@ -394,3 +394,25 @@ def own_variance_test(runs_table: pd.DataFrame, statistic: str = "effect") -> pd
     return pd.DataFrame(
         out, columns=["target", "concept", "layer", "mean", "null_mean", "se", "df", "t", "p"]
     )
+
+
+def studentized_test(runs_table: pd.DataFrame, statistic: str = "effect") -> pd.DataFrame:
+    """Each set's mean statistic studentized by its own spread over runs,
+    ``z = (T - m0) / (S / sqrt(R))``, then the concept's ``z`` against the pseudo-concepts'
+    by the prediction-interval t-test (df M - 1)."""
+    out = []
+    for (t, layer), g in runs_table.groupby(["target", "layer"], sort=False):
+        per = g.groupby(["concept", "is_null"], sort=False)[statistic].agg(["mean", "std", "count"])
+        per = per.reset_index()
+        null = per[per.is_null]
+        m0 = float(null["mean"].mean())
+        z = (per["mean"] - m0) / (per["std"] / np.sqrt(per["count"]))
+        per["z"] = z.replace([np.inf, -np.inf], np.nan).fillna(0.0)
+        zn = per.loc[per.is_null, "z"].to_numpy()
+        m = len(zn)
+        scale = float(np.std(zn, ddof=1)) * np.sqrt(1 + 1 / m)
+        for row in per[~per.is_null].itertuples():
+            tstat = (row.z - float(zn.mean())) / scale if scale > 0 else 0.0
+            p = float(2 * st.t.sf(abs(tstat), m - 1))
+            out.append((t, row.concept, layer, row.mean, m0, tstat, p))
+    return pd.DataFrame(out, columns=["target", "concept", "layer", "mean", "null_mean", "t", "p"])
