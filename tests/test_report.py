@@ -5,17 +5,30 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from PIL import Image
 
 from tcavkit.errors import DataError, TcavError
 from tcavkit.report import LOW_CAV_ACCURACY, build_report, plot_all, render_html
-from tcavkit.report.common import format_p, plot_filename
+from tcavkit.report.common import (
+    format_p,
+    plot_filename,
+    statistic_of,
+    statistics_of,
+    table_decimals,
+)
+from tcavkit.report.html import environment
+from tcavkit.report.plots import _legend_above
 from tcavkit.report.text import finding
 
 EVIL = "<script>alert(1)</script>"
@@ -30,8 +43,33 @@ def _accuracy(concept: str, layer: str) -> float:
     return 0.55 if (concept, layer) == ("stripes", "block2") else 0.9
 
 
-def write_results(folder: Path) -> Path:
-    """A small fake results folder: 2 targets x 3 concepts x 2 layers, one significant row."""
+def statistic_columns(sig: bool, rng: np.random.Generator) -> dict:
+    """The tested statistic's columns of one summary row, as :func:`tcavkit.stats.summarize`
+    writes them: an interval that excludes the null (0.0) exactly when ``sig``."""
+    if sig:
+        mean, low, high = 9.1, 6.8, 11.4
+    else:
+        mean = 0.4 * rng.standard_normal()
+        low, high = min(mean - 1.5, -0.2), max(mean + 1.5, 0.2)
+    return {
+        "magnitude_mean": mean / 10, "n_null": N_RUNS, "n_null_runs": 12, "test": "concept-t",
+        "statistic": "effect", "statistic_mean": mean, "statistic_null_mean": 0.0,
+        "statistic_null_std": 0.6, "statistic_low": low, "statistic_high": high,
+        "direction": "positive" if sig else "none",
+    }  # fmt: skip
+
+
+LEGACY_DROPPED = ("statistic_low", "statistic_high", "direction")
+"""Columns that results folders of older versions lack."""
+
+
+def write_results(folder: Path, legacy: str | None = None) -> Path:
+    """A small fake results folder: 2 targets x 3 concepts x 2 layers, one significant row.
+
+    ``legacy``: ``None`` writes today's summary; ``"no-interval"`` leaves out
+    :data:`LEGACY_DROPPED`; ``"score"`` writes only the core columns (the TCAV score was
+    the tested statistic).
+    """
     rng = np.random.default_rng(0)
     summary, runs = [], []
     for target in TARGETS:
@@ -48,12 +86,16 @@ def write_results(folder: Path) -> Path:
                     "null_mean": 0.51, "null_std": 0.1,
                     "p_value": 2.5e-7 if sig else 0.4, "p_adjusted": 1e-6 if sig else 0.8,
                     "significant": sig, "cav_accuracy_mean": _accuracy(concept, layer),
+                    **(statistic_columns(sig, rng) if legacy != "score" else {}),
                 })  # fmt: skip
                 for k in range(N_RUNS):
                     runs.append((target, concept, layer, f"random_{k}", k,
                                  mean + rng.uniform(-0.05, 0.05), 0.02,
                                  _accuracy(concept, layer), False))  # fmt: skip
-    pd.DataFrame(summary).to_csv(folder / "summary.csv", index=False)
+    table = pd.DataFrame(summary)
+    if legacy == "no-interval":
+        table = table.drop(columns=list(LEGACY_DROPPED))
+    table.to_csv(folder / "summary.csv", index=False)
     cols = ["target", "concept", "layer", "random", "run", "tcav_score", "magnitude",
             "cav_accuracy", "is_null"]  # fmt: skip
     pd.DataFrame(runs, columns=cols).to_csv(folder / "runs.csv", index=False)
@@ -76,7 +118,7 @@ def write_results(folder: Path) -> Path:
 
 
 class Collector(HTMLParser):
-    """Collects tags, attributes, text, and the summary table's headers and rows."""
+    """Collects tags, attributes, text, and each table's (by id) headers and body rows."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -84,20 +126,27 @@ class Collector(HTMLParser):
         self.errors: list[str] = []
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.text: list[str] = []
-        self.in_summary = self.in_head = self.in_body = False
-        self.headers: list[str] = []
-        self.body_rows = 0
+        self.table: str | None = None
+        self.part: str | None = None
+        self.headers: dict[str, list[str]] = {}
+        self.rows: dict[str, list[list[str]]] = {}
+        self.row_classes: dict[str, list[str | None]] = {}
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         self.tags.append((tag, a))
-        if tag == "table" and a.get("id") == "summary-table":
-            self.in_summary = True
-        if self.in_summary:
-            self.in_head |= tag == "thead"
-            self.in_body |= tag == "tbody"
-            if tag == "tr" and self.in_body:
-                self.body_rows += 1
+        if tag == "table" and a.get("id"):
+            self.table = str(a["id"])
+            self.headers[self.table], self.rows[self.table] = [], []
+            self.row_classes[self.table] = []
+        if self.table:
+            if tag in ("thead", "tbody", "tfoot"):
+                self.part = tag
+            elif tag == "tr" and self.part == "tbody":
+                self.rows[self.table].append([])
+                self.row_classes[self.table].append(a.get("class"))
+            elif tag == "td" and self.part == "tbody":
+                self.rows[self.table][-1].append("")
         if tag not in VOID:
             self.stack.append(tag)
 
@@ -108,18 +157,28 @@ class Collector(HTMLParser):
             self.errors.append(f"</{tag}> closes {self.stack[-1:]}")
             return
         self.stack.pop()
-        if self.in_summary:
-            if tag == "thead":
-                self.in_head = False
-            elif tag == "tbody":
-                self.in_body = False
-            elif tag == "table":
-                self.in_summary = False
+        if tag in ("thead", "tbody", "tfoot"):
+            self.part = None
+        elif tag == "table":
+            self.table = None
 
     def handle_data(self, data: str) -> None:
         self.text.append(data)
-        if self.in_summary and self.in_head and data.strip():
-            self.headers.append(data.strip())
+        if self.table and self.part == "thead" and data.strip():
+            self.headers[self.table].append(data.strip())
+        elif self.table and self.part == "tbody" and "td" in self.stack:
+            self.rows[self.table][-1][-1] += data
+
+
+def parse(html: str) -> Collector:
+    parser = Collector()
+    parser.feed(html)
+    parser.close()
+    return parser
+
+
+HEADLINE = ["target", "concept", "layer", "effect [interval]", "random concepts", "TCAV score",
+            "p_adjusted", "significant"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +186,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Collecto
     folder = write_results(tmp_path_factory.mktemp("results"))
     out = build_report(folder)
     html = out.read_text(encoding="utf-8")
-    parser = Collector()
-    parser.feed(html)
-    parser.close()
-    return folder, html, parser
+    return folder, html, parse(html)
 
 
 def test_html_is_well_formed(built: tuple[Path, str, Collector]) -> None:
@@ -149,21 +205,55 @@ def test_html_is_well_formed(built: tuple[Path, str, Collector]) -> None:
 
 
 def test_summary_table(built: tuple[Path, str, Collector]) -> None:
-    folder, _, parser = built
+    """First the columns a reader needs; every column of summary.csv one click away."""
+    folder, html, parser = built
     summary = pd.read_csv(folder / "summary.csv")
-    assert parser.headers == list(summary.columns)
-    assert parser.body_rows == len(summary)
+    assert parser.headers["summary-table"] == HEADLINE
+    assert parser.headers["summary-full"] == list(summary.columns)
+    assert len(parser.rows["summary-table"]) == len(parser.rows["summary-full"]) == len(summary)
+    full = html[html.index("<details><summary>All ") : html.index('id="summary-full"')]
+    assert "</details>" not in full  # the full table sits inside the <details> element
+    sig = int(summary["significant"].sum())
+    assert sig == 1
+    for table in ("summary-table", "summary-full"):
+        assert [c for c in parser.row_classes[table] if c] == ["sig sig-pos"]
+    row = parser.rows["summary-table"][parser.row_classes["summary-table"].index("sig sig-pos")]
+    assert row == ["fire", "red", "block3", "9.1 [6.8, 11.4]", "0.0 ± 0.6", "0.93",
+                   "1e-06", "+ significant"]  # fmt: skip
     text = "".join(parser.text)
     assert "1e-06" in text and "0.930" in text
-    sig_rows = [a["class"] for t, a in parser.tags if t == "tr" and "sig" in (a.get("class") or "")]
-    assert sig_rows == ["sig sig-pos"] and int(summary["significant"].sum()) == 1
+
+
+def test_a_mark_only_where_the_shown_interval_excludes_the_null(
+    built: tuple[Path, str, Collector],
+) -> None:
+    _, _, parser = built
+    assert_marks_agree_with_intervals(parser)
+
+
+def assert_marks_agree_with_intervals(parser: Collector) -> None:
+    """Each marked row's shown interval excludes the shown null; each other row's covers it."""
+    headers = parser.headers["summary-table"]
+    stat = next(i for i, h in enumerate(headers) if h.endswith("[interval]"))
+    null, sig = headers.index("random concepts"), headers.index("significant")
+    checked = 0
+    for row in parser.rows["summary-table"]:
+        if "[" not in row[stat]:
+            continue
+        low, high = (float(v) for v in row[stat].split("[")[1].rstrip("]").split(","))
+        centre = float(row[null].split("±")[0])
+        covers = low <= centre <= high
+        assert covers == (row[sig] == "no"), row
+        checked += 1
+    assert checked
 
 
 def test_one_embedded_png_per_plot(built: tuple[Path, str, Collector]) -> None:
     folder, _, parser = built
     files = sorted((folder / "plots").glob("*.png"))
-    # bar charts per (target, layer), heatmap per target, one shared CAV accuracy plot
-    assert len(files) == len(TARGETS) * len(LAYERS) + len(TARGETS) + 1
+    # tested statistic and TCAV score per (target, layer), heatmap per target, one CAV plot
+    assert len(files) == 2 * len(TARGETS) * len(LAYERS) + len(TARGETS) + 1
+    assert sum(f.name.startswith("statistic-") for f in files) == len(TARGETS) * len(LAYERS)
     srcs = [a["src"] for t, a in parser.tags if t == "img"]
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     embedded = sorted(base64.b64decode(s.split(",", 1)[1]) for s in srcs)
@@ -184,6 +274,22 @@ def test_user_strings_are_escaped(built: tuple[Path, str, Collector]) -> None:
         assert all(c.isalnum() or c in "-." for c in f.name), f.name
 
 
+def test_sections_in_reading_order(built: tuple[Path, str, Collector]) -> None:
+    """Findings (with the warnings) first, then plots, the summary table and the details."""
+    _, html, parser = built
+    sections = [a["id"] for t, a in parser.tags if t == "section"]
+    assert sections == ["findings", "plots", "summary", "details"]
+    findings = html[html.index('<section id="findings">') : html.index('<section id="plots">')]
+    assert "<img" not in findings and "At layer block3" in findings
+    assert "is near chance" in findings and "saved warning" in findings
+    details = html[html.index('<section id="details">') :]
+    assert 'id="sets-table"' in details and "Run id" not in html[: html.index("<h2>Details")]
+    assert "Set fire: 1 file(s) skipped (bad.jpg)" in details
+    assert [a.get("href") for t, a in parser.tags if t == "a"] == [
+        "#findings", "#plots", "#summary", "#details",
+    ]  # fmt: skip
+
+
 def test_warnings_and_findings(built: tuple[Path, str, Collector]) -> None:
     _, _, parser = built
     text = " ".join("".join(parser.text).split())
@@ -195,9 +301,11 @@ def test_warnings_and_findings(built: tuple[Path, str, Collector]) -> None:
     assert "Set fire: 1 file(s) skipped (bad.jpg)" in text
     assert f"Only {N_RUNS} random run(s)" in text
     assert (
-        "At layer block3, class fire is sensitive to concept red: "
-        "score 0.93 ± 0.04 vs null 0.51, p_adj = 1e-06."
+        "At layer block3, moving from random images toward concept red raises the logit of "
+        "class fire by 9.1 (interval 6.8 to 11.4; random concepts change it by 0.0 ± 0.6); "
+        "93% of fire examples rise along it (TCAV score 0.93). p_adj = 1e-06."
     ) in text
+    assert "1 of 12 (class, concept, layer) tests of the effect differ significantly" in text
     assert text.count("At layer ") == 1
     assert LOW_CAV_ACCURACY == 0.6
 
@@ -248,12 +356,143 @@ def test_formatting_and_names() -> None:
     for name in names:
         assert name.endswith(".png") and all(c.isalnum() or c in "-." for c in name)
         assert "/" not in name and not name.startswith(".")
+    # results without the statistic_* columns tested the TCAV score
     row = pd.Series({"target": "t", "concept": "c", "layer": "l", "mean": 0.1, "std": 0.02,
                      "null_mean": 0.5, "p_adjusted": 0.0123})  # fmt: skip
     assert finding(row) == (
-        "At layer l, class t is negatively sensitive to concept c: "
-        "score 0.10 ± 0.02 vs null 0.50, p_adj = 0.012."
+        "At layer l, the logit of class t rises along concept c for 10% of its examples "
+        "(TCAV score 0.10; random concepts: 0.50), less often than along random concepts. "
+        "p_adj = 0.012."
     )
+    tested = {"statistic": "effect", "statistic_mean": -2.5, "statistic_null_mean": -0.0,
+              "statistic_null_std": 0.4, "statistic_low": -3.6, "statistic_high": -1.4,
+              "direction": "negative"}  # fmt: skip
+    assert finding(pd.Series({**row, **tested})) == (
+        "At layer l, moving from random images toward concept c lowers the logit of class t "
+        "by 2.5 (interval 1.4 to 3.6; random concepts change it by 0.0 ± 0.4); 10% of t "
+        "examples rise along it (TCAV score 0.10). p_adj = 0.012."
+    )
+    # an interval that reaches across 0 (the null is not 0): signed numbers, no "lowers"
+    shifted = {**tested, "statistic_null_mean": 3.0, "statistic_high": 0.4}
+    assert "changes the logit of class t by -2.5 (interval -3.6 to 0.4), less than random " \
+        "concepts do (3.0 ± 0.4)" in finding(pd.Series({**row, **shifted}))  # fmt: skip
+
+
+def test_shown_numbers_keep_an_excluding_bound_apart_from_the_null() -> None:
+    row = {"statistic": "effect", "statistic_mean": 2.0, "statistic_null_mean": 0.0,
+           "statistic_null_std": 0.5, "statistic_low": 0.004, "statistic_high": 4.0}  # fmt: skip
+    shown = statistic_of(row)  # two significant digits of 4.0, then as many as 0.004 needs
+    assert shown.with_interval() == "2.000 [0.004, 4.000]" and shown.null() == "0.000 ± 0.500"
+    assert statistic_of({**row, "statistic_low": 0.4}).with_interval() == "2.0 [0.4, 4.0]"
+    near = {**row, "statistic_low": 0.4, "statistic_null_mean": -0.01}
+    assert statistic_of(near).null() == "0.0 ± 0.5"  # not -0.0
+    wide = {**row, "statistic_mean": 200.0, "statistic_low": 100.0, "statistic_high": 300.0}
+    table = pd.DataFrame([row, wide, wide])
+    assert table_decimals(table) == 0  # two digits of the median row size, 300
+    assert [t.decimals for t in statistics_of(table)] == [3, 0, 0]
+
+
+def test_injection_payloads_are_escaped(tmp_path: Path) -> None:
+    """Script and attribute payloads in every user-controlled string stay text."""
+    payload = '<script>alert(1)</script>"onload="alert(2)'
+    quoted = "'onload='alert(3)"
+    summary = pd.DataFrame({
+        "target": [f"t{payload}"] * 2, "concept": [f"c{payload}", f"c{quoted}"],
+        "layer": [f"l{payload}"] * 2, "n_runs": [12, 12], "mean": [0.9, 0.5], "std": 0.05,
+        "ci_low": [0.85, 0.45], "ci_high": [0.95, 0.55], "null_mean": 0.5, "null_std": 0.1,
+        "p_value": [1e-5, 0.5], "p_adjusted": [2e-5, 0.5], "significant": [True, False],
+        "cav_accuracy_mean": [0.9, 0.55], "statistic": "effect", "statistic_mean": [3.0, 0.1],
+        "statistic_null_mean": 0.0, "statistic_null_std": 0.5, "statistic_low": [1.0, -1.0],
+        "statistic_high": [5.0, 1.2], "direction": ["positive", "none"],
+    })  # fmt: skip
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    meta = {
+        "run_id": f"r{payload}", "created": f"today{payload}", "tcavkit_version": payload,
+        "config": {"name": f"n{payload}"}, "seed": payload,
+        "model": {"description": f"m{payload}", "fingerprint": payload, "layers": [payload],
+                  "labels": [payload]},
+        "sets": {f"s{payload}": {"role": payload, "n_examples": payload,
+                                 "description": f"d{payload}", "fingerprint": payload,
+                                 "skipped": [f"f{payload}"]}},
+        "warnings": [f"w{payload}", f"w{quoted}"], "timings": {payload: payload},
+        "stats": {"test": payload, "alpha": 0.05, "correction": payload},
+        "versions": {payload: payload},
+    }  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(meta))
+    html = build_report(tmp_path).read_text(encoding="utf-8")
+    lowered = html.lower()
+    assert "<script" not in lowered and '"onload=' not in lowered and "'onload=" not in lowered
+    parser = parse(html)
+    assert parser.errors == [] and parser.stack == []
+    assert "script" not in [t for t, _ in parser.tags]
+    for tag, attrs in parser.tags:
+        assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+    # the strings are shown as written, escaped
+    text = "".join(parser.text)
+    for shown in (f"t{payload}", f"c{quoted}", f"d{payload}", f"w{payload}", f"r{payload}",
+                  f"m{payload}", f"n{payload}"):  # fmt: skip
+        assert shown in text, shown
+    run_ids = [a["content"] for t, a in parser.tags if a.get("name") == "tcavkit-run-id"]
+    assert run_ids == [f"r{payload}"]
+
+
+def test_templates_autoescape_and_ship_as_package_data() -> None:
+    env = environment()
+    assert env.autoescape is True
+    assert env.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
+    templates = resources.files("tcavkit.report") / "templates"
+    assert (templates / "report.html").is_file() and (templates / "report.css").is_file()
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '"report/templates/*"' in pyproject and "jinja2>=3.1" in pyproject
+
+
+@pytest.mark.parametrize("legacy", ["no-interval", "score"])
+def test_results_of_older_versions_still_build(tmp_path: Path, legacy: str) -> None:
+    folder = write_results(tmp_path, legacy=legacy)
+    parser = parse(build_report(folder).read_text(encoding="utf-8"))
+    assert parser.errors == [] and parser.stack == []
+    headers = parser.headers["summary-table"]
+    rows = parser.rows["summary-table"]
+    sig = [r for r, c in zip(rows, parser.row_classes["summary-table"], strict=True) if c]
+    assert len(sig) == 1 and sig[0][-1] == "+ significant"
+    text = " ".join("".join(parser.text).split())
+    if legacy == "no-interval":  # the effect was tested; it has no interval to show
+        assert headers[3] == "effect" and "TCAV score" in headers
+        assert sig[0][3] == "9.10" and "raises the logit of class fire by 9.10 (random" in text
+        assert sig[0][4] == "0.00 ± 0.60"  # two digits of the typical size, the null's sd
+        assert any(name.startswith("statistic-") for name in os.listdir(folder / "plots"))
+    else:  # the TCAV score was tested: one column for it, no statistic plot
+        assert headers[3] == "TCAV score" and headers.count("TCAV score") == 1
+        assert sig[0][3] == "0.93" and sig[0][4] == "0.51 ± 0.10"
+        assert "the logit of class fire rises along concept red for 93% of its" in text
+        assert not any(name.startswith("statistic-") for name in os.listdir(folder / "plots"))
+
+
+def test_timings_total_is_not_counted_twice(tmp_path: Path) -> None:
+    folder = write_results(tmp_path)
+    meta = json.loads((folder / "results.json").read_text())
+    meta["timings"] = {"activations": 1.5, "cavs": 0.25, "total": 2.0}
+    (folder / "results.json").write_text(json.dumps(meta))
+    html = build_report(folder).read_text(encoding="utf-8")
+    timings = html[html.index('<h3 id="timings">') :]
+    assert timings.count(">total<") == 1 and ">2.00<" in timings
+
+
+def test_cav_accuracy_legend_fits_above_the_axes() -> None:
+    """The legend sits between the axes and the title, in rows no wider than the axes."""
+    fig = Figure(figsize=(6.5, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    handles = [Patch(facecolor="C0", label=f"layer features.block{i}.conv") for i in range(6)]
+    handles.append(Patch(facecolor="white", hatch="xx", label="near chance (below 0.6), marked !"))
+    _legend_above(ax, handles, "CAV accuracy · all classes")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    title = ax.title.get_window_extent(renderer)
+    axes = ax.get_window_extent(renderer)
+    assert legend.width <= axes.width + 1
+    assert legend.y0 >= axes.y1 and title.y0 >= legend.y1 - 1
 
 
 def test_run_id_is_escaped_and_the_html_stays_well_formed(tmp_path: Path) -> None:
@@ -261,9 +500,7 @@ def test_run_id_is_escaped_and_the_html_stays_well_formed(tmp_path: Path) -> Non
     meta = json.loads((folder / "results.json").read_text())
     (folder / "results.json").write_text(json.dumps({**meta, "run_id": f'x"{EVIL}'}))
     html = build_report(folder).read_text(encoding="utf-8")
-    parser = Collector()
-    parser.feed(html)
-    parser.close()
+    parser = parse(html)
     assert parser.errors == [] and parser.stack == [] and EVIL not in html
     tags = [a for t, a in parser.tags if t == "meta" and a.get("name") == "tcavkit-run-id"]
     assert [a["content"] for a in tags] == [f'x"{EVIL}']

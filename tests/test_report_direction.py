@@ -1,10 +1,11 @@
 """Significant positive and significant negative results look different everywhere.
 
 One summary with a significant positive row, a significant negative row and a row that is
-not significant, in three forms: written before the ``direction`` column existed (the
-direction is the sign of ``mean - null_mean``), with the column, and with a column that
+not significant, in four forms: written before the ``direction`` column existed (the
+direction is the sign of ``mean - null_mean``), with the column, with a column that
 disagrees with ``mean - null_mean`` (the column is authoritative, so only code that reads
-it passes).
+it passes), and as :func:`tcavkit.stats.summarize` writes it today (the tested statistic's
+columns: its mean, null, interval at the corrected level, and direction).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from PIL import Image
@@ -31,6 +33,7 @@ from tcavkit.report.plots import (
     POS_COLOR,
     PlotSpec,
     draw_heatmap,
+    draw_statistic_bars,
     draw_tcav_bars,
 )
 from tcavkit.report.text import finding, findings
@@ -38,7 +41,12 @@ from tcavkit.report.text import finding, findings
 EVIL = "<b>neg&</b>"
 MINUS = "\u2212"
 EXPECTED = ["positive", "negative", "none"]
-FORMS = ("legacy", "tagged", "contrary")
+FORMS = ("legacy", "tagged", "contrary", "tested")
+EFFECT = {  # the tested statistic of the "tested" form: above, below and around the null
+    "statistic": "effect", "statistic_mean": [4.2, -3.1, 0.3], "statistic_null_mean": 0.1,
+    "statistic_null_std": 0.5, "statistic_low": [2.0, -5.0, -1.2],
+    "statistic_high": [6.4, -1.2, 1.8], "direction": ["positive", "negative", "none"],
+}  # fmt: skip
 
 
 def summary_table(form: str) -> pd.DataFrame:
@@ -57,6 +65,8 @@ def summary_table(form: str) -> pd.DataFrame:
         table["direction"] = ["positive", "negative", "none"]
     elif form == "contrary":  # the tested statistic's sign, against mean - null_mean
         table["direction"] = ["Positive", " negative", "none"]
+    elif form == "tested":
+        table = table.assign(**EFFECT)
     return table
 
 
@@ -104,13 +114,25 @@ def test_findings_wording(table: pd.DataFrame) -> None:
     assert "2 of 3" in overview
     assert "1 positive" in overview and "1 negative" in overview
     assert len(sentences) == 2
-    assert sentences[0].startswith("At layer L1, class t is sensitive to concept pos: ")
-    assert sentences[1].startswith(
-        f"At layer L1, class t is negatively sensitive to concept {EVIL}"
-    )
-    # a row alone: its own direction value decides (mean vs null only without one)
-    assert " is sensitive to " in finding(table.iloc[0])
-    assert " is negatively sensitive to " in finding(table.iloc[1])
+    if "statistic_mean" in table:  # the effect was tested: raises / lowers the logit
+        assert sentences[0].startswith(
+            "At layer L1, moving from random images toward concept pos raises the logit of "
+            "class t by 4.2 (interval 2.0 to 6.4; random concepts change it by 0.1 ± 0.5); "
+            "90% of t examples rise along it (TCAV score 0.90)."
+        )
+        assert sentences[1].startswith(
+            f"At layer L1, moving from random images toward concept {EVIL} lowers the logit "
+            "of class t by 3.1 (interval 1.2 to 5.0;"
+        )
+        assert " raises " in finding(table.iloc[0]) and " lowers " in finding(table.iloc[1])
+    else:  # the TCAV score was tested
+        assert sentences[0].startswith("At layer L1, the logit of class t rises along concept pos")
+        assert sentences[0].endswith("more often than along random concepts. p_adj = 0.0003.")
+        assert f"rises along concept {EVIL} for " in sentences[1]
+        assert "less often than along random concepts" in sentences[1]
+        # a row alone: its own direction value decides (mean vs null only without one)
+        assert " more often " in finding(table.iloc[0])
+        assert " less often " in finding(table.iloc[1])
 
 
 def test_overview_counts_each_direction() -> None:
@@ -118,7 +140,15 @@ def test_overview_counts_each_direction() -> None:
     table.loc[2, ["significant", "direction"]] = [True, "negative"]
     overview, sentences = findings(table, {})
     assert "3 of 3" in overview and "1 positive" in overview and "2 negative" in overview
-    assert sum(" negatively sensitive " in s for s in sentences) == 2
+    assert sum(" less often than along random concepts" in s for s in sentences) == 2
+
+
+def test_direction_falls_back_on_the_tested_statistic() -> None:
+    """Without ``direction``, a significant row's sign is that of the tested statistic
+    against its null (here against the TCAV score's, which points the other way)."""
+    table = summary_table("tested").drop(columns="direction")
+    table["mean"] = [0.2, 0.8, 0.55]
+    assert directions(table).tolist() == EXPECTED
 
 
 # ---------------------------------------------------------------- HTML
@@ -185,8 +215,8 @@ def test_html_marks_each_direction(table: pd.DataFrame) -> None:
     assert ".dir-pos{color:var(--posfg)}" in css and ".dir-neg{color:var(--negfg)}" in css
     # user names stay escaped in the table and the findings
     assert EVIL not in html
-    assert html.count("&lt;b&gt;neg&amp;&lt;/b&gt;") >= 2
-    assert "negatively sensitive to concept &lt;b&gt;neg&amp;&lt;/b&gt;" in html
+    assert html.count("&lt;b&gt;neg&amp;&lt;/b&gt;") >= 3
+    assert "concept &lt;b&gt;neg&amp;&lt;/b&gt; " in html
 
 
 # ---------------------------------------------------------------- plots
@@ -231,6 +261,40 @@ def test_bar_legend_lists_only_what_is_drawn() -> None:
     labels = _legend_labels(ax)
     assert "significant, positive (+)" in labels
     assert not any("negative" in s or s == "not significant" for s in labels)
+
+
+def test_statistic_bars() -> None:
+    """The tested statistic: bars in the direction colours, error bars from statistic_low
+    to statistic_high, the dashed null at statistic_null_mean."""
+    _, ax = _axes()
+    rows = summary_table("tested")
+    bars = draw_statistic_bars(ax, rows, PlotSpec("statistic", "t", "L1", "x.png", "t"))
+    assert [bar.get_height() for bar in bars] == EFFECT["statistic_mean"]
+    faces = [bar.get_facecolor() for bar in bars]
+    assert faces == [to_rgba(POS_COLOR), to_rgba(NEG_COLOR), to_rgba(NONSIG_COLOR)]
+    assert bars[2].get_hatch() == "///"
+    marks = sorted(t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("mark-"))
+    assert marks == ["+", MINUS]
+    (errors,) = [
+        c for c in ax.collections if isinstance(c, LineCollection) and len(c.get_segments()) == 3
+    ]
+    spans = [tuple(sorted(seg[:, 1])) for seg in errors.get_segments()]
+    expected = np.column_stack([EFFECT["statistic_low"], EFFECT["statistic_high"]])
+    np.testing.assert_allclose(spans, expected)
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert [tuple(ln.get_ydata()) for ln in dashed] == [(0.1, 0.1)]
+    labels = _legend_labels(ax)
+    assert labels[:3] == [
+        "significant, positive (+)",
+        f"significant, negative ({MINUS})",
+        "not significant",
+    ]
+    assert "interval (corrected level)" in labels and "random concepts (mean)" in labels
+    # without an interval (older results): no error bars, no interval in the legend
+    _, ax = _axes()
+    draw_statistic_bars(ax, rows.drop(columns=["statistic_low", "statistic_high"]),
+                        PlotSpec("statistic", "t", "L1", "x.png", "t"))  # fmt: skip
+    assert "interval (corrected level)" not in _legend_labels(ax)
 
 
 def test_heatmap_marks_and_legend(table: pd.DataFrame) -> None:
@@ -280,17 +344,19 @@ def test_report_from_folder(tmp_path: Path, form: str) -> None:
     table = summary_table(form)
     table.to_csv(tmp_path / "summary.csv", index=False)
     paths = plot_all(table, None, tmp_path / "direct")
-    assert len(paths) == 2  # one bar chart, one heatmap
+    kinds = ["heatmap", "statistic", "tcav"] if form == "tested" else ["heatmap", "tcav"]
+    assert len(paths) == len(kinds)  # one bar chart (two with the statistic), one heatmap
     out = build_report(tmp_path)
     pngs = sorted((tmp_path / "plots").glob("*.png"))
-    assert [p.name.split("-")[0] for p in pngs] == ["heatmap", "tcav"]
+    assert [p.name.split("-")[0] for p in pngs] == kinds
     for png in pngs:
         with Image.open(png) as im:
             assert im.format == "PNG" and im.size[0] > 300
     html = out.read_text(encoding="utf-8")
-    assert html.count('<tr class="sig sig-pos">') == 1
-    assert html.count('<tr class="sig sig-neg">') == 1
-    assert "is negatively sensitive to concept &lt;b&gt;" in html
+    # the first table and the full one (in <details>)
+    assert html.count('<tr class="sig sig-pos">') == 2
+    assert html.count('<tr class="sig sig-neg">') == 2
+    assert "concept &lt;b&gt;neg&amp;&lt;/b&gt; " in html
     assert EVIL not in html
 
 
@@ -310,9 +376,19 @@ def test_console_marks(table: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> 
     rows = lines[1:4]
     assert rows[0].split()[1] == "pos" and rows[0].rstrip().endswith(" +")
     assert rows[1].rstrip().endswith(f" {MINUS}")
-    assert rows[2].split()[1] == "flat" and rows[2].rstrip().endswith("0.6000")
+    assert rows[2].split()[1] == "flat" and rows[2].rstrip().endswith(" 0.6")
     assert "*" not in "\n".join(lines)
     assert lines[-1].startswith(f"+ / {MINUS} significant after correction")
+    if "statistic_mean" in table:  # the tested statistic with its interval, its null, score
+        assert lines[0].split()[:9] == ["target", "concept", "layer", "effect", "[interval]",
+                                        "random", "concepts", "score", "p_adjusted"]  # fmt: skip
+        assert rows[0].split()[3:9] == ["4.2", "[2.0,", "6.4]", "0.1", "±", "0.5"]
+        assert rows[0].split()[9:] == ["0.90", "0.0003", "+"]
+        assert rows[2].split()[3:6] == ["0.3", "[-1.2,", "1.8]"]
+    else:  # the TCAV score was tested: no interval to show, no second score column
+        assert lines[0].split()[:6] == ["target", "concept", "layer", "TCAV", "score", "random"]
+        score = f"{table['mean'][0]:.2f}"
+        assert rows[0].split()[3:] == [score, "0.50", "±", "0.10", "0.0003", "+"]
 
 
 def test_console_minus_falls_back_to_ascii(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -321,3 +397,9 @@ def test_console_minus_falls_back_to_ascii(monkeypatch: pytest.MonkeyPatch) -> N
     assert lines[2].rstrip().endswith(" -")
     assert MINUS not in "\n".join(lines)
     assert lines[-1].startswith("+ / - significant after correction")
+
+
+def test_console_names_are_not_markup() -> None:
+    table = summary_table("tested")
+    table.loc[0, "concept"] = "[bold]x[/bold]"
+    assert "[bold]x[/bold]" in _printed(table)[1]

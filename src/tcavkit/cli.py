@@ -151,17 +151,21 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def print_summary(summary: Any, echo: Callable[[str], None] = typer.echo) -> None:
-    """A compact table: target, concept, layer, mean ± std, null mean, p (adjusted), marker.
+    """A compact table of what was tested: target, concept, layer, the tested statistic with
+    its interval, that of random concepts (mean ± sd), the TCAV score, p (adjusted), marker.
 
-    The marker is ``+`` for a significant positive row (the class is sensitive to the
-    concept), ``−`` for a significant negative one, blank otherwise; the direction comes from
-    :func:`tcavkit.report.common.directions`. ``−`` (U+2212) becomes ``-`` where standard
-    output cannot encode it.
+    The marker is ``+`` for a significant positive row (the tested statistic is above random
+    concepts), ``−`` for a significant negative one, blank otherwise; the direction comes
+    from :func:`tcavkit.report.common.directions`, and a marked row's interval excludes
+    random concepts' mean. ``−`` (U+2212) becomes ``-`` where standard output cannot encode
+    it.
     """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from tcavkit.report.common import DIRECTION_MARKS, directions
+    from tcavkit.report.common import DIRECTION_MARKS
+    from tcavkit.report.text import headline, statistic_label
 
     marks = dict(DIRECTION_MARKS)
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
@@ -169,27 +173,35 @@ def print_summary(summary: Any, echo: Callable[[str], None] = typer.echo) -> Non
         marks["negative"].encode(encoding)
     except (LookupError, UnicodeEncodeError):
         marks["negative"] = "-"
+    name, rows = headline(summary)
+    label = statistic_label(name)
+    has_interval = any("[" in row.statistic for row in rows)
+    tested = f"{label} [interval]" if has_interval else label
+    columns = ["target", "concept", "layer", tested, "random concepts", "score", "p_adjusted", ""]
+    if name == "tcav_score":
+        columns.remove("score")
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for column in ("target", "concept", "layer", "mean ± std", "null_mean", "p_adjusted", ""):
-        justify = "right" if column in ("mean ± std", "null_mean", "p_adjusted") else "left"
-        table.add_column(column, justify=justify)
-    for row, direction in zip(summary.to_dict(orient="records"), directions(summary), strict=True):
-        table.add_row(
-            str(row["target"]),
-            str(row["concept"]),
-            str(row["layer"]),
-            f"{_fmt(row['mean'])} ± {_fmt(row['std'])}",
-            _fmt(row["null_mean"]),
-            _fmt(row["p_adjusted"], 4),
-            marks[str(direction)],
-        )
+    for column in columns:
+        justify = "left" if column in ("target", "concept", "layer", "") else "right"
+        table.add_column(Text(column), justify=justify)
+    for row in rows:
+        cells = [row.target, row.concept, row.layer, row.statistic, row.null, row.score]
+        if name == "tcav_score":
+            cells.pop()
+        # Text: names such as "[bold]" are shown as written, never read as rich markup
+        table.add_row(*(Text(c) for c in (*cells, row.p_adjusted, marks[row.direction])))
     console = Console(width=200, soft_wrap=True, highlight=False)
     with console.capture() as capture:
         console.print(table)
     echo(capture.get().rstrip())
     echo(
-        f"+ / {marks['negative']} significant after correction: + positive (the class is "
-        f"sensitive to the concept), {marks['negative']} negative (negatively sensitive)"
+        f"+ / {marks['negative']} significant after correction: + positive (the {label} is "
+        f"above random concepts), {marks['negative']} negative (below); the TCAV score "
+        "(share of examples whose logit rises) is descriptive"
+        if name != "tcav_score"
+        else f"+ / {marks['negative']} significant after correction: + positive (the class "
+        f"logit rises along the concept for more examples than along random concepts), "
+        f"{marks['negative']} negative (for fewer)"
     )
 
 

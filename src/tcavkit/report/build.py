@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pandas as pd
 from tcavkit.atomic import atomic_write
 from tcavkit.errors import DataError, one_line
 from tcavkit.report.common import STALE_PLOT_RE, as_list
-from tcavkit.report.html import render_html
+from tcavkit.report.html import RUN_ID_META, render_html
 from tcavkit.report.plots import plot_all
 from tcavkit.results import (
     MANIFEST_FILE,
@@ -25,9 +24,16 @@ from tcavkit.results import (
 from tcavkit.tables import NAME_COLUMNS
 
 REPORT_FILE = "report.html"
-RUN_ID_META = "tcavkit-run-id"
-"""The ``<meta name=...>`` of report.html that holds the run id of the tables it shows."""
 PLOTS_DIR = "plots"
+__all__ = [
+    "PLOTS_DIR",
+    "REPORT_FILE",
+    "RUN_ID_META",
+    "build_report",
+    "discard_report",
+    "load_meta",
+    "read_table",
+]
 
 _SUMMARY_REQUIRED = ("target", "concept", "layer", "mean")
 _RUNS_REQUIRED = ("target", "concept", "layer")
@@ -41,7 +47,8 @@ def build_report(results_dir: str | Path) -> Path:
     report says what is missing), after checking them against ``manifest.json``. A folder
     without a manifest (an older tcavkit's, or written by hand) is reported with a warning
     that its files could not be checked. The report carries the run id of its tables (in
-    ``<meta name="tcavkit-run-id">`` and the experiment section). Plots left over from an
+    ``<meta name="tcavkit-run-id">`` and the details section; the manifest's id, else
+    ``results.json``'s). Plots left over from an
     earlier build that the current tables no longer produce are removed, so rebuilding is
     idempotent.
 
@@ -72,6 +79,8 @@ def build_report(results_dir: str | Path) -> Path:
     if extra:
         meta = {**meta, "warnings": [*as_list(meta.get("warnings")), *extra]}
     run_id = (manifest or {}).get("run_id") or meta.get("run_id")
+    if run_id:
+        meta = {**meta, "run_id": str(run_id)}
 
     try:
         plots_dir = folder / PLOTS_DIR
@@ -81,37 +90,11 @@ def build_report(results_dir: str | Path) -> Path:
             if old.name not in keep and STALE_PLOT_RE.match(old.name) and old.is_file():
                 old.unlink()
         html = render_html(summary, runs, meta, paths)
-        if run_id:
-            html = stamp_run_id(html, str(run_id))
         out = folder / REPORT_FILE
         atomic_write(out, html)
     except OSError as e:
         raise output_error(folder, e, report=True) from e
     return out
-
-
-def stamp_run_id(html: str, run_id: str) -> str:
-    """``html`` with the run id in a ``<meta name="tcavkit-run-id">`` tag of its head and a
-    "Run id" row first in the experiment section."""
-    value = escape(run_id)
-    tag = f'<meta name="{RUN_ID_META}" content="{value}">\n'
-    head = html.find("</head>")
-    if head >= 0:
-        html = html[:head] + tag + html[head:]
-    section = html.find('<section id="experiment">')
-    if section < 0:
-        return html
-    row = f"<dt>Run id</dt><dd><code>{value}</code></dd>"
-    listing = html.find('<dl class="kv">', section)
-    end = html.find("</section>", section)
-    if 0 <= listing < end:
-        at = listing + len('<dl class="kv">')
-        return html[:at] + row + html[at:]
-    title = html.find("</h2>", section)
-    if 0 <= title < end:
-        at = title + len("</h2>")
-        return html[:at] + f'\n<dl class="kv">{row}</dl>' + html[at:]
-    return html
 
 
 def discard_report(results_dir: str | Path) -> None:

@@ -7,13 +7,14 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-PLOT_KINDS = ("tcav", "heatmap", "cav-accuracy")
+PLOT_KINDS = ("statistic", "tcav", "heatmap", "cav-accuracy")
 """File-name prefixes of the plots this package writes (used to clean stale files)."""
 
 _SLUG_MAX = 32
@@ -100,7 +101,10 @@ def directions(table: pd.DataFrame) -> np.ndarray:
     """Per-row direction ``(n_rows,)`` of str: ``positive``, ``negative`` or ``none``.
 
     ``none`` for rows that are not significant (:func:`significant_mask`); significant rows
-    get :func:`direction_of` of their ``direction``, ``mean`` and ``null_mean`` values.
+    get :func:`direction_of` of their ``direction`` value. Without one (results saved before
+    that column existed) the tested statistic decides: ``statistic_mean`` against
+    ``statistic_null_mean`` where both are there and finite, else ``mean`` against
+    ``null_mean`` (the TCAV score, the tested statistic of the oldest results).
     """
     sig = significant_mask(table)
     out = np.full(len(table), "none", dtype="<U8")
@@ -111,8 +115,12 @@ def directions(table: pd.DataFrame) -> np.ndarray:
         return list(table[name]) if name in table.columns else [None] * len(table)
 
     given, mean, null = column("direction"), column("mean"), column("null_mean")
+    stat, stat_null = column("statistic_mean"), column("statistic_null_mean")
     for i in np.flatnonzero(sig):
-        out[i] = direction_of(given[i], mean[i], null[i])
+        if math.isfinite(to_float(stat[i])) and math.isfinite(to_float(stat_null[i])):
+            out[i] = direction_of(given[i], stat[i], stat_null[i])
+        else:
+            out[i] = direction_of(given[i], mean[i], null[i])
     return out
 
 
@@ -121,6 +129,136 @@ def float_column(table: pd.DataFrame, name: str) -> np.ndarray:
     if name not in table.columns:
         return np.full(len(table), np.nan)
     return np.array([to_float(v) for v in table[name]], dtype=float)
+
+
+@dataclass(frozen=True)
+class ShownStatistic:
+    """The tested statistic of one summary row, as the report shows it.
+
+    ``name`` is the statistic (``effect``, ``tcav_score``, ``magnitude``); ``mean`` its
+    value, ``null_mean``/``null_std`` those of random concepts, ``low``/``high`` its interval
+    at the level the correction tests the row at (NaN when the results hold none), and
+    ``decimals`` the number of decimals that shows the row's numbers (see
+    :func:`statistic_of`).
+    """
+
+    name: str
+    mean: float
+    null_mean: float
+    null_std: float
+    low: float
+    high: float
+    decimals: int
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    def number(self, value: float) -> str:
+        """``value`` with the row's decimals (``–`` when missing; never ``-0.0``)."""
+        if not math.isfinite(value):
+            return "–"
+        return f"{round(value, self.decimals) + 0.0:.{self.decimals}f}"
+
+    def interval(self, sep: str = ", ") -> str:
+        """``low, high`` (empty when there is no interval)."""
+        return f"{self.number(self.low)}{sep}{self.number(self.high)}" if self.has_interval else ""
+
+    def with_interval(self) -> str:
+        """``15.5 [12.8, 18.2]``: the value and its interval (the value alone without one)."""
+        text = self.number(self.mean)
+        return f"{text} [{self.interval()}]" if self.has_interval else text
+
+    def null(self) -> str:
+        """``0.0 ± 0.7``: random concepts' mean ± sd (the mean alone without an sd)."""
+        text = self.number(self.null_mean)
+        return f"{text} ± {self.number(self.null_std)}" if math.isfinite(self.null_std) else text
+
+
+def statistic_of(row: Mapping[str, Any], decimals: int | None = None) -> ShownStatistic:
+    """The :class:`ShownStatistic` of one summary row (a dict or a pandas row).
+
+    ``decimals`` (as from :func:`table_decimals`, so that a table's column is shown alike)
+    defaults to two significant digits of the row's size (:func:`_row_size`; 2 decimals for
+    the TCAV score); one more is taken as long as rounding would put a bound of the
+    interval that excludes the null on the null, so a shown interval never seems to touch
+    it.
+
+    Results that lack the ``statistic_*`` columns (written before they existed) tested the
+    TCAV score against ``null_mean``: the score is then the tested statistic, shown without
+    an interval (the score's ``ci_low``/``ci_high`` are at 95%, not at the level the row was
+    tested at, and may cover the null on a significant row).
+    """
+    if "statistic_mean" in row:
+        name = row.get("statistic")
+        name = "effect" if is_missing(name) or not str(name).strip() else str(name).strip()
+        mean, null_mean = (
+            to_float(row.get("statistic_mean")),
+            to_float(row.get("statistic_null_mean")),
+        )
+        null_std = to_float(row.get("statistic_null_std"))
+        low, high = to_float(row.get("statistic_low")), to_float(row.get("statistic_high"))
+    else:
+        name = "tcav_score"
+        mean, null_mean = to_float(row.get("mean")), to_float(row.get("null_mean"))
+        null_std, low, high = to_float(row.get("null_std")), math.nan, math.nan
+    if not (math.isfinite(low) and math.isfinite(high)):
+        low = high = math.nan
+    if decimals is None:
+        size = _row_size(mean, low, high, null_std)
+        decimals = 2 if name == "tcav_score" else _significant_decimals([size], max)
+    return ShownStatistic(name, mean, null_mean, null_std, low, high,
+                  _apart(decimals, low, high, null_mean))  # fmt: skip
+
+
+def statistics_of(table: pd.DataFrame) -> list[ShownStatistic]:
+    """:func:`statistic_of` of every row of ``table``, in order, with :func:`table_decimals`."""
+    records = table.to_dict(orient="records")
+    decimals = table_decimals(table)
+    return [statistic_of(row, decimals) for row in records]
+
+
+def table_decimals(table: pd.DataFrame) -> int | None:
+    """Decimals that show the tested statistic of ``table`` alike in every row: two
+    significant digits of a typical row's size (the median over rows of :func:`_row_size`);
+    2 for the TCAV score; ``None`` for an empty table."""
+    if table.empty:
+        return None
+    if "statistic_mean" not in table.columns:
+        return 2
+    names = {str(v) for v in table["statistic"]} if "statistic" in table.columns else set()
+    if names == {"tcav_score"}:
+        return 2
+    columns = ("statistic_mean", "statistic_low", "statistic_high", "statistic_null_std")
+    values = [float_column(table, c) for c in columns]
+    sizes = [_row_size(*row) for row in zip(*values, strict=True)]
+    return _significant_decimals(sizes, np.median)
+
+
+def _row_size(mean: float, low: float, high: float, null_std: float) -> float:
+    """The largest of ``|mean|``, ``|low|``, ``|high|`` and ``null_std`` (NaN when none)."""
+    sizes = [abs(v) for v in (mean, low, high, null_std) if math.isfinite(v)]
+    return max(sizes) if sizes else math.nan
+
+
+def _significant_decimals(values: list[float], pick) -> int:
+    """Decimals for two significant digits of ``pick(values)`` (2 when all are 0 or NaN)."""
+    sizes = [abs(v) for v in values if math.isfinite(v) and v != 0]
+    if not sizes:
+        return 2
+    return int(min(6, max(0, 1 - math.floor(math.log10(float(pick(sizes)))))))
+
+
+def _apart(digits: int, low: float, high: float, null: float) -> int:
+    if not math.isfinite(null):
+        return digits
+    # rounding is monotone: a bound that excludes the null is kept apart from it once shown
+    while digits < 12 and (
+        (low > null and round(low, digits) <= round(null, digits))
+        or (high < null and round(high, digits) >= round(null, digits))
+    ):
+        digits += 1
+    return digits
 
 
 def as_list(value: Any) -> list[Any]:

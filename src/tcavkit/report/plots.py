@@ -26,8 +26,10 @@ from tcavkit.report.common import (
     float_column,
     ordered_unique,
     plot_filename,
+    statistics_of,
     to_float,
 )
+from tcavkit.report.text import statistic_label
 from tcavkit.tables import LOW_CAV_ACCURACY
 
 # Okabe-Ito blue and orange: told apart with every common colour-vision deficiency, and
@@ -43,6 +45,8 @@ NONSIG_COLOR = "#d5dbe3"
 NONSIG_EDGE = "#8a94a6"
 NONSIG_LABEL = "not significant"
 NULL_COLOR = "#4a5568"
+NULL_LABEL = "random concepts (mean)"
+NULL_BAND_LABEL = "random concepts ± 1 sd"
 SCORE_CMAP = LinearSegmentedColormap.from_list("tcav_score", [NEG_COLOR, "#ffffff", POS_COLOR])
 """Heatmap colours: orange below 0.5, white at 0.5, blue above (as the bars' directions)."""
 LOW_ACC_COLOR = "#c53030"
@@ -59,18 +63,27 @@ _FALLBACK_FONTS = (
 
 
 EXPLANATIONS = {
+    "statistic": (
+        "What was tested. Bars: the tested statistic per concept (mean over runs), with its "
+        "interval at the level the multiple-testing correction tests the row at. Dashed line "
+        "and band: random concepts (random image sets, each tested as if it were a concept), "
+        "mean ± 1 sd. Solid blue bars marked + are significantly above random concepts, solid "
+        "orange bars marked − significantly below; hatched grey bars are not significant, and "
+        "their interval covers the random concepts' mean."
+    ),
     "tcav": (
-        "Bars: mean TCAV score over random runs with its 95% interval; dots: single runs. "
-        "Dashed line and band: mean ± 1 sd of the random-vs-random null. Significant bars "
-        "(after multiple-testing correction) are solid: blue and marked + when positive (the "
-        "class is sensitive to the concept), orange and marked − when negative (the class is "
-        "negatively sensitive to it); hatched grey bars are not significant."
+        "The TCAV score, a description: the share of the class's examples whose logit rises "
+        "along the CAV (mean over random runs, with its 95% interval; dots: single runs). "
+        "Dashed line and band: random concepts, mean ± 1 sd. Colours and marks are those of "
+        "the test of the tested statistic (above), not of this score: blue + significantly "
+        "positive, orange − significantly negative, hatched grey not significant."
     ),
     "heatmap": (
-        "Mean TCAV score for each concept (columns) at each layer (rows). 0.5 (white) is no "
-        "preference; blue: the class logit rises along the concept for most examples, "
-        "orange: it falls. Significant cells are marked + (positive: the class is sensitive "
-        "to the concept) or − (negative); hatched grey cells are not significant."
+        "Mean TCAV score (descriptive) for each concept (columns) at each layer (rows). 0.5 "
+        "(white) is no preference; blue: the class logit rises along the concept for most "
+        "examples, orange: it falls. Marks come from the test of the tested statistic: + "
+        "significantly positive, − significantly negative; hatched grey cells are not "
+        "significant."
     ),
     "cav-accuracy": (
         "Held-out accuracy of the concept-vs-random linear classifiers (mean over runs; dots: "
@@ -93,11 +106,19 @@ class PlotSpec:
 
 
 def plan_plots(summary: pd.DataFrame) -> list[PlotSpec]:
-    """The plots ``summary`` gives rise to, in report order (bars, heatmaps, CAV accuracy)."""
+    """The plots ``summary`` gives rise to, in report order: the tested statistic (when the
+    summary has it), TCAV score bars, heatmaps, CAV accuracy."""
     if summary.empty or not {"target", "concept", "layer", "mean"} <= set(summary.columns):
         return []
     specs: list[PlotSpec] = []
     targets = ordered_unique(summary["target"])
+    if np.isfinite(float_column(summary, "statistic_mean")).any():
+        for target in targets:
+            rows = summary[summary["target"].astype(str) == target]
+            for layer in ordered_unique(rows["layer"]):
+                name = plot_filename("statistic", target, layer)
+                title = f"Class {target}, layer {layer}: tested statistic"
+                specs.append(PlotSpec("statistic", target, layer, name, title))
     for target in targets:
         rows = summary[summary["target"].astype(str) == target]
         for layer in ordered_unique(rows["layer"]):
@@ -123,7 +144,8 @@ def plot_all(summary: pd.DataFrame, runs: pd.DataFrame | None, out_dir: Path) ->
     Args:
         summary: one row per (target, concept, layer) with at least ``target, concept,
             layer, mean``; other columns (``ci_low, ci_high, null_mean, null_std,
-            significant, cav_accuracy_mean``) are used when present.
+            significant, direction, cav_accuracy_mean`` and the ``statistic_*`` columns) are
+            used when present.
         runs: one row per CAV (``target, concept, layer, tcav_score, cav_accuracy,
             is_null``) for the single-run dots, or ``None``.
         out_dir: folder for the PNGs (created if needed).
@@ -134,7 +156,9 @@ def plot_all(summary: pd.DataFrame, runs: pd.DataFrame | None, out_dir: Path) ->
     paths: list[Path] = []
     for spec in plan_plots(summary):
         path = out_dir / spec.filename
-        if spec.kind == "tcav":
+        if spec.kind == "statistic":
+            plot_statistic_bars(_select(summary, spec.target, spec.layer), spec, path)
+        elif spec.kind == "tcav":
             rows = _select(summary, spec.target, spec.layer)
             plot_tcav_bars(rows, _select(concept_runs, spec.target, spec.layer), spec, path)
         elif spec.kind == "heatmap":
@@ -176,15 +200,7 @@ def draw_tcav_bars(ax: Axes, rows: pd.DataFrame, runs: pd.DataFrame | None, spec
     null_mean, null_std = float_column(rows, "null_mean"), float_column(rows, "null_std")
     dirs = directions(rows)
 
-    bars = ax.bar(x, np.nan_to_num(mean), width=0.7, zorder=2, linewidth=0.8)
-    for bar, d in zip(bars, dirs, strict=True):
-        color = DIRECTION_COLORS.get(str(d))
-        bar.set_facecolor(color or NONSIG_COLOR)
-        bar.set_edgecolor(color or NONSIG_EDGE)
-        bar.set_hatch(None if color else "///")
-        if color:  # a stripe at 0 keeps the colour visible when the score is (near) 0
-            ax.hlines(0, bar.get_x(), bar.get_x() + bar.get_width(), colors=color, lw=4,
-                      zorder=2.5, clip_on=False)  # fmt: skip
+    bars = _direction_bars(ax, x, mean, dirs)
     ok = np.isfinite(mean) & np.isfinite(lo) & np.isfinite(hi)
     if ok.any():
         yerr = np.clip(np.vstack([mean[ok] - lo[ok], hi[ok] - mean[ok]]), 0, None)
@@ -202,38 +218,82 @@ def draw_tcav_bars(ax: Axes, rows: pd.DataFrame, runs: pd.DataFrame | None, spec
     _draw_run_dots(ax, concepts, runs, "tcav_score", x, 0.5)
     for xi in x[~np.isfinite(mean)]:
         ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=8, color=NONSIG_EDGE)
-    for xi, d in zip(x, dirs, strict=True):  # marks above the axes: never hidden
-        if d in DIRECTION_COLORS:
-            ax.text(xi, 1.0, DIRECTION_MARKS[d], ha="center", va="bottom", fontsize=16,
-                    fontweight="bold", color=DIRECTION_COLORS[d], clip_on=False, zorder=5,
-                    gid=f"mark-{d}")  # fmt: skip
+    _direction_marks(ax, x, dirs)
     ax.set_ylim(0, 1)
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylabel("TCAV score")
     ax.set_title(_label(f"class {spec.target} · layer {spec.layer}", 70), loc="left", pad=24)
     _concept_ticks(ax, x, concepts)
-    handles: list = [
-        Patch(facecolor=DIRECTION_COLORS[d], edgecolor=DIRECTION_COLORS[d], label=label)
-        for d, label in DIRECTION_LABELS.items()
-        if (dirs == d).any()
-    ]
-    if (dirs == "none").any():
-        handles.append(
-            Patch(facecolor=NONSIG_COLOR, edgecolor=NONSIG_EDGE, hatch="///", label=NONSIG_LABEL)
-        )
+    handles = _significance_handles(dirs)
     handles.append(
         Line2D([], [], color=TEXT_COLOR, marker="|", markersize=10, lw=1.2, label="95% interval")
     )
-    if np.isfinite(null_mean).any():
-        handles.append(Line2D([], [], color=NULL_COLOR, ls="--", lw=1.5, label="null mean"))
-    if np.isfinite(null_std).any():
-        handles.append(Patch(facecolor=NULL_COLOR, alpha=0.15, label="null ± 1 sd"))
+    handles += _null_handles(null_mean, null_std)
     if runs is not None and len(runs):
         handles.append(
             Line2D(
                 [], [], ls="", marker="o", ms=4, color=TEXT_COLOR, alpha=0.45, label="single runs"
             )
         )
+    _legend_right(ax, handles)
+    return bars
+
+
+def plot_statistic_bars(rows: pd.DataFrame, spec: PlotSpec, path: Path) -> None:
+    """The tested statistic of one (target, layer) as PNG at ``path`` (see
+    :func:`draw_statistic_bars`)."""
+    n = len(rows)
+    with _figure(min(MAX_WIDTH_IN, max(6.0, 0.55 * n + 4.0)), 4.2, path) as fig:
+        draw_statistic_bars(fig.add_subplot(), rows, spec)
+
+
+def draw_statistic_bars(ax: Axes, rows: pd.DataFrame, spec: PlotSpec):
+    """Draw the tested statistic of one (target, layer) on ``ax``: per concept the bar of
+    ``statistic_mean``, an error bar from ``statistic_low`` to ``statistic_high`` (where the
+    results have them), and random concepts' mean (``statistic_null_mean``, dashed) ± 1 sd.
+
+    Bars are coloured and marked by :func:`directions` as in :func:`draw_tcav_bars`, so a
+    mark sits only on a bar whose interval excludes the dashed line. Returns the bars.
+    """
+    concepts = [str(c) for c in rows["concept"]]
+    n = len(concepts)
+    x = np.arange(n, dtype=float)
+    tested = statistics_of(rows)
+    mean = np.array([t.mean for t in tested], dtype=float)
+    low = np.array([t.low for t in tested], dtype=float)
+    high = np.array([t.high for t in tested], dtype=float)
+    null_mean = np.array([t.null_mean for t in tested], dtype=float)
+    null_std = np.array([t.null_std for t in tested], dtype=float)
+    dirs = directions(rows)
+
+    ax.axhline(0, color=TEXT_COLOR, lw=0.8, zorder=1.5)
+    bars = _direction_bars(ax, x, mean, dirs)
+    ok = np.isfinite(mean) & np.isfinite(low) & np.isfinite(high)
+    if ok.any():
+        yerr = np.clip(np.vstack([mean[ok] - low[ok], high[ok] - mean[ok]]), 0, None)
+        ax.errorbar(x[ok], mean[ok], yerr=yerr, fmt="none", ecolor=TEXT_COLOR, elinewidth=1.2,
+                    capsize=4, zorder=4)  # fmt: skip
+    _draw_null(ax, x, null_mean, null_std)
+    for xi in x[~np.isfinite(mean)]:
+        ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=8, color=NONSIG_EDGE)
+    _direction_marks(ax, x, dirs)
+    ax.margins(y=0.08)
+    ax.set_xlim(-0.6, n - 0.4)
+    names = ordered_unique(t.name for t in tested)
+    label = " / ".join(statistic_label(name) for name in names) or "statistic"
+    unit = " (change of the class logit)" if names == ["effect"] else ""
+    ax.set_ylabel(_label(label + unit, 60))
+    ax.set_title(
+        _label(f"class {spec.target} · layer {spec.layer} · tested: {label}", 80),
+        loc="left",
+        pad=24,
+    )
+    _concept_ticks(ax, x, concepts)
+    handles = _significance_handles(dirs)
+    if ok.any():
+        interval = "interval (corrected level)"
+        handles.append(Line2D([], [], color=TEXT_COLOR, marker="|", ms=10, lw=1.2, label=interval))
+    handles += _null_handles(null_mean, null_std)
     _legend_right(ax, handles)
     return bars
 
@@ -370,12 +430,13 @@ def plot_cav_accuracy(
     bar_w = group_w / max(n_l, 1)
     palette = _layer_colors(n_l)
     x0 = np.arange(n_c, dtype=float)
-    width = min(MAX_WIDTH_IN, max(6.5, (0.3 * n_l + 0.35) * n_c + 4.5))
+    width = min(MAX_WIDTH_IN, max(6.5, (0.3 * n_l + 0.35) * n_c + 1.5))
     with _figure(width, 4.2, path) as fig:
         ax = fig.add_subplot()
         ax.axhline(LOW_CAV_ACCURACY, color=LOW_ACC_COLOR, ls="--", lw=1.4, zorder=3)
         ax.axhline(0.5, color=NONSIG_EDGE, ls=":", lw=1.2, zorder=3)
         handles: list = []
+        near_chance = False
         for k, layer in enumerate(layers):
             color = palette[k]
             xs = x0 - group_w / 2 + (k + 0.5) * bar_w
@@ -383,6 +444,7 @@ def plot_cav_accuracy(
             bars = ax.bar(xs, np.nan_to_num(vals), width=bar_w * 0.92, color=color, zorder=2)
             for bar, v, xi in zip(bars, vals, xs, strict=True):
                 if np.isfinite(v) and v < LOW_CAV_ACCURACY:
+                    near_chance = True
                     bar.set_hatch("xx")
                     bar.set_edgecolor(LOW_ACC_COLOR)
                     bar.set_linewidth(1.2)
@@ -401,30 +463,22 @@ def plot_cav_accuracy(
                 layer_runs = runs[runs["layer"].astype(str) == layer]
                 _draw_run_dots(ax, concepts, layer_runs, "cav_accuracy", xs, bar_w * 0.6)
             handles.append(Patch(facecolor=color, label=_label(f"layer {layer}")))
+        if near_chance:
+            label = f"near chance (below {LOW_CAV_ACCURACY:g}), marked !"
+            handles.append(
+                Patch(facecolor="white", edgecolor=LOW_ACC_COLOR, hatch="xx", lw=1.2, label=label)
+            )
         handles += [
-            Patch(
-                facecolor="white",
-                edgecolor=LOW_ACC_COLOR,
-                hatch="xx",
-                label=f"near chance (< {LOW_CAV_ACCURACY:g}) !",
-            ),
-            Line2D(
-                [],
-                [],
-                color=LOW_ACC_COLOR,
-                ls="--",
-                lw=1.4,
-                label=f"threshold {LOW_CAV_ACCURACY:g}",
-            ),
+            Line2D([], [], color=LOW_ACC_COLOR, ls="--", lw=1.4,
+                   label=f"threshold {LOW_CAV_ACCURACY:g}"),
             Line2D([], [], color=NONSIG_EDGE, ls=":", lw=1.2, label="chance (0.5)"),
-        ]
+        ]  # fmt: skip
         ax.set_ylim(0, 1.05)
         ax.set_xlim(-0.6, n_c - 0.4)
         ax.set_ylabel("CAV accuracy (held out)")
         who = "all classes" if spec.target is None else f"class {spec.target}"
-        ax.set_title(_label(f"CAV accuracy · {who}", 70), loc="left")
         _concept_ticks(ax, x0, concepts)
-        _legend_right(ax, handles)
+        _legend_above(ax, handles, _label(f"CAV accuracy · {who}", 70))
 
 
 # ---------------------------------------------------------------- helpers
@@ -501,6 +555,82 @@ def _concept_ticks(ax, x: np.ndarray, concepts: list[str]) -> None:
         ha="right" if rotate else "center",
         rotation_mode="anchor",
     )
+
+
+def _direction_bars(ax, x: np.ndarray, values: np.ndarray, dirs: np.ndarray):
+    """Bars of ``values`` (NaN drawn as 0): solid blue/orange for significant positive/
+    negative rows, hatched grey for the others; a coloured stripe at 0 keeps the colour
+    visible when a value is (near) 0. Returns the bars."""
+    bars = ax.bar(x, np.nan_to_num(values), width=0.7, zorder=2, linewidth=0.8)
+    for bar, d in zip(bars, dirs, strict=True):
+        color = DIRECTION_COLORS.get(str(d))
+        bar.set_facecolor(color or NONSIG_COLOR)
+        bar.set_edgecolor(color or NONSIG_EDGE)
+        bar.set_hatch(None if color else "///")
+        if color:
+            ax.hlines(0, bar.get_x(), bar.get_x() + bar.get_width(), colors=color, lw=4,
+                      zorder=2.5, clip_on=False)  # fmt: skip
+    return bars
+
+
+def _direction_marks(ax, x: np.ndarray, dirs: np.ndarray) -> None:
+    """``+``/``−`` above the axes over each significant bar (never hidden by the data)."""
+    for xi, d in zip(x, dirs, strict=True):
+        if d in DIRECTION_COLORS:
+            ax.text(xi, 1.0, DIRECTION_MARKS[d], ha="center", va="bottom", fontsize=16,
+                    fontweight="bold", color=DIRECTION_COLORS[d], clip_on=False, zorder=5,
+                    gid=f"mark-{d}", transform=ax.get_xaxis_transform())  # fmt: skip
+
+
+def _significance_handles(dirs: np.ndarray) -> list:
+    """Legend entries for the kinds of bars that are drawn (see :func:`_direction_bars`)."""
+    handles: list = [
+        Patch(facecolor=DIRECTION_COLORS[d], edgecolor=DIRECTION_COLORS[d], label=label)
+        for d, label in DIRECTION_LABELS.items()
+        if (dirs == d).any()
+    ]
+    if (dirs == "none").any():
+        handles.append(
+            Patch(facecolor=NONSIG_COLOR, edgecolor=NONSIG_EDGE, hatch="///", label=NONSIG_LABEL)
+        )
+    return handles
+
+
+def _null_handles(null_mean: np.ndarray, null_std: np.ndarray) -> list:
+    handles: list = []
+    if np.isfinite(null_mean).any():
+        handles.append(Line2D([], [], color=NULL_COLOR, ls="--", lw=1.5, label=NULL_LABEL))
+    if np.isfinite(null_std).any():
+        handles.append(Patch(facecolor=NULL_COLOR, alpha=0.15, label=NULL_BAND_LABEL))
+    return handles
+
+
+def _legend_above(ax, handles: list, title: str) -> None:
+    """The legend in as few rows as fit the axes' width, between the axes and ``title``.
+
+    Measured on the figure's renderer, so that neither the legend nor the title is cut or
+    overlaps the other, whatever the labels.
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    width = ax.get_window_extent(renderer).width
+    for ncol in range(len(handles), 0, -1):
+        legend = ax.legend(
+            handles=handles,
+            loc="lower left",
+            bbox_to_anchor=(0.0, 1.02),
+            ncol=ncol,
+            frameon=False,
+            fontsize=8.5,
+            borderaxespad=0.0,
+            handlelength=2.4,
+            handleheight=1.4,
+            columnspacing=1.6,
+        )
+        box = legend.get_window_extent(renderer)
+        if box.width <= width or ncol == 1:
+            break
+    points = 72.0 / ax.figure.dpi  # points per pixel
+    ax.set_title(title, loc="left", pad=(box.height + 0.02 * ax.bbox.height) * points + 6)
 
 
 def _legend_right(ax, handles: list) -> None:

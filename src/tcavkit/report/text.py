@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -16,47 +17,146 @@ from tcavkit.report.common import (
     sets_of,
     significant_mask,
     skipped_of,
+    statistic_of,
+    statistics_of,
+    table_decimals,
     to_float,
 )
 from tcavkit.tables import LOW_CAV_ACCURACY, MIN_RANDOM_RUNS
 
 _MAX_LISTED = 5
 
+STATISTIC_LABELS = {"effect": "effect", "tcav_score": "TCAV score", "magnitude": "mean slope"}
+"""Short names of the tested statistics, for headers and legends."""
 
-_WORDING = {"positive": "sensitive", "negative": "negatively sensitive"}
+STATISTIC_MEANINGS = {
+    "effect": (
+        "how much the class logit changes when an example moves from the random images' mean "
+        "toward the concept's mean along the CAV (logit units)"
+    ),
+    "tcav_score": "the share of the class's examples whose logit rises along the CAV",
+    "magnitude": "the mean slope of the class logit along the CAV (logit per unit of activation)",
+}
+"""What each tested statistic measures, in plain words."""
+
+RANDOM_CONCEPTS = "random image sets, each tested as if it were a concept"
+"""What "random concepts" (the null) are, in plain words."""
 
 
-def finding(row: pd.Series, direction: str | None = None) -> str:
-    """One sentence for a significant summary row, e.g.
+def statistic_label(name: str) -> str:
+    """The short name of statistic ``name`` (the name itself when unknown)."""
+    return STATISTIC_LABELS.get(name, name)
 
-    ``At layer block3, class fire is sensitive to concept red: score 0.93 ± 0.04 vs null
-    0.51, p_adj = 1e-06.``
+
+def explain_statistic(name: str, has_interval: bool) -> str:
+    """A paragraph on what was tested: the statistic, the null, the interval, the score."""
+    label = statistic_label(name)
+    meaning = STATISTIC_MEANINGS.get(name, "the statistic the test compares")
+    text = (
+        f"Tested: the {label}, {meaning}, averaged over the runs. Each concept is compared "
+        f"with random concepts ({RANDOM_CONCEPTS})."
+    )
+    if has_interval:
+        text += (
+            " Each interval is at the level the multiple-testing correction tests its row at, "
+            "so it excludes the random concepts' mean exactly when the row is significant."
+        )
+    if name != "tcav_score":
+        text += (
+            " The TCAV score (the share of the class's examples whose logit rises along the "
+            f"CAV) describes the result; significance comes from the {label}."
+        )
+    return text
+
+
+def finding(row: pd.Series, direction: str | None = None, decimals: int | None = None) -> str:
+    """One sentence for a significant summary row, in the terms of its tested statistic, e.g.
+
+    ``At layer block3, moving from random images toward concept red raises the logit of
+    class fire by 9.1 (interval 6.8 to 11.4; random concepts change it by 0.0 ± 0.1); 100%
+    of fire examples rise along it (TCAV score 1.00). p_adj = 2e-07.``
 
     ``direction`` (``positive``/``negative``, as from :func:`~tcavkit.report.common.directions`)
-    picks "is sensitive to" or "is negatively sensitive to"; when not given, the row's own
-    ``direction`` value decides (the sign of ``mean - null_mean`` only when it has none).
+    says whether the statistic is above or below random concepts (``raises``/``lowers``);
+    when not given, the row's own ``direction`` value decides (the sign of the tested
+    statistic against its null only when it has none). Rows without the ``statistic_*``
+    columns tested the TCAV score, and are worded so. ``decimals``: those of the tested
+    statistic's numbers (see :func:`~tcavkit.report.common.statistic_of`).
     """
-    if direction not in _WORDING:
-        direction = direction_of(row.get("direction"), row.get("mean"), row.get("null_mean"))
-    mean, std = to_float(row.get("mean")), to_float(row.get("std"))
-    null = to_float(row.get("null_mean"))
-    score = f"score {mean:.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}")
-    parts = [score + ("" if math.isnan(null) else f" vs null {null:.2f}")]
-    if not is_missing(row.get("p_adjusted")):
-        parts.append(f"p_adj = {format_p(row.get('p_adjusted'))}")
-    elif not is_missing(row.get("p_value")):
-        parts.append(f"p = {format_p(row.get('p_value'))}")
-    return (
-        f"At layer {row.get('layer')}, class {row.get('target')} is {_WORDING[direction]} to "
-        f"concept {row.get('concept')}: {', '.join(parts)}."
+    tested = statistic_of(row, decimals)
+    if direction not in ("positive", "negative"):
+        direction = direction_of(row.get("direction"), tested.mean, tested.null_mean)
+    up = direction == "positive"
+    target, concept, layer = row.get("target"), row.get("concept"), row.get("layer")
+    score = to_float(row.get("mean"))
+    rise = (
+        ""
+        if math.isnan(score)
+        else f"; {score:.0%} of {target} examples rise along it (TCAV score {score:.2f})"
     )
+    null = tested.null()
+    if tested.name == "effect":
+        head = f"moving from random images toward concept {concept}"
+        same_side = tested.low > 0 if up else tested.high < 0
+        if (tested.mean > 0 if up else tested.mean < 0) and (same_side or not tested.has_interval):
+            # raises (lowers) by |m|: the interval of the change as magnitudes, low to high
+            bounds = sorted(abs(v) for v in (tested.low, tested.high))
+            interval = (
+                f"interval {tested.number(bounds[0])} to {tested.number(bounds[1])}; "
+                if tested.has_interval
+                else ""
+            )
+            body = (
+                f"{head} {'raises' if up else 'lowers'} the logit of class {target} by "
+                f"{tested.number(abs(tested.mean))} ({interval}random concepts change it by "
+                f"{null}){rise}"
+            )
+        else:  # the change's sign is not (everywhere) that of its difference from random
+            interval = f" (interval {tested.interval(' to ')})" if tested.has_interval else ""
+            body = (
+                f"{head} changes the logit of class {target} by {tested.number(tested.mean)}"
+                f"{interval}, {'more' if up else 'less'} than random concepts do ({null})"
+                f"{rise}"
+            )
+    elif tested.name == "tcav_score":
+        interval = f", interval {tested.interval(' to ')}" if tested.has_interval else ""
+        share = "–" if math.isnan(tested.mean) else f"{tested.mean:.0%}"
+        body = (
+            f"the logit of class {target} rises along concept {concept} for {share} of its "
+            f"examples (TCAV score {tested.number(tested.mean)}{interval}; random concepts: "
+            f"{null}), {'more' if up else 'less'} often than along random concepts"
+        )
+    else:
+        label = statistic_label(tested.name)
+        interval = f"interval {tested.interval(' to ')}; " if tested.has_interval else ""
+        body = (
+            f"the {label} of the logit of class {target} along concept {concept} is "
+            f"{tested.number(tested.mean)} ({interval}random concepts: {null}), "
+            f"{'above' if up else 'below'} random concepts{rise}"
+        )
+    if not is_missing(row.get("p_adjusted")):
+        p_text = f" p_adj = {format_p(row.get('p_adjusted'))}."
+    elif not is_missing(row.get("p_value")):
+        p_text = f" p = {format_p(row.get('p_value'))}."
+    else:
+        p_text = ""
+    return f"At layer {layer}, {body}.{p_text}"
+
+
+_SIDES = {
+    "effect": ("the concept raises the class logit", "it lowers it"),
+    "tcav_score": (
+        "the class logit rises along the concept for more examples than along random concepts",
+        "for fewer",
+    ),
+}
 
 
 def findings(summary: pd.DataFrame, stats: dict[str, Any]) -> tuple[str, list[str]]:
     """An overview sentence and one :func:`finding` per significant row.
 
-    The overview counts positive findings (the class is sensitive to the concept) and
-    negative ones apart; both take their direction from
+    The overview names the tested statistic and counts positive findings (above random
+    concepts) and negative ones apart; both take their direction from
     :func:`~tcavkit.report.common.directions`.
     """
     sig = significant_mask(summary)
@@ -71,24 +171,85 @@ def findings(summary: pd.DataFrame, stats: dict[str, Any]) -> tuple[str, list[st
     n, k = len(summary), int(sig.sum())
     if n == 0:
         return "The summary table is empty: there is nothing to report.", []
+    name = statistic_of(summary.iloc[0]).name
+    label = statistic_label(name)
     if k == 0:
         overview = (
-            f"No concept differs significantly from the random null{how_text} for any class "
-            f"and layer: none of the {n} tests is significant."
+            f"No concept differs significantly from random concepts{how_text} for any class "
+            f"and layer: none of the {n} tests of the {label} is significant."
         )
     else:
         n_pos, n_neg = int((dirs == "positive").sum()), int((dirs == "negative").sum())
+        pos, neg = _SIDES.get(name, (f"the {label} is above random concepts", "below"))
         overview = (
-            f"{k} of {n} (class, concept, layer) tests differ significantly from the "
-            f"random null{how_text}: {n_pos} positive (the class is sensitive to the "
-            f"concept) and {n_neg} negative (the class is negatively sensitive to it)."
+            f"{k} of {n} (class, concept, layer) tests of the {label} differ significantly "
+            f"from random concepts{how_text}: {n_pos} positive ({pos}) and {n_neg} "
+            f"negative ({neg})."
         )
-    sentences = [finding(row, dirs[i]) for i, (_, row) in enumerate(summary.iterrows()) if sig[i]]
+    decimals = table_decimals(summary)
+    sentences = [
+        finding(row, dirs[i], decimals) for i, (_, row) in enumerate(summary.iterrows()) if sig[i]
+    ]
     return overview, sentences
 
 
+@dataclass(frozen=True)
+class HeadlineRow:
+    """One summary row as the report's first table and the console show it (plain text)."""
+
+    target: str
+    concept: str
+    layer: str
+    statistic: str
+    null: str
+    score: str
+    p_adjusted: str
+    direction: str
+
+
+def headline(summary: pd.DataFrame) -> tuple[str, list[HeadlineRow]]:
+    """The tested statistic's name and, per row, the columns a reader needs first.
+
+    ``statistic`` is the tested statistic with its interval (``15.5 [12.8, 18.2]``),
+    ``null`` that of random concepts (``0.0 ± 0.7``), ``score`` the TCAV score, and
+    ``direction`` that of :func:`~tcavkit.report.common.directions`: a row is marked only
+    when it is significant, and then its interval excludes the null (the summary's
+    ``statistic_low``/``statistic_high`` are made so).
+    """
+    tested = statistics_of(summary)
+    dirs = directions(summary)
+    name = tested[0].name if tested else "effect"
+    rows = []
+    for i, record in enumerate(summary.to_dict(orient="records")):
+        t = tested[i]
+        score = to_float(record.get("mean"))
+        p = record.get("p_adjusted") if "p_adjusted" in record else record.get("p_value")
+        rows.append(
+            HeadlineRow(
+                target=_name(record.get("target")),
+                concept=_name(record.get("concept")),
+                layer=_name(record.get("layer")),
+                statistic=t.with_interval(),
+                null=t.null(),
+                score="–" if math.isnan(score) else f"{score:.2f}",
+                p_adjusted=format_p(p),
+                direction=str(dirs[i]),
+            )
+        )
+    return name, rows
+
+
+def _name(value: Any) -> str:
+    return "" if is_missing(value) else str(value)
+
+
 def generated_warnings(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
-    """Warnings the tables imply: near-chance CAVs, skipped files, too few random runs."""
+    """Warnings the tables imply: :func:`reading_warnings`, then :func:`set_notes`."""
+    return reading_warnings(summary) + set_notes(meta)
+
+
+def reading_warnings(summary: pd.DataFrame) -> list[str]:
+    """Warnings that change how the results read: near-chance CAVs, too few random runs."""
     out: list[str] = []
     if {"concept", "layer", "cav_accuracy_mean"} <= set(summary.columns):
         seen: set[tuple[str, str]] = set()
@@ -101,6 +262,14 @@ def generated_warnings(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]
                     f"CAV for concept {concept} at layer {layer} is near chance "
                     f"(accuracy {a:.2f}): its TCAV score means little."
                 )
+    if {"concept", "layer", "n_runs"} <= set(summary.columns):
+        out.extend(_few_runs_warnings(summary))
+    return out
+
+
+def set_notes(meta: dict[str, Any]) -> list[str]:
+    """One note per example set that skipped files (unreadable or filtered out)."""
+    out: list[str] = []
     for name, info in sets_of(meta).items():
         n, files = skipped_of(info)
         if n:
@@ -108,8 +277,6 @@ def generated_warnings(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]
             more = f" and {len(files) - _MAX_LISTED} more" if len(files) > _MAX_LISTED else ""
             which = f" ({listed}{more})" if files else ""
             out.append(f"Set {name}: {n} file(s) skipped{which}.")
-    if {"concept", "layer", "n_runs"} <= set(summary.columns):
-        out.extend(_few_runs_warnings(summary))
     return out
 
 
