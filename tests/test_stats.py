@@ -530,7 +530,7 @@ def test_the_interval_of_the_tested_statistic_agrees_with_the_corrected_test(cor
     assert {"positive", "negative"} <= set(summary.direction)
 
 
-def test_all_or_nothing_scores_are_warned_about_once_per_target_and_layer():
+def test_all_or_nothing_scores_are_warned_about_in_one_line():
     def table(null_scores):
         rows = []
         for j, score in enumerate(null_scores):
@@ -551,7 +551,7 @@ def test_all_or_nothing_scores_are_warned_about_once_per_target_and_layer():
                 )
         return pd.DataFrame(rows)
 
-    with pytest.warns(TcavWarning, match=r"'t', layer 'l': 100% of the random CAVs") as caught:
+    with pytest.warns(TcavWarning, match=r"target 't' at 'l' \(100%\)") as caught:
         summarize_any_statistic(table([0.0, 1.0] * 10))
     assert sum("all or nothing" in str(w.message) for w in caught) == 1
     with warnings.catch_warnings():

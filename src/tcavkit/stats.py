@@ -494,6 +494,7 @@ def summarize(
 
     rows = []
     warned: set[tuple] = set()
+    all_or_nothing: list[str] = []
     for (t, c, layer), g in real.groupby(["target", "concept", "layer"], sort=False, dropna=False):
         s = g["tcav_score"].to_numpy()
         score_null, stat_null, pair_null = null_by_tl.get((t, layer), no_null)
@@ -503,7 +504,9 @@ def summarize(
         if (t, layer) not in warned:
             warned.add((t, layer))
             _warn_null(res, t, layer, test, alpha)
-            _warn_all_or_nothing(score_null.all_runs, t, layer, statistic)
+            share = _all_or_nothing_share(score_null.all_runs)
+            if share >= ALL_OR_NOTHING:
+                all_or_nothing.append(f"{t!r} at {layer!r} ({share:.0%})")
         lo, hi = _interval(s, confidence)
         rows.append(
             {
@@ -532,6 +535,7 @@ def summarize(
             }
         )
 
+    _warn_all_or_nothing(all_or_nothing, statistic)
     out = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "_scale", "_df"])
     p = out["p_value"].to_numpy(dtype=float)
     out["p_adjusted"] = adjust_pvalues(p, correction)
@@ -584,13 +588,18 @@ ALL_OR_NOTHING = 0.9
 """Share of null CAVs scoring exactly 0 or 1 from which a (target, layer) is warned about."""
 
 
-def _warn_all_or_nothing(null_scores: np.ndarray, target, layer, statistic: str) -> None:
-    """Warn when nearly every random CAV scores exactly 0 or 1: the class's gradients then
-    point the same way, and the sign fraction of any direction is all or nothing."""
+def _all_or_nothing_share(null_scores: np.ndarray) -> float:
+    """The share of null CAVs scoring exactly 0 or 1 (0 without null runs)."""
     if null_scores.size == 0:
-        return
-    share = float(np.mean((null_scores <= _TOL) | (null_scores >= 1 - _TOL)))
-    if share < ALL_OR_NOTHING:
+        return 0.0
+    return float(np.mean((null_scores <= _TOL) | (null_scores >= 1 - _TOL)))
+
+
+def _warn_all_or_nothing(where: list[str], statistic: str) -> None:
+    """One warning naming every (target, layer) at which nearly every random CAV scores
+    exactly 0 or 1: the class's gradients point the same way there, and the sign fraction
+    of any direction is all or nothing."""
+    if not where:
         return
     advice = (
         f"the test compares the {statistic} instead, which keeps its power"
@@ -598,10 +607,9 @@ def _warn_all_or_nothing(null_scores: np.ndarray, target, layer, statistic: str)
         else "test statistic='effect' instead"
     )
     warnings.warn(
-        f"target {target!r}, layer {layer!r}: {share:.0%} of the random CAVs score exactly 0 "
-        "or 1, because the class's gradients point nearly the same way at this layer; the "
-        "TCAV score of any direction is then all or nothing and cannot tell a concept from "
-        f"random sets: {advice}",
+        f"nearly every random CAV scores exactly 0 or 1 for target {', '.join(where)}: the "
+        "class's gradients point the same way there, so the TCAV score of any direction is "
+        f"all or nothing and cannot tell a concept from random sets; {advice}",
         TcavWarning,
         stacklevel=3,
     )
