@@ -157,11 +157,21 @@ def test_scipy_tests_match_scipy():
     assert (m, sd) == pytest.approx((0.5, all_null.std(ddof=1)))
 
 
+def concept_t_by_hand(concept: np.ndarray, t_j: np.ndarray) -> float:
+    """The prediction-interval t-test with the concept's own run variance added to the
+    null's, and Satterthwaite's degrees of freedom."""
+    big_m, n = len(t_j), len(concept)
+    from_null = t_j.var(ddof=1) * (1 + 1 / big_m)
+    own = concept.var(ddof=1) / n
+    df = (from_null + own) ** 2 / (from_null**2 / (big_m - 1) + own**2 / (n - 1))
+    t = (concept.mean() - t_j.mean()) / math.sqrt(from_null + own)
+    return 2 * st.t.sf(abs(t), df=df)
+
+
 def test_concept_t_by_hand():
     t_j = np.array([x.mean() for x in NULL])  # [0.4, 0.54, 0.46, 0.6]
-    mu, sd, big_m = t_j.mean(), t_j.std(ddof=1), len(t_j)
-    t = (CONCEPT.mean() - mu) / (sd * math.sqrt(1 + 1 / big_m))
-    expected = 2 * st.t.sf(abs(t), df=big_m - 1)
+    mu, sd = t_j.mean(), t_j.std(ddof=1)
+    expected = concept_t_by_hand(CONCEPT, t_j)
     res = concept_test(CONCEPT, NULL, "concept-t")
     assert res.p_value == pytest.approx(expected, rel=1e-10)
     assert (res.null_mean, res.null_std) == pytest.approx((mu, sd))
@@ -172,8 +182,7 @@ def test_concept_t_compares_like_with_like_run_counts():
     # A 2-run concept is compared with the means of each pseudo-concept's first 2 runs.
     res = concept_test(np.array([0.9, 0.7]), NULL, "concept-t")
     t_j = np.array([x[:2].mean() for x in NULL])
-    t = (0.8 - t_j.mean()) / (t_j.std(ddof=1) * math.sqrt(1.25))
-    assert res.p_value == pytest.approx(2 * st.t.sf(abs(t), df=3), rel=1e-10)
+    assert res.p_value == pytest.approx(concept_t_by_hand(np.array([0.9, 0.7]), t_j), rel=1e-10)
     assert res.null_mean == pytest.approx(t_j.mean())
 
 
@@ -557,3 +566,16 @@ def test_all_or_nothing_scores_are_warned_about_in_one_line():
     with warnings.catch_warnings():
         warnings.simplefilter("error", TcavWarning)
         summarize_any_statistic(table(list(np.linspace(0.2, 0.8, 20))))
+
+
+def test_a_concept_whose_runs_disagree_is_not_significant_against_a_narrow_null():
+    """The null's pseudo-concepts hardly vary, but this concept's runs do (as for a concept
+    easy to tell from random images whose effect has no stable sign): its own run variance
+    enters the test. The same mean with steady runs stays significant."""
+    rng = np.random.default_rng(3)
+    null = [rng.normal(0.0, 0.01, 20) for _ in range(20)]
+    unsteady = 0.1 + 0.4 * rng.standard_normal(20)
+    unsteady += 0.1 - unsteady.mean()  # mean exactly 0.1
+    steady = 0.1 + 0.01 * rng.standard_normal(20)
+    assert concept_test(unsteady, null, "concept-t").p_value > 0.2
+    assert concept_test(steady, null, "concept-t").p_value < 1e-6

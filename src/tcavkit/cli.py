@@ -213,7 +213,7 @@ def run(
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a config key, e.g. --set cav.method=sgd."),
+        typer.Option("--set", help="Override a config key, e.g. --set cav.method=hinge."),
     ] = None,
     trust_model_file: TrustOption = False,
     quiet: QuietOption = False,
