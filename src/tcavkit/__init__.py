@@ -9,10 +9,9 @@ The names are imported on first use (PEP 562), so ``import tcavkit`` (and the co
 line, which imports it first) does not load torch, pandas or scipy until they are needed.
 """
 
-from importlib import import_module as _import_module
 from typing import TYPE_CHECKING
-from typing import Any as _Any
 
+from tcavkit.lazy import lazy_namespace
 from tcavkit.version import __version__
 
 if TYPE_CHECKING:
@@ -75,15 +74,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> _Any:
-    """Import a public name on first access and keep it in the module namespace."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_namespace(__name__, _LAZY, __all__)

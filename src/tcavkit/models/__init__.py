@@ -4,9 +4,9 @@ The names are imported on first use (PEP 562): importing a sub-module such as
 :mod:`tcavkit.models.inspect` does not load the adapter until it is needed.
 """
 
-from importlib import import_module as _import_module
 from typing import TYPE_CHECKING
-from typing import Any as _Any
+
+from tcavkit.lazy import lazy_namespace
 
 if TYPE_CHECKING:
     from tcavkit.models.adapter import (
@@ -29,15 +29,4 @@ _LAZY: dict[str, str] = {
 __all__ = ["ModelAdapter", "TorchModel", "module_fingerprint", "resolve_device", "select_output"]
 
 
-def __getattr__(name: str) -> _Any:
-    """Import a public name on first access and keep it in the module namespace."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_namespace(__name__, _LAZY, __all__)

@@ -4,10 +4,9 @@ The names are imported on first use (PEP 562): importing a sub-module such as
 :mod:`tcavkit.report.common` does not load matplotlib.
 """
 
-from importlib import import_module as _import_module
 from typing import TYPE_CHECKING
-from typing import Any as _Any
 
+from tcavkit.lazy import lazy_namespace
 from tcavkit.tables import LOW_CAV_ACCURACY, MIN_RANDOM_RUNS
 
 if TYPE_CHECKING:
@@ -25,15 +24,4 @@ _LAZY: dict[str, str] = {
 __all__ = ["LOW_CAV_ACCURACY", "MIN_RANDOM_RUNS", "build_report", "plot_all", "render_html"]
 
 
-def __getattr__(name: str) -> _Any:
-    """Import a public name on first access and keep it in the module namespace."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_namespace(__name__, _LAZY, __all__)
