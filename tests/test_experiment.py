@@ -225,3 +225,15 @@ def test_runs_leave_no_state_on_the_experiment(axis_experiment_inputs, tmp_path)
     pd.testing.assert_frame_equal(first.runs, second.runs)
     assert first.meta["sets"] == second.meta["sets"]
     assert second.counts.sets_from_cache == first.counts.sets_computed
+
+
+def test_a_run_reports_its_negative_controls(axis_experiment_inputs, tmp_path):
+    from tcavkit.report.text import controls_text
+
+    result = make(axis_experiment_inputs, tmp_path).run()
+    controls = result.meta["controls"]
+    assert controls["tested"] == 12 * 2 * 1  # random sets x targets x layers
+    assert 0 <= controls["significant"] <= controls["at_alpha"] <= controls["tested"]
+    assert f"of {controls['tested']} random sets tested as if they were concepts" in (
+        controls_text(controls)
+    )

@@ -579,3 +579,21 @@ def test_a_concept_whose_runs_disagree_is_not_significant_against_a_narrow_null(
     steady = 0.1 + 0.01 * rng.standard_normal(20)
     assert concept_test(unsteady, null, "concept-t").p_value > 0.2
     assert concept_test(steady, null, "concept-t").p_value < 1e-6
+
+
+def test_negative_controls_test_each_random_set_against_the_others():
+    rng = np.random.default_rng(11)
+    null = {f"r{j}": list(rng.normal(0.0, 0.1, 10)) for j in range(12)}
+    table = _effect_table({"c": list(rng.normal(0.0, 0.1, 10))}, null)
+    from tcavkit.stats import negative_controls
+
+    calm = negative_controls(table)
+    assert calm == {"tested": 12, "significant": 0, "at_alpha": calm["at_alpha"], "alpha": 0.05,
+                    "correction": "holm"}  # fmt: skip
+    assert calm["at_alpha"] <= 2
+    null["r3"] = list(rng.normal(5.0, 0.1, 10))  # one random set far from all the others
+    loud = negative_controls(_effect_table({"c": [0.0] * 10}, null))
+    assert loud["significant"] >= 1 and loud["at_alpha"] >= 1
+    assert negative_controls(table, test="ttest") is None
+    few = _effect_table({"c": [0.0, 0.1]}, {"r0": [0.0, 0.1], "r1": [0.1, 0.2]})
+    assert negative_controls(few) is None

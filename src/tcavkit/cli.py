@@ -205,6 +205,15 @@ def print_summary(summary: Any, echo: Callable[[str], None] = typer.echo) -> Non
     )
 
 
+def _print_controls(controls: Any) -> None:
+    """The negative controls' sentence (see :func:`tcavkit.report.text.controls_text`)."""
+    from tcavkit.report.text import controls_text
+
+    text = controls_text(controls)
+    if text:
+        typer.echo(text)
+
+
 @app.command()
 def run(
     experiment: Annotated[Path, typer.Argument(help="The experiment YAML file.")],
@@ -232,6 +241,7 @@ def run(
                 progress=not quiet,
             )
         print_summary(outcome.result.summary)
+        _print_controls(outcome.result.meta.get("controls"))
         typer.echo(f"report: {outcome.report}")
         _recap(seen)
 
@@ -350,6 +360,7 @@ def demo(
 
             outcome = run_demo(out, size=size, quick=quick, progress=not quiet, echo=typer.echo)
         print_summary(outcome.run.result.summary)
+        _print_controls(outcome.run.result.meta.get("controls"))
         typer.echo(f"experiment: {outcome.experiment_file}")
         typer.echo(f"report: {outcome.run.report}")
         typer.echo(f"time: {outcome.seconds:.1f} s")

@@ -316,6 +316,7 @@ def provenance(
     warnings: list[str],
     timings: dict[str, float],
     counts: Counts,
+    controls: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``meta`` of a :class:`TcavResult`: everything needed to reproduce it."""
     return {
@@ -331,6 +332,7 @@ def provenance(
         "warnings": warnings,
         "timings": timings,
         "counts": asdict(counts),
+        "controls": controls,
     }
 
 

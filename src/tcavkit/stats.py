@@ -177,6 +177,7 @@ __all__ = [
     "adjust_pvalues",
     "concept_test",
     "confidence_interval",
+    "negative_controls",
     "summarize",
 ]
 
@@ -567,6 +568,51 @@ def summarize(
     for col in ("mean", "std", "ci_low", "ci_high", "null_mean", "null_std", "p_value"):
         out[col] = out[col].astype(float)
     return out[list(SUMMARY_COLUMNS)].reset_index(drop=True)
+
+
+def negative_controls(
+    runs: pd.DataFrame,
+    *,
+    test: str = "concept-t",
+    alpha: float = 0.05,
+    correction: str = "holm",
+    confidence: float = 0.95,
+    statistic: str = "effect",
+) -> dict[str, object] | None:
+    """Built-in negative controls: every random set, tested as if it were a concept with
+    the same test against the pseudo-concepts of the *other* random sets (leave one out),
+    per (target, layer), and corrected over all controls together. Random sets are not
+    concepts, so about ``alpha`` of them at p <= alpha, and (with Holm or Bonferroni) none
+    after correction, is what a calibrated test gives on this model and data.
+
+    Returns ``{"tested", "significant", "at_alpha", "alpha", "correction"}``, or ``None``
+    for the classic tests or with fewer than 3 random sets per (target, layer).
+    """
+    StatsOptions(test, alpha, correction, confidence, statistic)
+    if test not in _CONCEPT_TESTS or statistic not in runs.columns:
+        return None
+    null = runs[runs["is_null"].astype(bool)].sort_values("run", kind="stable")
+    p_values = []
+    for _, g in null.groupby(["target", "layer"], sort=False, dropna=False):
+        by_set = [
+            pd.to_numeric(v, errors="coerce").to_numpy(float)
+            for _, v in g.groupby("concept", sort=False, dropna=False)[statistic]
+        ]
+        if len(by_set) < 3:
+            continue
+        for j, own in enumerate(by_set):
+            others = _Null([v for k, v in enumerate(by_set) if k != j])
+            p_values.append(_test_core(own, others, test).p_value)
+    if not p_values:
+        return None
+    p = np.array(p_values)
+    return {
+        "tested": int(p.size),
+        "significant": int((adjust_pvalues(p, correction) <= alpha).sum()),
+        "at_alpha": int((p <= alpha).sum()),
+        "alpha": alpha,
+        "correction": correction,
+    }
 
 
 def _adjusted_interval(out: pd.DataFrame, alpha: float) -> tuple[np.ndarray, np.ndarray]:

@@ -46,7 +46,7 @@ from tcavkit.pipeline.passes import activation_pass, gradient_pass, layer_loader
 from tcavkit.pipeline.plan import Plan, at_layer, natural_key, plan_runs
 from tcavkit.pipeline.training import train_and_score
 from tcavkit.results import TcavResult, provenance
-from tcavkit.stats import summarize
+from tcavkit.stats import negative_controls, summarize
 from tcavkit.store import ArrayStore
 
 
@@ -276,13 +276,14 @@ class Experiment:
                 )
                 with _timed(timings, "stats"):
                     summary = summarize(runs, **asdict(self.stats))
+                    controls = negative_controls(runs, **asdict(self.stats))
         finally:
             # Recorded to go into the results, and re-emitted even when the run fails.
             for w in caught:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         timings["total"] = time.perf_counter() - started
         messages = list(dict.fromkeys(str(w.message) for w in caught))
-        meta = self._provenance(ctx, sets, timings, messages)
+        meta = self._provenance(ctx, sets, timings, messages, controls)
         return TcavResult(runs=runs, summary=summary, meta=meta, cavs=cavs)
 
     def concept_cavs(self, concept: str, layer: str) -> list[CAV]:
@@ -348,6 +349,7 @@ class Experiment:
         sets: dict[str, ExampleSet],
         timings: dict[str, float],
         messages: list[str],
+        controls: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         roles = {
             **{name: "random" for name in self.random},
@@ -377,6 +379,7 @@ class Experiment:
             warnings=messages,
             timings=timings,
             counts=ctx.counts,
+            controls=controls,
         )
 
     def _config_dict(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from tcavkit.report.common import (
 from tcavkit.report.plots import EXPLANATIONS, plan_plots
 from tcavkit.report.text import (
     STATISTIC_MEANINGS,
+    controls_text,
     explain_statistic,
     findings,
     headline,
@@ -167,7 +168,14 @@ def render_html(
         "overview": overview,
         "findings": [Item(s, _ITEM_CLASS.get(d)) for s, d in zip(sentences, sig_dirs, strict=True)],
         "shown_findings": SHOWN_FINDINGS,
-        "explanation": explain_statistic(stat_name, has_interval) if len(summary) else "",
+        "explanation": " ".join(
+            part
+            for part in (
+                explain_statistic(stat_name, has_interval) if len(summary) else "",
+                controls_text(meta.get("controls")),
+            )
+            if part
+        ),
         "warnings": [Item(w) for w in dict.fromkeys(warnings)],
         "shown_warnings": SHOWN_WARNINGS,
         "plot_groups": _plot_groups(summary, plot_paths, stat_name),

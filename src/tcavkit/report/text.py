@@ -69,6 +69,26 @@ def explain_statistic(name: str, has_interval: bool) -> str:
     return text
 
 
+def controls_text(controls: Any) -> str:
+    """A sentence on the built-in negative controls (random sets tested as concepts), or
+    an empty string when the run had none."""
+    if not isinstance(controls, dict) or not controls.get("tested"):
+        return ""
+    tested, significant = int(controls["tested"]), int(controls.get("significant", 0))
+    at_alpha, alpha = int(controls.get("at_alpha", 0)), controls.get("alpha", 0.05)
+    verdict = (
+        "as expected of a calibrated test"
+        if significant == 0
+        else "more than a calibrated test should give: read the findings with care"
+    )
+    return (
+        f"Negative controls: {significant} of {tested} random sets tested as if they were "
+        f"concepts came out significant after correction, {verdict}; {at_alpha} "
+        f"({at_alpha / tested:.0%}) had p \u2264 {alpha} before correction (about "
+        f"{alpha:.0%} expected)."
+    )
+
+
 def finding(row: pd.Series, direction: str | None = None, decimals: int | None = None) -> str:
     """One sentence for a significant summary row, in the terms of its tested statistic, e.g.
 
