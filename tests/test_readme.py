@@ -126,6 +126,8 @@ def test_readme_demo_writes_the_report_it_describes(tmp_path, monkeypatch):
     result = invoke(*args, "--quick", "--quiet")
     assert result.exit_code == 0, result.output
     assert "PASS" in result.stdout
+    # The README's Statistics section quotes the quick demo's negative controls.
+    assert "Negative controls: 0 of 120 random sets" in result.stdout
 
     report = tmp_path / "demo-out/results/report.html"  # the path the README gives
     assert report.is_file()
