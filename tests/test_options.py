@@ -116,3 +116,17 @@ def test_bad_yaml_settings_are_one_line_errors_naming_the_file(section, match: s
     with pytest.raises(ConfigError, match=match) as error:
         parse_config(raw, Path("/tmp"), source="exp.yaml")
     assert str(error.value).startswith("exp.yaml: ") and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: CavOptions(max_iter=True), "cav.max_iter: expected a number, got true"),
+        (lambda: ExampleLimits(max=True), "examples.max"),
+        (lambda: StatsOptions(alpha=False), "stats.alpha"),
+        (lambda: Preprocessing(size=(True, 8)), "model.input.size"),
+    ],
+)
+def test_true_is_not_a_number_in_python_either(make, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        make()

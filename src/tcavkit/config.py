@@ -32,6 +32,7 @@ from tcavkit.options import (
     GradientName,
     Preprocessing,
     StatsOptions,
+    reject_bools,
 )
 
 TRUST_ENV_VAR = "TCAVKIT_TRUST_MODEL_FILE"
@@ -64,28 +65,6 @@ def check_folder_name(name: object, key: str) -> None:
         )
 
 
-def _numeric(annotation: Any) -> bool:
-    """Whether a field annotation takes numbers (``int``, ``float``, optional or in a tuple)."""
-    if annotation in (int, float):
-        return True
-    return any(_numeric(arg) for arg in typing.get_args(annotation) if arg is not Ellipsis)
-
-
-def _reject_bools(raw: Any, section: Any, key: str) -> None:
-    """Raise a :class:`ConfigError` for a ``true``/``false`` given to a numeric field of a
-    settings group (pydantic would read ``true`` as 1)."""
-    if not isinstance(raw, dict):
-        return
-    types = _field_types(section)
-    for name, value in raw.items():
-        annotation = types.get(name)
-        if annotation is None:
-            continue
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if _numeric(annotation) and any(isinstance(v, bool) for v in values):
-            raise ConfigError(f"{key}.{name}: expected a number, got {json.dumps(value)}")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -109,7 +88,7 @@ class ModelSpec(_Strict):
         if isinstance(data, dict):
             if "trusted" in data:
                 raise ConfigError(TRUST_IN_FILE)
-            _reject_bools(data.get("input"), Preprocessing, "model.input")
+            _reject_raw_bools(data.get("input"), Preprocessing, "model.input")
         return data
 
 
@@ -159,7 +138,7 @@ class ExperimentConfig(_Strict):
                 ("cav", CavOptions),
                 ("stats", StatsOptions),
             ):
-                _reject_bools(data.get(key), section, key)
+                _reject_raw_bools(data.get(key), section, key)
         return data
 
     @field_validator("targets", "concepts")
@@ -168,6 +147,13 @@ class ExperimentConfig(_Strict):
         for name in names:
             check_folder_name(name, info.field_name)
         return names
+
+
+def _reject_raw_bools(raw: Any, section: type, key: str) -> None:
+    """The settings groups refuse ``True`` for a number themselves, but pydantic turns a
+    YAML ``true`` into 1 before they see it: check the raw mapping with the same rule."""
+    if isinstance(raw, dict):
+        reject_bools(raw, section, key)
 
 
 def _field_types(section: Any) -> dict[str, Any]:

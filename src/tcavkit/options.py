@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal, get_args
+from typing import Literal, get_args, get_type_hints
 
 from tcavkit.errors import ConfigError
 
@@ -49,6 +49,23 @@ def check_choice(
         raise ConfigError(f"unknown {key} {value!r}; choose one of {', '.join(choices)}{also}")
 
 
+def takes_numbers(annotation: object) -> bool:
+    """Whether a field annotation takes numbers (``int``, ``float``, optional or in a tuple)."""
+    if annotation in (int, float):
+        return True
+    return any(takes_numbers(arg) for arg in get_args(annotation) if arg is not Ellipsis)
+
+
+def reject_bools(values: dict[str, object], group: type, key: str) -> None:
+    """Raise a :class:`ConfigError` for ``True``/``False`` given to a numeric field of the
+    settings group ``group`` (Python and pydantic would both take ``True`` as 1)."""
+    types = get_type_hints(group)
+    for name, value in values.items():
+        given = value if isinstance(value, (list, tuple)) else [value]
+        if takes_numbers(types.get(name)) and any(isinstance(v, bool) for v in given):
+            raise ConfigError(f"{key}.{name}: expected a number, got {json.dumps(value)}")
+
+
 def check_open_unit(value: object, key: str) -> None:
     """Raise a :class:`ConfigError` naming ``key`` unless ``value`` is a number in (0, 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
@@ -74,6 +91,9 @@ class Preprocessing:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        reject_bools(asdict(self), Preprocessing, "model.input")
 
     def fingerprint(self) -> str:
         """A canonical string of every field; part of the activation cache key."""
@@ -109,6 +129,7 @@ class ExampleLimits:
     min: int = 10
 
     def __post_init__(self) -> None:
+        reject_bools(asdict(self), ExampleLimits, "examples")
         check_example_limits(self.max, self.min, lowest_min=2)
 
 
@@ -140,6 +161,7 @@ class CavOptions:
     max_iter: int = 100
 
     def __post_init__(self) -> None:
+        reject_bools(asdict(self), CavOptions, "cav")
         if isinstance(self.method, str) and self.method in CAV_METHOD_ALIASES:
             object.__setattr__(self, "method", CAV_METHOD_ALIASES[self.method])
         check_choice(self.method, CAV_METHODS, "cav.method", CAV_METHOD_ALIASES)
@@ -178,6 +200,7 @@ class StatsOptions:
     statistic: StatisticName = "effect"
 
     def __post_init__(self) -> None:
+        reject_bools(asdict(self), StatsOptions, "stats")
         check_choice(self.test, TESTS, "stats.test")
         check_choice(self.correction, CORRECTIONS, "stats.correction")
         check_choice(self.statistic, STATISTICS, "stats.statistic")
