@@ -6,6 +6,7 @@ Every experiment is simulated by index selection into the activation pools of
     python bench/stats_study.py calibration [--method hinge] [--families 100] [--design current]
     python bench/stats_study.py relative    [--method hinge] [--families 100]
     python bench/stats_study.py replication [--method hinge] [--images 20] [--samples 12]
+    python bench/stats_study.py power       [--method hinge] [--samples 20]
 
 - ``calibration``: families of 240 truly null rows (60 concepts made of random images x 2
   targets x 2 layers) against 20 random sets; the family-wise error after Holm, and the
@@ -14,6 +15,9 @@ Every experiment is simulated by index selection into the activation pools of
 - ``replication``: independent samples of the concept, random and target images for a fixed
   model; cells (target, concept, layer) significant in both directions across samples, the
   planted colour's power per (target, layer), textures significant.
+- ``power``: the planted colour's power per (target, layer) at 10, 20 and 50 images per
+  set, at full strength and with 25% and 50% of every concept's images replaced by random
+  ones (images in no random set), and the rate at which textures come out significant.
 
 ``--design``: ``current`` (tcavkit.stats.summarize: the concept-level t-test on the effect),
 ``own`` (the same with the concept's own run variance added to the null variance) or
@@ -123,20 +127,34 @@ def relative(args, pools) -> None:
     print(f"  per test, p <= 0.05/{m}:     {interval(int((allp <= 0.05 / m).sum()), allp.size)}")
 
 
-def replication(args, pools) -> None:
-    n = args.images
+def samples_table(args, pools, n: int, dilution: float = 0.0) -> pd.DataFrame:
+    """Verdicts over ``args.samples`` independent image samples of the starter setting.
+
+    Each sample draws the concept, random and target images afresh for the same model;
+    ``dilution`` replaces that fraction of every concept's images by random images (not in
+    any random set). Returns one row per (sample, target, concept, layer) with ``direction``:
+    +1 significant positive, -1 significant negative, 0 not significant (Holm over the
+    sample's 54 rows).
+    """
     frames = []
+    k = round(dilution * n)
     for sample in range(args.samples):
         rng = np.random.default_rng(500 + sample)
         order = rng.permutation(len(pools["act/random/block2"]))
         random = [order[i * n : (i + 1) * n] for i in range(20)]
-        chosen = {c: rng.choice(400, n, replace=False) for c in CONCEPTS}
+        spare = order[20 * n :]
+        chosen = {c: rng.choice(400, n - k, replace=False) for c in CONCEPTS}
+        fillers = {c: spare[i * k : (i + 1) * k] for i, c in enumerate(CONCEPTS)}
         targets = {t: rng.choice(400, n, replace=False) for t in TARGETS}
         parts = []
         for name in stats_pools.LAYERS:
+            rand = pools[f"act/random/{name}"]
             layer = stats_sim.Layer(
-                {c: pools[f"act/{c}/{name}"][idx] for c, idx in chosen.items()},
-                [pools[f"act/random/{name}"][r] for r in random],
+                {
+                    c: np.concatenate([pools[f"act/{c}/{name}"][idx], rand[fillers[c]]])
+                    for c, idx in chosen.items()
+                },
+                [rand[r] for r in random],
                 {t: pools[f"grad/{t}/{t}/{name}"][idx] for t, idx in targets.items()},
             )
             parts.append(tested(layer, name, args, sample).assign(layer=name))
@@ -144,7 +162,12 @@ def replication(args, pools) -> None:
         significant = adjust_pvalues(table["p"].to_numpy(), "holm") <= 0.05
         table["direction"] = np.sign(table["stat"] - table["null"]) * significant
         frames.append(table.assign(sample=sample))
-    runs = pd.concat(frames)
+    return pd.concat(frames)
+
+
+def replication(args, pools) -> None:
+    n = args.images
+    runs = samples_table(args, pools, n)
     cells = runs.groupby(["target", "concept", "layer"])["direction"]
     both = int(((cells.max() > 0) & (cells.min() < 0)).sum())
     print(f"replication, {args.design}, {args.method}, {n} images per set, {args.samples} samples")
@@ -157,9 +180,32 @@ def replication(args, pools) -> None:
     print(f"  textures significant: {interval(int((textures != 0).sum()), len(textures))}")
 
 
+def power(args, pools) -> None:
+    """Power for the planted colour at 10, 20 and 50 images per set, full strength and
+    diluted (25% and 50% of the concept images replaced by random ones)."""
+    print(f"power, {args.design}, {args.method}, {args.samples} samples per cell")
+    print(
+        "| images | dilution | "
+        + " | ".join(f"{PLANTED[t]}/{t} {name}" for t in TARGETS for name in stats_pools.LAYERS)
+        + " | textures significant |"
+    )
+    for n in (10, 20, 50):
+        for dilution in (0.0, 0.25, 0.5):
+            runs = samples_table(args, pools, n, dilution)
+            cells = []
+            for t in TARGETS:
+                for name in stats_pools.LAYERS:
+                    d = runs[(runs.target == t) & (runs.layer == name)]
+                    k = int((d[d.concept == PLANTED[t]]["direction"] > 0).sum())
+                    cells.append(f"{k}/{args.samples}")
+            textures = runs[runs.concept.isin(TEXTURES)]["direction"]
+            tex = interval(int((textures != 0).sum()), len(textures))
+            print(f"| {n} | {dilution:.0%} | " + " | ".join(cells) + f" | {tex} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("study", choices=("calibration", "relative", "replication"))
+    parser.add_argument("study", choices=("calibration", "relative", "replication", "power"))
     parser.add_argument("--method", default="hinge")
     parser.add_argument("--design", default="current", choices=("current", "own", "studentized"))
     parser.add_argument("--families", type=int, default=100)
@@ -169,9 +215,12 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     pools = stats_pools.load()
-    {"calibration": calibration, "relative": relative, "replication": replication}[args.study](
-        args, pools
-    )
+    {
+        "calibration": calibration,
+        "relative": relative,
+        "replication": replication,
+        "power": power,
+    }[args.study](args, pools)
     print(f"  took {time.perf_counter() - started:.0f} s")
 
 

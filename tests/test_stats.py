@@ -159,11 +159,16 @@ def test_scipy_tests_match_scipy():
 
 def concept_t_by_hand(concept: np.ndarray, t_j: np.ndarray) -> float:
     """The prediction-interval t-test with the concept's own run variance added to the
-    null's, and Satterthwaite's degrees of freedom."""
+    null's, Satterthwaite's degrees of freedom, and the tail corrections for the null's
+    excess kurtosis k (Box's degrees of freedom for sd(T), df capped at 4 + 6/k)."""
     big_m, n = len(t_j), len(concept)
+    k = max(st.kurtosis(t_j, bias=False), 0.0) if big_m >= 4 else 0.0
     from_null = t_j.var(ddof=1) * (1 + 1 / big_m)
     own = concept.var(ddof=1) / n
-    df = (from_null + own) ** 2 / (from_null**2 / (big_m - 1) + own**2 / (n - 1))
+    null_df = 1 / (1 / (big_m - 1) + k / (2 * big_m))
+    df = (from_null + own) ** 2 / (from_null**2 / null_df + own**2 / (n - 1))
+    if k > 0:
+        df = min(df, 4 + 6 / k)
     t = (concept.mean() - t_j.mean()) / math.sqrt(from_null + own)
     return 2 * st.t.sf(abs(t), df=df)
 
@@ -176,6 +181,45 @@ def test_concept_t_by_hand():
     assert res.p_value == pytest.approx(expected, rel=1e-10)
     assert (res.null_mean, res.null_std) == pytest.approx((mu, sd))
     assert (res.n_null, res.n_null_runs) == (4, 20)
+
+
+def test_concept_t_widens_for_a_heavy_tailed_null():
+    # Ten pseudo-concepts, one far out: sample excess kurtosis k = 8.66 (G2 from the
+    # central moments, as below; scipy agrees). sd(T) is then worth 1/(1/9 + k/20) = 1.84
+    # degrees of freedom instead of 9 (Box), df falls from about 9 to 1.88 (below the cap
+    # 4 + 6/k = 4.69), and the same deviation gets a larger p than under normal theory.
+    t_j = np.array([0.1, -0.1, 0.05, -0.05, 0.0, 0.02, -0.02, 0.08, -0.08, 0.9])
+    null = [np.full(5, v) for v in t_j]  # 5 identical runs each: T_j = v
+    concept = np.array([0.6, 0.7, 0.8, 0.7, 0.7])
+    d, n = t_j - t_j.mean(), t_j.size
+    g2 = (d**4).mean() / (d**2).mean() ** 2 - 3
+    k = ((n + 1) * g2 + 6) * (n - 1) / ((n - 2) * (n - 3))
+    assert k == pytest.approx(8.66, abs=0.01)
+    assert k == pytest.approx(st.kurtosis(t_j, bias=False), rel=1e-12)
+    res = concept_test(concept, null, "concept-t")
+    sd2 = t_j.var(ddof=1) * (1 + 1 / 10)
+    own = concept.var(ddof=1) / 5
+    box_df = (sd2 + own) ** 2 / (sd2**2 / (1 / (1 / 9 + k / 20)) + own**2 / 4)
+    assert res.df == pytest.approx(box_df, rel=1e-12)
+    assert res.df == pytest.approx(1.88, abs=0.01)
+    assert res.p_value == pytest.approx(concept_t_by_hand(concept, t_j), rel=1e-10)
+    normal_df = (sd2 + own) ** 2 / (sd2**2 / 9 + own**2 / 4)
+    assert normal_df > 8.9
+    z = abs(concept.mean() - t_j.mean()) / math.sqrt(sd2 + own)
+    assert res.p_value > 2 * st.t.sf(z, normal_df)
+
+
+def test_concept_t_caps_df_at_the_kurtosis_t():
+    # A mildly heavy-tailed null of 40 pseudo-concepts (k = 0.97): Box's correction leaves
+    # sd(T) 26.5 degrees of freedom, and the cap 4 + 6/k = 10.2 binds.
+    rng = np.random.default_rng(2)
+    t_j = rng.standard_t(6, size=40) * 0.1
+    k = st.kurtosis(t_j, bias=False)
+    concept = np.full(20, 0.5) + rng.normal(0, 0.01, 20)
+    res = concept_test(concept, [np.full(3, v) for v in t_j], "concept-t")
+    assert 0 < k < 1.5
+    assert res.df == pytest.approx(4 + 6 / k, rel=1e-12)
+    assert res.p_value == pytest.approx(concept_t_by_hand(concept, t_j), rel=1e-10)
 
 
 def test_concept_t_compares_like_with_like_run_counts():
