@@ -260,6 +260,24 @@ def test_same_seed_same_concepts_and_no_forward_pass_when_warm(demo, tmp_path, m
     assert demo.discovery.concepts_file.read_bytes() == again.concepts_file.read_bytes()
 
 
+@pytest.mark.slow
+@needs_skimage
+def test_gallery_is_shown_only_beside_its_own_tables(demo, tmp_path):
+    import shutil
+
+    from tcavkit.report import build_report
+
+    folder = tmp_path / "copy"
+    shutil.copytree(demo.discovery.out_dir, folder)
+    assert 'id="discovered"' in build_report(folder).read_text(encoding="utf-8")
+    document = json.loads((folder / "concepts.json").read_text())
+    document["summary_sha256"] = "0" * 64  # as if left by another run
+    (folder / "concepts.json").write_text(json.dumps(document))
+    text = build_report(folder).read_text(encoding="utf-8")
+    assert 'id="discovered"' not in text
+    assert "does not go with this folder&#39;s summary.csv" in text
+
+
 # ------------------------------------------------------------------ bad input
 
 
