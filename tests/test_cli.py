@@ -328,7 +328,7 @@ def test_warnings_print_when_raised_and_quiet_keeps_them(project, tmp_path, monk
 
 
 def test_flags_take_no_value_in_help():
-    for command in (["run"], ["sort"], ["layers"], ["demo"], []):
+    for command in (["run"], ["sort"], ["layers"], ["demo"], ["discover"], []):
         result = invoke(*command, "--help")
         assert result.exit_code == 0, result.output
         for line in result.stdout.splitlines():

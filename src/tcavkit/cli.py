@@ -340,6 +340,63 @@ def sort(
         _recap(seen)
 
 
+def _print_concepts(outcome: Any) -> None:
+    """One line per discovered concept, in the order of their results, and the outputs."""
+    from tcavkit.report.common import DIRECTION_MARKS, format_p
+
+    for concept in outcome.concepts:
+        row = concept.result or {}
+        mark = DIRECTION_MARKS.get(str(row.get("direction")), " ")
+        folder = concept.folder.relative_to(outcome.out_dir).as_posix()
+        typer.echo(
+            f"  {mark or ' '} {concept.name}: {len(concept.patches)} patches from "
+            f"{concept.n_images} images, p_adjusted {format_p(row.get('p_adjusted'))}  {folder}"
+        )
+    typer.echo(f"concepts: {outcome.concepts_file}")
+    typer.echo(f"report: {outcome.report}")
+
+
+@app.command()
+def discover(
+    experiment: Annotated[Path, typer.Argument(help="The experiment YAML file (its discover:).")],
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help="A class to discover concepts for (repeat for several; default: "
+            "discover.targets, else every target).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: discover inside output:)."),
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key.")] = None,
+    trust_model_file: TrustOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Discover the concepts a class uses from its own images (ACE) and test each one."""
+    with _errors(debug):
+        with _warnings_shown() as seen:
+            from tcavkit.discover import discover as run_discovery  # imports torch
+
+            outcome = run_discovery(
+                experiment,
+                targets=target or None,
+                out=out,
+                overrides=set_ or [],
+                trust_model_file=trust_model_file,
+                progress=not quiet,
+                echo=typer.echo,
+            )
+        print_summary(outcome.result.summary)
+        _print_controls(outcome.result.meta.get("controls"))
+        _print_concepts(outcome)
+        _recap(seen)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything.")] = Path(
@@ -349,10 +406,22 @@ def demo(
     quick: Annotated[
         bool, typer.Option("--quick", metavar="", help="Smaller, faster run (CI).")
     ] = False,
+    discover: Annotated[
+        bool,
+        typer.Option(
+            "--discover",
+            metavar="",
+            help="Concept discovery instead: find fire's concepts in its own images "
+            "(tcavkit discover; needs scikit-image).",
+        ),
+    ] = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Generate data with a known answer, train a CNN, run TCAV and check the answer."""
+    if discover:
+        _discover_demo(out, size, quiet, debug)
+        return
     with _errors(debug):
         with _warnings_shown() as seen:
             from tcavkit.demo.run import run_demo  # imports torch: not at --help
@@ -374,6 +443,20 @@ def demo(
         else:
             typer.echo("FAIL: TCAV did not recover the planted ground truth")
             raise typer.Exit(1)
+
+
+def _discover_demo(out: Path, size: int, quiet: bool, debug: bool) -> None:
+    with _errors(debug):
+        with _warnings_shown() as seen:
+            from tcavkit.demo.run import run_discover_demo  # imports torch: not at --help
+
+            outcome = run_discover_demo(out, size=size, progress=not quiet, echo=typer.echo)
+        discovery = outcome.discovery
+        print_summary(discovery.result.summary)
+        _print_concepts(discovery)
+        typer.echo(f"experiment: {outcome.experiment_file}")
+        typer.echo(f"time: {outcome.seconds:.1f} s (discovery and tests {discovery.seconds:.1f} s)")
+        _recap(seen)
 
 
 def entry() -> None:  # pragma: no cover - for python -m

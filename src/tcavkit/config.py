@@ -28,6 +28,7 @@ from tcavkit.errors import ConfigError
 from tcavkit.options import (
     CacheDtype,
     CavOptions,
+    DiscoverOptions,
     ExampleLimits,
     GradientName,
     Preprocessing,
@@ -109,8 +110,8 @@ class RandomSpec(_Strict):
 
 class ExperimentConfig(_Strict):
     """One TCAV experiment, as in the YAML file. The sections ``model.input``,
-    ``examples``, ``cav`` and ``stats`` are the settings groups of :mod:`tcavkit.options`,
-    which validate themselves."""
+    ``examples``, ``cav``, ``stats`` and ``discover`` are the settings groups of
+    :mod:`tcavkit.options`, which validate themselves."""
 
     model: ModelSpec
     data: Path
@@ -121,6 +122,7 @@ class ExperimentConfig(_Strict):
     examples: ExampleLimits = ExampleLimits()
     cav: CavOptions = CavOptions()
     stats: StatsOptions = StatsOptions()
+    discover: DiscoverOptions = DiscoverOptions()
     gradient: GradientName = "logit"
     seed: StrictInt = 0
     batch_size: StrictInt = Field(32, ge=1)
@@ -137,6 +139,7 @@ class ExperimentConfig(_Strict):
                 ("examples", ExampleLimits),
                 ("cav", CavOptions),
                 ("stats", StatsOptions),
+                ("discover", DiscoverOptions),
             ):
                 _reject_raw_bools(data.get(key), section, key)
         return data

@@ -24,6 +24,7 @@ TestName = Literal["concept-t", "concept-rank", "ttest", "welch", "one-sample"]
 StatisticName = Literal["effect", "tcav_score", "magnitude"]
 CorrectionName = Literal["holm", "bonferroni", "bh", "none"]
 CacheDtype = Literal["float32", "float16"]
+DiscoverMethod = Literal["ace"]
 
 CAV_METHODS: tuple[str, ...] = get_args(CavMethod)
 CAV_METHOD_ALIASES: dict[str, str] = dict.fromkeys(get_args(CavMethodAlias), "hinge")
@@ -33,6 +34,7 @@ TESTS: tuple[str, ...] = get_args(TestName)
 STATISTICS: tuple[str, ...] = get_args(StatisticName)
 CORRECTIONS: tuple[str, ...] = get_args(CorrectionName)
 CACHE_DTYPES: tuple[str, ...] = get_args(CacheDtype)
+DISCOVER_METHODS: tuple[str, ...] = get_args(DiscoverMethod)
 
 # Unknown keys in an experiment file's section are errors (pydantic reads this attribute of
 # a standard dataclass; a plain dict, so that this module needs no pydantic import).
@@ -206,3 +208,75 @@ class StatsOptions:
         check_choice(self.statistic, STATISTICS, "stats.statistic")
         check_open_unit(self.alpha, "stats.alpha")
         check_open_unit(self.confidence, "stats.confidence")
+
+
+@dataclass(frozen=True)
+class DiscoverOptions:
+    """Automatic concept discovery, ACE-style (the experiment file's ``discover``; see
+    :mod:`tcavkit.discover`).
+
+    Attributes:
+        targets: the classes whose concepts are discovered (``None``: every target of the
+            experiment).
+        images: segment at most this many images of each target (the first ones in the
+            seeded order of the target's folder).
+        segments: SLIC superpixel counts, one segmentation (resolution) per count.
+        compactness: SLIC's balance of colour against space (higher: squarer segments).
+        min_area: a segment smaller than this share of its image is dropped.
+        clusters: k-means clusters per target and layer.
+        min_images: a concept must come from at least this many different images.
+        max_patches: patches kept per concept, those nearest the cluster's centre.
+        method: ``ace`` (superpixels and k-means; the only method so far).
+    """
+
+    __pydantic_config__ = _FORBID_EXTRA
+
+    targets: tuple[str, ...] | None = None
+    images: int = 40
+    segments: tuple[int, ...] = (15, 50, 80)
+    compactness: float = 20.0
+    min_area: float = 0.001
+    clusters: int = 25
+    min_images: int = 5
+    max_patches: int = 40
+    method: DiscoverMethod = "ace"
+
+    def __post_init__(self) -> None:
+        reject_bools(asdict(self), DiscoverOptions, "discover")
+        check_choice(self.method, DISCOVER_METHODS, "discover.method")
+        if not self.segments:
+            raise ConfigError("discover.segments must list at least one segment count")
+        for count in self.segments:
+            if not isinstance(count, int) or count < 2:
+                raise ConfigError(
+                    f"discover.segments must be whole numbers of at least 2, got {count!r}"
+                )
+        object.__setattr__(self, "segments", tuple(self.segments))
+        if self.targets is not None:
+            object.__setattr__(self, "targets", tuple(self.targets))
+        for key, low in (("images", 2), ("clusters", 2), ("min_images", 2), ("max_patches", 2)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(
+                    f"discover.{key} must be a whole number of at least {low}, got {value!r}"
+                )
+        if self.min_images > self.images:
+            raise ConfigError(
+                f"discover.min_images ({self.min_images}) is above discover.images "
+                f"({self.images}): no concept could pass the filter; lower min_images or "
+                "raise images"
+            )
+        if not self.compactness > 0:
+            raise ConfigError(f"discover.compactness must be positive, got {self.compactness}")
+        check_open_unit(self.min_area, "discover.min_area")
+
+    def fingerprint(self) -> str:
+        """The segmentation settings, canonically: part of the discovery cache keys."""
+        return json.dumps(
+            {
+                "segments": list(self.segments),
+                "compactness": float(self.compactness),
+                "min_area": float(self.min_area),
+            },
+            sort_keys=True,
+        )

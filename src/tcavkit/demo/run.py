@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -56,6 +57,43 @@ seed: 0
 cache: .tcavkit-cache             # activation cache; a rerun reuses it
 output: results                   # where `tcavkit run` writes tables, plots and report.html
 """
+
+
+DISCOVER_TEMPLATE = """\
+# A concept-discovery experiment written by `tcavkit demo --discover`. Paths are relative
+# to this file. Run it again with:   tcavkit discover {name}
+
+model:
+  path: models/starters.pt        # TorchScript file (torch.jit.save): loads without pickle
+  layers: [{layers}]
+  labels: [{labels}]
+  input:
+    size: [{size}, {size}]
+
+data: data                        # the targets' images and the random sets
+targets: [{labels}]
+
+random:
+  sets: "random500_*"
+  runs: {runs}
+
+cav:
+  method: mean-difference
+
+discover:
+  targets: [{targets}]            # the classes whose concepts are discovered
+  images: {images}                      # target images segmented
+  segments: [{segments}]          # SLIC segment counts, one resolution each
+  compactness: 20
+  clusters: {clusters}                    # k-means clusters per layer
+  min_images: 5                   # a concept comes from at least this many images
+  max_patches: 30                 # patches kept per concept (nearest the centre)
+
+seed: 0
+cache: .tcavkit-cache
+output: results                   # `tcavkit discover` writes into results/discover
+"""
+DISCOVER_LAYERS = ("block2", "block3")
 
 
 def ground_truth(summary: pd.DataFrame) -> dict[str, bool]:
@@ -151,5 +189,105 @@ def run_demo(
         train_accuracy=trained.train_accuracy,
         test_accuracy=trained.test_accuracy,
         passed=passed,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True)
+class DiscoverDemoOutcome:
+    """What :func:`run_discover_demo` did."""
+
+    experiment_file: Path
+    discovery: Any
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+
+
+def write_discover_file(
+    path: Path,
+    *,
+    size: int,
+    runs: int,
+    targets: tuple[str, ...],
+    images: int,
+    segments: tuple[int, ...],
+    clusters: int,
+) -> Path:
+    """The discovery demo's experiment YAML (readable, with comments)."""
+    text = DISCOVER_TEMPLATE.format(
+        name=path.name,
+        layers=", ".join(DISCOVER_LAYERS),
+        labels=", ".join(CLASSES),
+        size=size,
+        runs=runs,
+        targets=", ".join(targets),
+        images=images,
+        segments=", ".join(str(n) for n in segments),
+        clusters=clusters,
+    )
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_discover_demo(
+    out_dir: str | Path,
+    *,
+    size: int = 64,
+    images: int = 30,
+    n_random: int = 12,
+    n_per_set: int = 30,
+    segments: tuple[int, ...] = (15, 50),
+    clusters: int = 12,
+    targets: tuple[str, ...] = ("fire",),
+    epochs: int = 6,
+    n_train_per_class: int = 100,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> DiscoverDemoOutcome:
+    """Generate starter creatures, train the starter CNN, write an experiment file with a
+    ``discover:`` block and run ``tcavkit discover`` on it. The class is decided by body
+    colour alone, so the concept to find for fire is the red body."""
+    from tcavkit.discover import discover
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    echo(f"generating images ({size}x{size}) in {out / 'data'}")
+    make_dataset(
+        out / "data",
+        size=(size, size),
+        n_per_set=max(n_per_set, images),
+        n_random_sets=n_random,
+        concepts=(),
+    )
+    echo("training the starter CNN (fire = red, water = blue, grass = green)")
+    trained = train_starter_cnn(
+        size=(size, size), n_per_class=n_train_per_class, epochs=epochs, seed=0
+    )
+    echo(
+        f"  train accuracy {trained.train_accuracy:.1%}, test accuracy {trained.test_accuracy:.1%}"
+    )
+    model_path = out / "models" / "starters.pt"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit in recent torch
+        torch.jit.save(torch.jit.script(trained.model), str(model_path))
+    experiment_file = write_discover_file(
+        out / "discover.yaml",
+        size=size,
+        runs=n_random,
+        targets=targets,
+        images=images,
+        segments=segments,
+        clusters=clusters,
+    )
+    echo(f"wrote {model_path} and {experiment_file}")
+    discovery = discover(experiment_file, progress=progress, echo=echo)
+    return DiscoverDemoOutcome(
+        experiment_file=experiment_file,
+        discovery=discovery,
+        train_accuracy=trained.train_accuracy,
+        test_accuracy=trained.test_accuracy,
         seconds=time.perf_counter() - started,
     )

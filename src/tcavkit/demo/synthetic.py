@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -286,22 +287,50 @@ def _draw_body(
 
 
 def _draw_eyes(
-    img: Image.Image, box: tuple[float, float, float, float], rng: np.random.Generator
+    img: Image.Image,
+    box: tuple[float, float, float, float],
+    rng: np.random.Generator,
+    mask: Image.Image | None = None,
 ) -> None:
-    """Two white eyes with dark pupils in the upper part of the body."""
+    """Two white eyes with dark pupils in the upper part of the body (also drawn, in 255,
+    on ``mask`` when given)."""
     x0, y0, x1, y1 = box
     rx, ry = (x1 - x0) / 2, (y1 - y0) / 2
     cx, ey = (x0 + x1) / 2, y0 + ry * rng.uniform(0.55, 0.75)
     r = max(1.5, min(rx, ry) * rng.uniform(0.14, 0.2))
     draw = ImageDraw.Draw(img)
+    marks = ImageDraw.Draw(mask) if mask is not None else None
     for ex in (cx - rx * 0.35, cx + rx * 0.35):
         draw.ellipse((ex - r, ey - r, ex + r, ey + r), fill=(245, 245, 245))
+        if marks is not None:
+            marks.ellipse((ex - r, ey - r, ex + r, ey + r), fill=255)
         p = r * 0.5
         draw.ellipse((ex - p, ey - p, ex + p, ey + p), fill=(15, 15, 15))
 
 
-def creature_image(kind: str, size: Size, rng: np.random.Generator) -> Image.Image:
-    """A creature whose body is the class colour (fire=red, water=blue, grass=green).
+@dataclass(frozen=True)
+class Creature:
+    """A starter creature and its ground truth: boolean ``(height, width)`` masks that
+    partition the image.
+
+    Attributes:
+        image: the RGB image.
+        body: pixels of the body in its plain body colour (the class cue).
+        texture: pixels of the body covered by the texture overlay (a shade of the colour).
+        eyes: the eyes (white with dark pupils).
+        background: everything else.
+    """
+
+    image: Image.Image
+    body: np.ndarray
+    texture: np.ndarray
+    eyes: np.ndarray
+    background: np.ndarray
+
+
+def creature(kind: str, size: Size, rng: np.random.Generator) -> Creature:
+    """A creature whose body is the class colour (fire=red, water=blue, grass=green), with
+    its ground-truth masks.
 
     The body has a random texture overlay (or none) in a shade of the body colour, and the
     background avoids the class colours: body colour is the only class cue.
@@ -315,6 +344,7 @@ def creature_image(kind: str, size: Size, rng: np.random.Generator) -> Image.Ima
     body = np.asarray(mask_img) > 0
     fill = np.empty((h, w, 3), dtype=np.float32)
     fill[...] = body_rgb
+    pattern = np.zeros((h, w), dtype=bool)
     choice = int(rng.integers(len(TEXTURES) + 1))  # last choice: plain body
     if choice < len(TEXTURES):
         pattern = texture_mask(TEXTURES[choice], (h, w), rng)
@@ -322,8 +352,29 @@ def creature_image(kind: str, size: Size, rng: np.random.Generator) -> Image.Ima
         fill[pattern] = body_rgb * 0.6 if darker else body_rgb + 0.45 * (255.0 - body_rgb)
     arr[body] = fill[body]
     img = Image.fromarray(arr.astype(np.uint8))
-    _draw_eyes(img, box, rng)
-    return _finish(np.asarray(img), rng)
+    eye_img = Image.new("L", (w, h), 0)
+    _draw_eyes(img, box, rng, eye_img)
+    eyes = np.asarray(eye_img) > 0
+    texture = body & pattern & ~eyes
+    return Creature(
+        image=_finish(np.asarray(img), rng),
+        body=body & ~pattern & ~eyes,
+        texture=texture,
+        eyes=eyes,
+        background=~body & ~eyes,
+    )
+
+
+def creature_image(kind: str, size: Size, rng: np.random.Generator) -> Image.Image:
+    """The image of :func:`creature` (the same image for the same generator state)."""
+    return creature(kind, size, rng).image
+
+
+def creatures(kind: str, n: int, size: Size, rng: np.random.Generator) -> list[Creature]:
+    """``n`` creatures of ``kind`` with their masks: the images :func:`make_images` makes
+    from the same generator state."""
+    size = _check_size(size)
+    return [creature(kind, size, rng) for _ in range(n)]
 
 
 def make_images(kind: str, n: int, size: Size, rng: np.random.Generator) -> list[Image.Image]:
@@ -445,8 +496,11 @@ __all__ = [
     "IMAGE_FORMATS",
     "MIN_SIZE",
     "TEXTURES",
+    "Creature",
     "colour_image",
+    "creature",
     "creature_image",
+    "creatures",
     "make_dataset",
     "make_images",
     "random_image",

@@ -308,6 +308,18 @@ class ImageFolderSet(ExampleSet):
             raise self._too_few(len(arrays))
         return arrays_to_tensor(arrays, preprocessing, [str(self.folder / n) for n in names])
 
+    def decode(self, size: tuple[int, int] | None) -> tuple[list[np.ndarray], list[str]]:
+        """The chosen images as ``(H, W, 3)`` uint8 arrays resized to ``size``, with their
+        file names, in the seeded order (unreadable files skipped with a warning).
+
+        Raises:
+            TooFewExamplesError: fewer than ``min_examples`` files could be decoded.
+        """
+        arrays, names = self._decode(size)
+        if len(arrays) < self.min_examples:
+            raise self._too_few(len(arrays))
+        return arrays, names
+
     def _decode(self, size: tuple[int, int] | None) -> tuple[list[np.ndarray], list[str]]:
         """Decode files in order until ``max_examples`` succeed; record the skipped ones.
 

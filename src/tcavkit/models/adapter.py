@@ -251,6 +251,39 @@ class ModelAdapter(ABC):
             _, captured = self.run(self._inputs(x), layers, need_output=False)
             return {name: captured[name].reshape(len(x), -1).float().cpu() for name in layers}
 
+    def pooled_activations(
+        self, x: torch.Tensor, layers: Sequence[str], *, channels_last: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Activations of all ``layers`` from one forward pass, each averaged over its
+        spatial positions (the patches of concept discovery).
+
+        Args:
+            x: model inputs ``(n, ...)``.
+            channels_last: the layers' outputs are ``(n, H, W, C)`` (else ``(n, C, H, W)``).
+
+        Returns:
+            {layer: float32 CPU tensor ``(n, C)``}.
+
+        Raises:
+            LayerError: a layer's output has no spatial structure (not 4-D).
+        """
+        self.check_layers(layers)
+        with torch.inference_mode():
+            _, captured = self.run(self._inputs(x), layers, need_output=False)
+            out = {}
+            for name in layers:
+                value = captured[name]
+                if value.dim() != 4:
+                    raise LayerError(
+                        f"layer {name!r} has no spatial structure (its output is "
+                        f"{tuple(value.shape)}, not (n, C, H, W)): concept discovery averages "
+                        "a layer's activations over positions; choose a convolutional layer "
+                        "(tcavkit layers MODEL shows each layer's output shape)"
+                    )
+                dims = (1, 2) if channels_last else (2, 3)
+                out[name] = value.float().mean(dim=dims).cpu()
+            return out
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The logits ``(n, n_classes)`` for inputs ``x`` ``(n, ...)``."""
         with torch.inference_mode():

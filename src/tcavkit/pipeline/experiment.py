@@ -161,45 +161,10 @@ class Experiment:
         The data folder holds one sub-folder per target, concept and random set, as in
         tensorflow/tcav (``<data>/<name>/*.jpg``, random sets ``random500_0``, ...).
         """
-        base_dir = Path.cwd()
-        if not isinstance(config, ExperimentConfig):
-            base_dir = Path(config).resolve().parent
-            config = load_config(config, list(overrides))
-        spec = config.model
-        adapter = load_model(
-            spec, device=config.device, trust_model_file=trust_model_file, base_dir=base_dir
-        )
-        labels = load_labels(spec.labels)
-        data = Path(config.data)
-        if not data.is_dir():
-            raise DataError(
-                f"data folder {data} does not exist: set `data:` to the folder that holds one "
-                "sub-folder per target, concept and random set"
-            )
-        random_names = random_set_names(config)
-        _check_set_names(config, random_names)
         return cls(
-            adapter,
-            layers=spec.layers,
-            targets={name: ImageFolder(data / name) for name in config.targets},
-            concepts={name: ImageFolder(data / name) for name in config.concepts},
-            random={name: ImageFolder(data / name) for name in random_names},
-            labels=labels,
-            relative=config.relative,
-            runs=config.random.runs,
-            max_examples=config.examples.max,
-            min_examples=config.examples.min,
-            cav=config.cav,
-            stats=config.stats,
-            preprocessing=model_preprocessing(spec.input, adapter),
-            seed=config.seed,
-            batch_size=config.batch_size,
-            gradient=config.gradient,
-            cache_dir=str(config.cache) if config.cache is not None else None,
-            cache_dtype=config.cache_dtype,
-            progress=progress,
-            config=config.model_dump(mode="json"),
-            model_description=describe(spec),
+            **experiment_arguments(
+                config, overrides=overrides, trust_model_file=trust_model_file, progress=progress
+            )
         )
 
     # -- construction checks ---------------------------------------------------------------
@@ -397,6 +362,59 @@ class Experiment:
             "seed": self.seed,
             "batch_size": self.batch_size,
         }
+
+
+def experiment_arguments(
+    config: ExperimentConfig | str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    trust_model_file: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The keyword arguments of :class:`Experiment` that an experiment file describes (the
+    model loaded, the sets as image folders of ``data:``), for :meth:`Experiment.from_config`
+    and for callers that change some of them first (``tcavkit discover`` replaces the
+    concepts)."""
+    base_dir = Path.cwd()
+    if not isinstance(config, ExperimentConfig):
+        base_dir = Path(config).resolve().parent
+        config = load_config(config, list(overrides))
+    spec = config.model
+    adapter = load_model(
+        spec, device=config.device, trust_model_file=trust_model_file, base_dir=base_dir
+    )
+    labels = load_labels(spec.labels)
+    data = Path(config.data)
+    if not data.is_dir():
+        raise DataError(
+            f"data folder {data} does not exist: set `data:` to the folder that holds one "
+            "sub-folder per target, concept and random set"
+        )
+    random_names = random_set_names(config)
+    _check_set_names(config, random_names)
+    return {
+        "model": adapter,
+        "layers": spec.layers,
+        "targets": {name: ImageFolder(data / name) for name in config.targets},
+        "concepts": {name: ImageFolder(data / name) for name in config.concepts},
+        "random": {name: ImageFolder(data / name) for name in random_names},
+        "labels": labels,
+        "relative": config.relative,
+        "runs": config.random.runs,
+        "max_examples": config.examples.max,
+        "min_examples": config.examples.min,
+        "cav": config.cav,
+        "stats": config.stats,
+        "preprocessing": model_preprocessing(spec.input, adapter),
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "gradient": config.gradient,
+        "cache_dir": str(config.cache) if config.cache is not None else None,
+        "cache_dtype": config.cache_dtype,
+        "progress": progress,
+        "config": config.model_dump(mode="json"),
+        "model_description": describe(spec),
+    }
 
 
 def model_preprocessing(preprocessing: Preprocessing, adapter: ModelAdapter) -> Preprocessing:

@@ -11,6 +11,7 @@ import pandas as pd
 from tcavkit.atomic import atomic_write
 from tcavkit.errors import DataError, one_line
 from tcavkit.report.common import STALE_PLOT_RE, as_list
+from tcavkit.report.gallery import gallery
 from tcavkit.report.html import RUN_ID_META, render_html
 from tcavkit.report.plots import plot_all
 from tcavkit.results import (
@@ -50,7 +51,8 @@ def build_report(results_dir: str | Path) -> Path:
     ``<meta name="tcavkit-run-id">`` and the details section; the manifest's id, else
     ``results.json``'s). Plots left over from an
     earlier build that the current tables no longer produce are removed, so rebuilding is
-    idempotent.
+    idempotent. A folder written by ``tcavkit discover`` (with ``concepts.json``) also gets
+    the gallery of discovered concepts.
 
     Raises:
         DataError: the folder or ``summary.csv`` is missing, a file cannot be read, a file
@@ -76,6 +78,7 @@ def build_report(results_dir: str | Path) -> Path:
     if runs is None:
         extra.append(f"{runs_path} not found: single runs are not shown.")
     meta = load_meta(folder / RESULTS_FILE, extra)
+    discovered = gallery(folder, extra)
     if extra:
         meta = {**meta, "warnings": [*as_list(meta.get("warnings")), *extra]}
     run_id = (manifest or {}).get("run_id") or meta.get("run_id")
@@ -89,7 +92,7 @@ def build_report(results_dir: str | Path) -> Path:
         for old in plots_dir.iterdir():
             if old.name not in keep and STALE_PLOT_RE.match(old.name) and old.is_file():
                 old.unlink()
-        html = render_html(summary, runs, meta, paths)
+        html = render_html(summary, runs, meta, paths, discovered)
         out = folder / REPORT_FILE
         atomic_write(out, html)
     except OSError as e:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -132,6 +132,7 @@ def render_html(
     runs: pd.DataFrame | None,
     meta: dict[str, Any],
     plot_paths: Iterable[Path],
+    gallery: Sequence[Any] = (),
 ) -> str:
     """The report as one HTML string; the PNGs in ``plot_paths`` are embedded as base64.
 
@@ -139,7 +140,8 @@ def render_html(
     them), the plots, the summary table (the columns a reader needs first; all columns on
     demand), then the details (run id, experiment, example sets, timings). ``meta`` is
     ``results.json`` (may be empty); ``meta["run_id"]`` goes into
-    ``<meta name="tcavkit-run-id">`` and the details.
+    ``<meta name="tcavkit-run-id">`` and the details. ``gallery``: the discovered
+    concepts (:func:`tcavkit.report.gallery.gallery`), shown after the findings.
     """
     meta = meta if isinstance(meta, dict) else {}
     stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
@@ -191,6 +193,7 @@ def render_html(
         "open_sets": OPEN_SETS,
         "notes": set_notes(meta),
         "timings": _timings(meta.get("timings")),
+        "gallery": list(gallery),
     }
     return environment().get_template(TEMPLATE).render(**context)
 

@@ -1,0 +1,619 @@
+"""``tcavkit discover``: find the concepts a class uses, from its own images (ACE).
+
+For each target: its images are segmented into superpixels at several resolutions
+(:mod:`~tcavkit.discover.segments`), every kept segment becomes a patch, the patches go
+through the model in batches (activations averaged over positions, all layers at once),
+and at each layer the patches are clustered (:mod:`~tcavkit.discover.clusters`). Each kept
+cluster's patches are written as a concept folder, ``discovered/<target>/<layer>/<concept>``
+(the tensorflow/tcav layout: rename it and use it in ``tcavkit run``), and every concept
+is then tested by the normal :class:`~tcavkit.Experiment` against the random sets, for its
+own target at its own layer, with the same calibrated test and correction as hand-made
+concepts. ``concepts.json`` lists the concepts and their results; ``report.html`` shows
+them in a gallery.
+
+Segmentations and patch activations are cached by content (the target images' digests, the
+segmentation settings, the model, the preprocessing), so a second run with other
+clustering settings runs no forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from tcavkit.atomic import atomic_write
+from tcavkit.config import ExperimentConfig, load_config
+from tcavkit.discover.clusters import keep_clusters, kmeans
+from tcavkit.discover.segments import (
+    Segments,
+    bounding_box,
+    check_image_size,
+    fill_colour,
+    make_patch,
+    require_skimage,
+    segment_image,
+)
+from tcavkit.errors import ConfigError, DataError, TcavWarning
+from tcavkit.examples.base import Selection
+from tcavkit.examples.digests import remembered_digests
+from tcavkit.examples.images import arrays_to_tensor
+from tcavkit.examples.sources import ImageFolder, list_image_files
+from tcavkit.models.adapter import ModelAdapter
+from tcavkit.options import DiscoverOptions, Preprocessing
+from tcavkit.pipeline.experiment import Experiment, experiment_arguments
+from tcavkit.report.build import build_report, discard_report
+from tcavkit.results import TcavResult, check_output_folder
+from tcavkit.stats import summarize
+from tcavkit.store import ArrayStore, cache_key
+
+CONCEPTS_FILE = "concepts.json"
+DISCOVERED_DIR = "discovered"
+GALLERY_DIR = "gallery"
+PATCH_PATTERN = "patch_{:03d}.png"
+GALLERY_SIDE = 128
+"""Source images in the gallery are enlarged (nearest neighbour) to at least this side."""
+_DIRECTION_ORDER = {"positive": 0, "none": 1, "negative": 2}
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One patch of a discovered concept.
+
+    Attributes:
+        source: the source image's file name (in the target's folder).
+        image: the source image's index among the segmented images.
+        resolution: the SLIC segment count of the segmentation it comes from.
+        label: its SLIC label in that segmentation.
+        box: ``(top, left, bottom, right)`` of its mask in the (resized) source image.
+        mask: ``(H, W)`` bool: its segment in the (resized) source image.
+    """
+
+    source: str
+    image: int
+    resolution: int
+    label: int
+    box: tuple[int, int, int, int]
+    mask: np.ndarray = field(repr=False, compare=False)
+
+
+@dataclass
+class DiscoveredConcept:
+    """A kept cluster: its patches (nearest the centre first) and, once tested, its result.
+
+    Attributes:
+        name: the concept's name, ``<target>-<layer>-c<NN>``.
+        folder: where its patches are written.
+        cluster_size, cluster_images: patches, and different images, in the whole cluster.
+        result: its summary row (``None`` before testing).
+    """
+
+    name: str
+    target: str
+    layer: str
+    folder: Path
+    patches: list[Patch]
+    cluster_size: int
+    cluster_images: int
+    result: dict[str, Any] | None = None
+
+    @property
+    def n_images(self) -> int:
+        """Different source images among the kept patches."""
+        return len({p.image for p in self.patches})
+
+
+@dataclass(frozen=True)
+class DiscoveryOutcome:
+    """What :func:`discover` produced."""
+
+    concepts: list[DiscoveredConcept]
+    result: TcavResult
+    out_dir: Path
+    concepts_file: Path
+    report: Path
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _TargetImages:
+    name: str
+    files: list[str]
+    arrays: list[np.ndarray]
+    segments: list[Segments]
+
+
+def discover(
+    config: ExperimentConfig | str | Path,
+    *,
+    targets: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    trust_model_file: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> DiscoveryOutcome:
+    """Discover and test concepts for the targets of an experiment file (its ``discover``
+    block; the model, data, random sets, layers and statistics as for ``tcavkit run``).
+
+    Args:
+        config: the experiment YAML file, or a parsed config.
+        targets: the classes to discover concepts for (default: ``discover.targets``, else
+            every target of the experiment).
+        out: the output folder (default: ``discover`` inside the experiment's ``output``).
+
+    Raises:
+        ConfigError, DataError, LayerError: bad settings or data, each named in one line.
+    """
+    started = time.perf_counter()
+    say = echo or (lambda _text: None)
+    if not isinstance(config, ExperimentConfig):
+        config = load_config(config, list(overrides))
+    options = config.discover
+    require_skimage()
+    chosen = _chosen_targets(config, options, targets)
+    out_dir = Path(out) if out is not None else Path(config.output) / "discover"
+    check_output_folder(out_dir)
+    args = experiment_arguments(config, trust_model_file=trust_model_file, progress=progress)
+    adapter: ModelAdapter = args["model"]
+    preprocessing: Preprocessing = args["preprocessing"]
+    layers = list(dict.fromkeys(args["layers"]))
+    adapter.check_layers(layers)
+    if preprocessing.size is None:
+        raise ConfigError(
+            "tcavkit discover resizes patches to the model's input size: set "
+            "model.input.size (e.g. [224, 224])"
+        )
+    check_image_size(preprocessing.size, options.segments, "discover.segments")
+    _check_spatial(adapter, layers, preprocessing)
+    store = ArrayStore(args["cache_dir"])
+    model_fp = adapter.fingerprint()
+    fill = fill_colour(preprocessing)
+    timings: dict[str, float] = {}
+    concepts: list[DiscoveredConcept] = []
+    for target in chosen:
+        tick = time.perf_counter()
+        images = _target_images(
+            target, args["targets"][target], options, preprocessing, config.seed, store, progress
+        )
+        timings[f"discover {target}: segment"] = time.perf_counter() - tick
+        n_patches = sum(len(s.kept) for s in images.segments)
+        say(f"{target}: {n_patches} patches from {len(images.files)} images")
+        tick = time.perf_counter()
+        acts = _patch_activations(
+            adapter, store, model_fp, images, layers, preprocessing, fill, args, progress
+        )
+        timings[f"discover {target}: activations"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        found = _cluster(images, acts, layers, options, config.seed, out_dir)
+        timings[f"discover {target}: cluster"] = time.perf_counter() - tick
+        if not found:
+            raise DataError(
+                f"discover: no cluster of target {target!r} came from at least "
+                f"{options.min_images} different images at any layer: lower "
+                "discover.min_images or discover.clusters, or raise discover.images"
+            )
+        tick = time.perf_counter()
+        _write_concepts(found, images, fill, preprocessing.size, out_dir)
+        timings[f"discover {target}: write"] = time.perf_counter() - tick
+        say(f"{target}: {len(found)} concepts kept at {', '.join(layers)}")
+        concepts.extend(found)
+
+    experiment = Experiment(
+        **{
+            **args,
+            "targets": {name: args["targets"][name] for name in chosen},
+            "concepts": {c.name: ImageFolder(c.folder) for c in concepts},
+            "relative": [],
+            "min_examples": min(args["min_examples"], *(len(c.patches) for c in concepts)),
+        }
+    )
+    tested = experiment.run()
+    result = _own_rows(tested, concepts, experiment)
+    result.meta["timings"] = {**timings, **result.meta.get("timings", {})}
+    by_name = {(r["target"], r["concept"], r["layer"]): r for r in _records(result.summary)}
+    for concept in concepts:
+        concept.result = by_name.get((concept.target, concept.name, concept.layer))
+    concepts.sort(key=_result_order)
+
+    result.save(out_dir)
+    discard_report(out_dir)
+    concepts_file = out_dir / CONCEPTS_FILE
+    summary_digest = hashlib.sha256(result.summary.to_csv(index=False).encode()).hexdigest()
+    document = concepts_document(concepts, options, config.seed, out_dir, summary_digest)
+    atomic_write(concepts_file, json.dumps(document, indent=1, sort_keys=False) + "\n")
+    report = build_report(out_dir)
+    return DiscoveryOutcome(
+        concepts=concepts,
+        result=result,
+        out_dir=out_dir,
+        concepts_file=concepts_file,
+        report=report,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _chosen_targets(
+    config: ExperimentConfig, options: DiscoverOptions, targets: Sequence[str] | None
+) -> list[str]:
+    chosen = list(targets or options.targets or config.targets)
+    for name in chosen:
+        if name not in config.targets:
+            raise ConfigError(
+                f"discover target {name!r} is not a target of the experiment "
+                f"{list(config.targets)}: add it to targets: or choose one of them"
+            )
+    return list(dict.fromkeys(chosen))
+
+
+def _check_spatial(adapter: ModelAdapter, layers: list[str], prep: Preprocessing) -> None:
+    """Raise a LayerError for a layer whose output has no spatial structure."""
+    height, width = prep.size  # type: ignore[misc]
+    shape = (1, height, width, 3) if prep.channels_last else (1, 3, height, width)
+    adapter.pooled_activations(torch.zeros(shape), layers, channels_last=prep.channels_last)
+
+
+# ------------------------------------------------------------------ segmentation
+
+
+def _target_images(
+    target: str,
+    source: Any,
+    options: DiscoverOptions,
+    prep: Preprocessing,
+    seed: int,
+    store: ArrayStore,
+    progress: bool,
+) -> _TargetImages:
+    """The target's first ``discover.images`` images (seeded order), decoded at the model's
+    input size, and their segments (from the cache when the same images were segmented
+    with the same settings before)."""
+    folder = Path(source.path) if isinstance(source, ImageFolder) else None
+    if folder is not None and folder.is_dir():
+        count = len(list_image_files(folder))
+        if count < options.min_images:
+            raise DataError(
+                f"discover: target {target!r} has {count} images in {folder}, but a concept "
+                f"must come from at least discover.min_images = {options.min_images} "
+                "different images: add images to the folder or lower discover.min_images"
+            )
+    selection = Selection(max_examples=options.images, min_examples=options.min_images, seed=seed)
+    with remembered_digests(store.root) as digests:
+        resolved = source.resolve(target, selection, digests=digests)
+    arrays, files = resolved.decode(prep.size)
+    key = cache_key(
+        kind="discover-segments",
+        examples=resolved.fingerprint,
+        size=list(prep.size),  # type: ignore[arg-type]
+        settings=options.fingerprint(),
+        skimage=_skimage_version(),
+    )
+    labels, kept = store.get(key), store.get(key + "-kept")
+    if labels is not None and kept is not None and len(labels) == len(arrays):
+        labels = np.asarray(labels)
+        segments = [
+            Segments(labels[i], np.asarray(kept[kept[:, 0] == i][:, 1:]))
+            for i in range(len(arrays))
+        ]
+    else:
+        segments = []
+        for array in tqdm(arrays, desc=f"segment {target}", unit="image", disable=not progress):
+            segments.append(
+                segment_image(array, options.segments, options.compactness, options.min_area)
+            )
+        table = np.concatenate(
+            [
+                np.column_stack([np.full(len(s.kept), i, dtype=np.int32), s.kept])
+                for i, s in enumerate(segments)
+            ]
+        )
+        store.put(key, np.stack([s.labels for s in segments]), meta={"target": target})
+        store.put(key + "-kept", table, meta={"target": target})
+    return _TargetImages(target, files, arrays, segments)
+
+
+def _skimage_version() -> str:
+    import skimage
+
+    return str(skimage.__version__)
+
+
+def _patch_list(images: _TargetImages) -> list[tuple[int, int]]:
+    """Every patch as ``(image index, kept-segment index)``, image by image."""
+    return [(i, j) for i, s in enumerate(images.segments) for j in range(len(s.kept))]
+
+
+def _patch_array(
+    images: _TargetImages, i: int, j: int, fill: tuple[int, int, int], size: tuple[int, int]
+) -> np.ndarray:
+    return make_patch(images.arrays[i], images.segments[i].mask(j), fill, size)
+
+
+# ------------------------------------------------------------------ activations
+
+
+def _patch_activations(
+    adapter: ModelAdapter,
+    store: ArrayStore,
+    model_fp: str,
+    images: _TargetImages,
+    layers: list[str],
+    prep: Preprocessing,
+    fill: tuple[int, int, int],
+    args: dict[str, Any],
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """{layer: ``(m, C)``} spatially averaged activations of every patch, from the cache or
+    from one forward pass per batch for all layers."""
+    content = cache_key(
+        segments=[s.kept.tolist() for s in images.segments],
+        labels=[cache_key(array=s.labels.tobytes().hex()) for s in images.segments],
+        pixels=[cache_key(array=a.tobytes().hex()) for a in images.arrays],
+    )
+    keys = {
+        layer: cache_key(
+            kind="discover-activations",
+            model=model_fp,
+            layer=layer,
+            patches=content,
+            preprocessing=prep.fingerprint(),
+            fill=list(fill),
+        )
+        for layer in layers
+    }
+    cached = {layer: store.get_float32(key) for layer, key in keys.items()}
+    if all(a is not None for a in cached.values()):
+        return {layer: np.asarray(a) for layer, a in cached.items()}  # type: ignore[misc]
+    patches = _patch_list(images)
+    batch_size = int(args["batch_size"])
+    parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    size = prep.size
+    assert size is not None
+    with tqdm(
+        total=len(patches), desc=f"patches {images.name}", unit="patch", disable=not progress
+    ) as bar:
+        for start in range(0, len(patches), batch_size):
+            chunk = patches[start : start + batch_size]
+            arrays = [_patch_array(images, i, j, fill, size) for i, j in chunk]
+            x = arrays_to_tensor(arrays, prep)
+            out = adapter.pooled_activations(x, layers, channels_last=prep.channels_last)
+            for layer in layers:
+                parts[layer].append(out[layer])
+            bar.update(len(chunk))
+    result = {}
+    for layer in layers:
+        array = torch.cat(parts[layer]).numpy()
+        if not np.isfinite(array).all():
+            raise DataError(
+                f"discover: the model produced NaN or infinite values at layer {layer!r} for "
+                f"patches of {images.name!r}; check the preprocessing and the model weights"
+            )
+        store.put(keys[layer], array, meta={"target": images.name, "layer": layer})
+        result[layer] = array
+    return result
+
+
+# ------------------------------------------------------------------ clustering
+
+
+def layer_tag(layer: str) -> str:
+    """A layer name as a plain folder-name part (``/layer3/Conv`` → ``layer3_Conv``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", layer).strip("._") or "layer"
+
+
+def _cluster(
+    images: _TargetImages,
+    acts: dict[str, np.ndarray],
+    layers: list[str],
+    options: DiscoverOptions,
+    seed: int,
+    out_dir: Path,
+) -> list[DiscoveredConcept]:
+    patches = _patch_list(images)
+    sources = np.asarray([i for i, _ in patches], dtype=np.int64)
+    found = []
+    for layer in layers:
+        labels, distances = kmeans(acts[layer], options.clusters, seed)
+        kept = keep_clusters(
+            labels,
+            distances,
+            sources,
+            n_discovery=len(images.arrays),
+            min_images=options.min_images,
+            max_patches=options.max_patches,
+        )
+        tag = layer_tag(layer)
+        for number, cluster in enumerate(kept, start=1):
+            name = f"{images.name}-{tag}-c{number:02d}"
+            members = []
+            for index in cluster.nearest:
+                i, j = patches[int(index)]
+                segs = images.segments[i]
+                resolution, label = (int(v) for v in segs.kept[j])
+                mask = segs.mask(j)
+                members.append(
+                    Patch(
+                        source=images.files[i],
+                        image=i,
+                        resolution=int(options.segments[resolution]),
+                        label=label,
+                        box=bounding_box(mask),
+                        mask=mask,
+                    )
+                )
+            found.append(
+                DiscoveredConcept(
+                    name=name,
+                    target=images.name,
+                    layer=layer,
+                    folder=out_dir / DISCOVERED_DIR / images.name / tag / name,
+                    patches=members,
+                    cluster_size=len(cluster.members),
+                    cluster_images=cluster.n_images,
+                )
+            )
+    return found
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def _write_concepts(
+    concepts: list[DiscoveredConcept],
+    images: _TargetImages,
+    fill: tuple[int, int, int],
+    size: tuple[int, int] | None,
+    out_dir: Path,
+) -> None:
+    """Each concept's patches as ``patch_NNN.png`` in its folder, and its gallery image.
+
+    The target's ``discovered/<target>`` folder is tcavkit's own output: it is emptied first,
+    so that concept folders of an earlier run do not stay beside the new ones."""
+    assert size is not None
+    target_dir = out_dir / DISCOVERED_DIR / images.name
+    if target_dir.is_dir():
+        shutil.rmtree(target_dir)
+    gallery = out_dir / GALLERY_DIR
+    gallery.mkdir(parents=True, exist_ok=True)
+    for old in gallery.glob(f"{images.name}-*.png"):
+        old.unlink()
+    for concept in concepts:
+        concept.folder.mkdir(parents=True, exist_ok=True)
+        for k, patch in enumerate(concept.patches):
+            array = make_patch(images.arrays[patch.image], patch.mask, fill, size)
+            Image.fromarray(array).save(concept.folder / PATCH_PATTERN.format(k), compress_level=1)
+        first = concept.patches[0]
+        outlined = outline(images.arrays[first.image], first.mask)
+        Image.fromarray(outlined).save(gallery / f"{concept.name}.png")
+
+
+def outline(image: np.ndarray, mask: np.ndarray, side: int = GALLERY_SIDE) -> np.ndarray:
+    """``image`` ``(H, W, 3)`` uint8 enlarged (nearest neighbour) to at least ``side`` pixels
+    on its shorter side, with the boundary of ``mask`` drawn in yellow."""
+    from skimage.segmentation import find_boundaries
+
+    factor = max(1, -(-side // min(image.shape[:2])))
+    big = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1).copy()
+    big_mask = np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)
+    edge = find_boundaries(big_mask, mode="thick")
+    big[edge] = (255, 230, 0)
+    return big
+
+
+def _own_rows(
+    tested: TcavResult, concepts: list[DiscoveredConcept], experiment: Experiment
+) -> TcavResult:
+    """The result with each concept's rows at its own target and layer only (and every
+    null row), the summary and its correction recomputed over exactly those rows."""
+    runs = tested.runs
+    own = {(c.target, c.name, c.layer) for c in concepts}
+    keys = zip(runs["target"], runs["concept"], runs["layer"], strict=True)
+    keep = runs["is_null"].astype(bool).to_numpy() | np.fromiter(
+        (k in own for k in keys), dtype=bool, count=len(runs)
+    )
+    runs = runs[keep].reset_index(drop=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TcavWarning)  # already raised by the run
+        summary = summarize(runs, **asdict(experiment.stats))
+    return TcavResult(runs=runs, summary=summary, meta=dict(tested.meta))
+
+
+def _records(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {str(k): _plain(v) for k, v in row.items()} for row in summary.to_dict(orient="records")
+    ]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    return value
+
+
+def _result_order(concept: DiscoveredConcept) -> tuple[int, float, str]:
+    """Significant positive concepts first (largest tested statistic first), then the
+    others, then significant negative ones."""
+    row = concept.result or {}
+    direction = str(row.get("direction") or "none")
+    value = row.get("statistic_mean")
+    value = -float(value) if isinstance(value, (int, float)) else 0.0
+    if direction == "negative":
+        value = -value
+    return _DIRECTION_ORDER.get(direction, 1), value, concept.name
+
+
+def concepts_document(
+    concepts: list[DiscoveredConcept],
+    options: DiscoverOptions,
+    seed: int,
+    out_dir: Path,
+    summary_sha256: str,
+) -> dict[str, Any]:
+    """The content of ``concepts.json``: the same for the same seed, data and model.
+    ``summary_sha256`` is the digest of the ``summary.csv`` it goes with (the report shows
+    the gallery only beside that table)."""
+    settings = asdict(options)
+    settings["segments"] = list(options.segments)
+    if options.targets is not None:
+        settings["targets"] = list(options.targets)
+    items = []
+    for concept in concepts:
+        row = concept.result or {}
+        items.append(
+            {
+                "name": concept.name,
+                "target": concept.target,
+                "layer": concept.layer,
+                "folder": concept.folder.relative_to(out_dir).as_posix(),
+                "gallery": f"{GALLERY_DIR}/{concept.name}.png",
+                "n_patches": len(concept.patches),
+                "n_images": concept.n_images,
+                "cluster_size": concept.cluster_size,
+                "cluster_images": concept.cluster_images,
+                "cav_accuracy": row.get("cav_accuracy_mean"),
+                "tcav_score": row.get("mean"),
+                "statistic": row.get("statistic"),
+                "statistic_mean": row.get("statistic_mean"),
+                "p_value": row.get("p_value"),
+                "p_adjusted": row.get("p_adjusted"),
+                "significant": row.get("significant"),
+                "direction": row.get("direction"),
+                "patches": [
+                    {
+                        "file": PATCH_PATTERN.format(k),
+                        "source": p.source,
+                        "segments": p.resolution,
+                        "label": p.label,
+                        "box": list(p.box),
+                    }
+                    for k, p in enumerate(concept.patches)
+                ],
+            }
+        )
+    return {
+        "method": options.method,
+        "settings": settings,
+        "seed": seed,
+        "summary_sha256": summary_sha256,
+        "concepts": items,
+    }

@@ -1,0 +1,360 @@
+"""Concept discovery (``tcavkit discover``): the pure parts with hand-checked numbers, the
+one-line errors, and planted ground truth on the starter creatures.
+
+Planted ground truth: the starter CNN is trained in the test on creatures whose class is
+decided by body colour alone (fire = red). Discovering on ``fire`` must find a concept whose
+patches are at least 80% plain body-colour pixels (measured with the generator's own
+masks), significant and positive for fire, and no concept dominated by background pixels
+may be significant. The same seed gives the same ``concepts.json``, and a second run reads
+every patch activation from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tcavkit.cli import app
+from tcavkit.config import parse_config
+from tcavkit.demo.run import run_discover_demo
+from tcavkit.demo.synthetic import creatures, set_rng
+from tcavkit.discover import discover
+from tcavkit.discover.clusters import acceptable, keep_clusters
+from tcavkit.discover.segments import (
+    bounding_box,
+    fill_colour,
+    jaccard,
+    keep_segments,
+    make_patch,
+    segment_image,
+)
+from tcavkit.errors import ConfigError, DataError, LayerError
+from tcavkit.models.adapter import ModelAdapter
+from tcavkit.options import DiscoverOptions, Preprocessing
+
+needs_skimage = pytest.mark.skipif(
+    find_spec("skimage") is None, reason="scikit-image is not installed (tcavkit[discover])"
+)
+
+# ------------------------------------------------------------------ segments
+
+
+def test_every_slic_label_is_visited_the_last_one_included():
+    labels = np.zeros((8, 8), dtype=np.int32)
+    labels[:, 4:] = 1
+    labels[6:, 6:] = 2  # the last label: ACE's own loop (range(max)) skips it
+    kept = keep_segments([labels], min_area=0.001)
+    assert kept.tolist() == [[0, 0], [0, 1], [0, 2]]
+
+
+@needs_skimage
+def test_segment_image_keeps_the_highest_label_of_each_resolution():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    segs = segment_image(image, (4, 9), compactness=20, min_area=0.0001)
+    first = segs.labels[0]
+    assert [0, int(first.max())] in segs.kept.tolist()
+    # every pixel of the first resolution is in a kept segment
+    covered = np.zeros(first.shape, dtype=bool)
+    for index in range(len(segs.kept)):
+        if segs.kept[index, 0] == 0:
+            covered |= segs.mask(index)
+    assert covered.all()
+
+
+def test_tiny_segments_are_dropped():
+    labels = np.zeros((10, 10), dtype=np.int32)
+    labels[0, 0] = 1  # 1% of the image
+    assert keep_segments([labels], min_area=0.01).tolist() == [[0, 0]]
+    assert keep_segments([labels], min_area=0.005).tolist() == [[0, 0], [0, 1]]
+
+
+def test_jaccard_deduplication_against_earlier_resolutions():
+    coarse = np.zeros((10, 10), dtype=np.int32)
+    coarse[:, 5:] = 1  # two halves of 50 pixels
+    fine = np.zeros((10, 10), dtype=np.int32)
+    fine[:, 4:] = 1  # left 40 px: Jaccard 40/50 = 0.8 with the left half -> duplicate
+    fine[:, 8:] = 2  # middle 40 px: 10/80 and 30/60 = 0.5 -> kept; right 20 px: 20/50 -> kept
+    assert jaccard(coarse == 0, fine == 0) == pytest.approx(0.8)
+    kept = keep_segments([coarse, fine], min_area=0.001)
+    assert kept.tolist() == [[0, 0], [0, 1], [1, 1], [1, 2]]
+    # at exactly 0.5 a segment is not a duplicate (ACE: "> 0.5")
+    half = np.zeros((10, 10), dtype=np.int32)
+    half[:, 5:] = 1
+    quarter = np.zeros((10, 10), dtype=np.int32)
+    quarter[:5, :] = 1
+    quarter[5:, 5:] = 2
+    quarter[:5, 5:] = 3  # label 0: left-bottom 25 px: Jaccard with left half 25/50 = 0.5
+    assert [1, 0] in keep_segments([half, quarter], min_area=0.001).tolist()
+
+
+def test_patch_is_the_full_bounding_box_filled_with_the_mean_colour():
+    image = np.full((6, 6, 3), 200, dtype=np.uint8)
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[1, 1] = mask[3, 4] = True
+    assert bounding_box(mask) == (1, 1, 4, 5)  # rows 1..3, columns 1..4, inclusive
+    patch = make_patch(image, mask, (10, 20, 30), (3, 4))  # no resampling: same size
+    assert patch.shape == (3, 4, 3)
+    assert patch[0, 0].tolist() == [200, 200, 200]
+    assert patch[2, 3].tolist() == [200, 200, 200]
+    assert patch[1, 1].tolist() == [10, 20, 30]
+
+
+def test_fill_colour_is_the_pixel_the_preprocessing_maps_to_its_mean():
+    imagenet = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert fill_colour(imagenet) == (124, 116, 104)
+    assert fill_colour(Preprocessing(value_range=(-1, 1), mean=(0.0, 0.0, 0.0))) == (128,) * 3
+    assert fill_colour(Preprocessing()) == (128, 128, 128)
+
+
+# ------------------------------------------------------------------ clusters
+
+
+def test_filter_on_hand_built_cluster_assignments():
+    # 10 segmented images. Cluster 0: 12 patches from 8 images (highly common: 8 > 6).
+    # Cluster 1: 20 patches from one image (dropped). Cluster 2: 4 patches from 4 images,
+    # below min_images 5 (dropped). Cluster 3: 30 patches from 6 images: 6 > 30/10 and
+    # 6 > 10/2 (present in most images) -> kept.
+    sources = [*range(8), 0, 1, 2, 3] + [9] * 20 + [0, 1, 2, 3] + [i % 6 for i in range(30)]
+    labels = [0] * 12 + [1] * 20 + [2] * 4 + [3] * 30
+    distances = np.linspace(1.0, 0.0, len(labels))  # later patches nearer their centre
+    kept = keep_clusters(
+        np.asarray(labels),
+        distances,
+        np.asarray(sources),
+        n_discovery=10,
+        min_images=5,
+        max_patches=3,
+    )
+    assert [c.label for c in kept] == [0, 3]
+    assert kept[0].n_images == 8
+    assert kept[0].nearest.tolist() == [11, 10, 9]  # nearest the centre first
+    assert len(kept[1].members) == 30
+
+
+def test_ace_filter_conditions():
+    assert acceptable(10, 6, 40, 5)  # highly common
+    assert not acceptable(10, 4, 40, 2)  # 4 <= 5 (n/2), 4 <= 10 (N/4), 4 <= 20 (N/2)
+    assert acceptable(20, 11, 40, 5)  # 11 > 10: highly common
+    assert not acceptable(40, 9, 40, 5)  # 9 <= 10 (n/4) and 9 <= 20 (N/2)
+    assert acceptable(40, 11, 40, 5)  # mildly common and mildly populated
+    assert not acceptable(100, 11, 40, 5)  # 11 <= 25 and 11 <= 20
+    assert acceptable(100, 21, 40, 5)  # 21 > 10 and 21 > 20: present in most images
+    assert not acceptable(3, 3, 40, 5)  # too few images
+
+
+# ------------------------------------------------------------------ options
+
+
+def test_discover_block_is_typed_and_checked():
+    raw = {
+        "model": {"path": "m.pt", "layers": ["a"]},
+        "data": "d",
+        "targets": ["fire"],
+        "discover": {"segments": [15, 50], "clusters": 10},
+    }
+    config = parse_config(raw, Path("."))
+    assert config.discover == DiscoverOptions(segments=(15, 50), clusters=10)
+    bad = {**raw, "discover": {"segmnts": [15]}}
+    with pytest.raises(ConfigError, match="did you mean 'segments'"):
+        parse_config(bad, Path("."))
+    with pytest.raises(ConfigError, match="discover.clusters: expected a number"):
+        parse_config({**raw, "discover": {"clusters": True}}, Path("."))
+    with pytest.raises(ConfigError, match="unknown discover.method 'nmf'"):
+        DiscoverOptions(method="nmf")
+    with pytest.raises(ConfigError, match="min_images"):
+        DiscoverOptions(images=4, min_images=5)
+
+
+# ------------------------------------------------------------------ end to end
+
+DEMO = {
+    "size": 64,
+    "images": 25,
+    "n_random": 10,
+    "n_per_set": 25,
+    "segments": (15, 50),
+    "clusters": 10,
+    "epochs": 5,
+    "n_train_per_class": 60,
+}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("discover")
+    return run_discover_demo(root, progress=False, echo=lambda _t: None, **DEMO)
+
+
+def _shares(root: Path, concept) -> dict[str, float]:
+    """Mean share of each ground-truth kind among the pixels of a concept's patches."""
+    files = sorted(p.name for p in (root / "data" / "fire").glob("*.png"))
+    truth = creatures("fire", len(files), (DEMO["size"],) * 2, set_rng(0, "fire"))
+    kinds = ("body", "texture", "background", "eyes")
+    shares = []
+    for patch in concept.patches:
+        creature = truth[files.index(patch.source)]
+        n = patch.mask.sum()
+        shares.append([(patch.mask & getattr(creature, k)).sum() / n for k in kinds])
+    return dict(zip(kinds, np.mean(shares, axis=0), strict=True))
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_planted_body_colour_is_discovered_and_background_is_not(demo):
+    root = demo.experiment_file.parent
+    outcome = demo.discovery
+    assert demo.test_accuracy > 0.9
+    shares = {c.name: _shares(root, c) for c in outcome.concepts}
+    body = [
+        c
+        for c in outcome.concepts
+        if shares[c.name]["body"] >= 0.8
+        and c.result["significant"]
+        and c.result["direction"] == "positive"
+    ]
+    assert body, {c.name: (shares[c.name], c.result["direction"]) for c in outcome.concepts}
+    background = [c for c in outcome.concepts if shares[c.name]["background"] > 0.5]
+    assert background, "expected a background concept among the discovered ones"
+    assert not any(c.result["significant"] for c in background)
+    # Texture overlays are drawn in a shade of the body colour (darker or lighter red on a
+    # fire creature), so a texture-dominated concept is still reddish; it may be
+    # significant, but never ahead of the plain body colour.
+    best_body = max(c.result["statistic_mean"] for c in body)
+    for c in outcome.concepts:
+        if shares[c.name]["texture"] > 0.5 and c.result["significant"]:
+            assert c.result["statistic_mean"] < best_body
+    # the gallery and the concept folders
+    report = outcome.report.read_text(encoding="utf-8")
+    assert 'id="discovered"' in report
+    assert body[0].name in report
+    first = outcome.concepts[0]
+    assert first.result["direction"] == "positive"
+    assert sorted(p.name for p in first.folder.iterdir())[0] == "patch_000.png"
+    assert len(list(first.folder.glob("*.png"))) == len(first.patches)
+    assert (outcome.out_dir / "gallery" / f"{first.name}.png").is_file()
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_same_seed_same_concepts_and_no_forward_pass_when_warm(demo, tmp_path, monkeypatch):
+    calls = []
+    original = ModelAdapter.pooled_activations
+
+    def counting(self, x, layers, **kwargs):
+        calls.append(len(x))
+        return original(self, x, layers, **kwargs)
+
+    monkeypatch.setattr(ModelAdapter, "pooled_activations", counting)
+    again = discover(demo.experiment_file, out=tmp_path / "again", progress=False)
+    assert calls == [1]  # the layer check's single input: every patch came from the cache
+    first = json.loads(demo.discovery.concepts_file.read_text())
+    second = json.loads(again.concepts_file.read_text())
+    assert first == second
+    assert demo.discovery.concepts_file.read_bytes() == again.concepts_file.read_bytes()
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_gallery_is_shown_only_beside_its_own_tables(demo, tmp_path):
+    import shutil
+
+    from tcavkit.report import build_report
+
+    folder = tmp_path / "copy"
+    shutil.copytree(demo.discovery.out_dir, folder)
+    assert 'id="discovered"' in build_report(folder).read_text(encoding="utf-8")
+    document = json.loads((folder / "concepts.json").read_text())
+    document["summary_sha256"] = "0" * 64  # as if left by another run
+    (folder / "concepts.json").write_text(json.dumps(document))
+    text = build_report(folder).read_text(encoding="utf-8")
+    assert 'id="discovered"' not in text
+    assert "does not go with this folder&#39;s summary.csv" in text
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _experiment(demo, tmp_path: Path, **changes) -> Path:
+    raw = yaml.safe_load(demo.experiment_file.read_text())
+    root = demo.experiment_file.parent
+    raw["model"]["path"] = str(root / raw["model"]["path"])
+    raw["data"] = str(root / "data")
+    raw["cache"] = str(tmp_path / "cache")
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if name:
+            raw.setdefault(section, {})[name] = value
+        else:
+            raw[section] = value
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_too_few_target_images_is_one_line_naming_the_fix(demo, tmp_path):
+    data = tmp_path / "data"
+    source = demo.experiment_file.parent / "data"
+    for name in ["fire", *(f"random500_{i}" for i in range(DEMO["n_random"]))]:
+        (data / name).mkdir(parents=True)
+        files = sorted((source / name).glob("*.png"))[: 3 if name == "fire" else None]
+        for file in files:
+            (data / name / file.name).write_bytes(file.read_bytes())
+    path = _experiment(demo, tmp_path, data=str(data))
+    with pytest.raises(DataError, match=r"has 3 images .* lower discover.min_images"):
+        discover(path, out=tmp_path / "out", progress=False)
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_layer_without_spatial_structure_is_one_line(demo, tmp_path):
+    path = _experiment(demo, tmp_path, **{"model.layers": ["block3", "logits"]})
+    with pytest.raises(LayerError, match="'logits' has no spatial structure.*convolutional"):
+        discover(path, out=tmp_path / "out", progress=False)
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_images_too_small_for_the_segment_count(demo, tmp_path):
+    path = _experiment(demo, tmp_path, **{"discover.segments": [15, 400]})
+    with pytest.raises(ConfigError, match=r"too small for 400 segments.*lower discover.segments"):
+        discover(path, out=tmp_path / "out", progress=False)
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_cli_errors_print_one_line(demo, tmp_path):
+    path = _experiment(demo, tmp_path, **{"discover.segments": [15, 400]})
+    result = CliRunner().invoke(app, ["discover", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    result = CliRunner().invoke(app, ["discover", str(path), "--target", "dragon"])
+    assert result.exit_code == 1
+    assert "discover target 'dragon' is not a target of the experiment" in result.output
+
+
+def test_missing_scikit_image_is_named_in_one_line(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_skimage(name, *args, **kwargs):
+        if name == "skimage" or name.startswith("skimage."):
+            raise ImportError("No module named 'skimage'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_skimage)
+    from tcavkit.discover.segments import require_skimage
+
+    with pytest.raises(ConfigError, match=r"pip install 'tcavkit\[discover\]'") as info:
+        require_skimage()
+    assert "\n" not in str(info.value)
