@@ -36,7 +36,7 @@ from torch import nn
 
 from tcavkit.config import TRUST_ENV_VAR, ModelSpec
 from tcavkit.errors import ConfigError, ModelError, TcavWarning, one_line
-from tcavkit.models.adapter import ModelAdapter, TorchModel
+from tcavkit.models.adapter import ModelAdapter, Pooling, TorchModel
 from tcavkit.models.torchscript import ScriptedSequentialModel
 
 FileKind = Literal["torchscript", "pickle", "unknown"]
@@ -481,17 +481,22 @@ def adapter_for(
     logits_layer: str | None = None,
     output: int | str | None = None,
     device: str | torch.device = "auto",
+    pooling: Pooling = "none",
 ) -> ModelAdapter:
     """The adapter that suits ``module``: TorchScript modules cannot run forward hooks."""
+    adapter: ModelAdapter
     if isinstance(module, torch.jit.ScriptModule):
-        return ScriptedSequentialModel(
+        adapter = ScriptedSequentialModel(
             module, logits_layer=logits_layer, output=output, device=device
         )
-    if type(module).__module__.split(".")[0] == "keras":  # a Keras 3 model (torch backend)
+    elif type(module).__module__.split(".")[0] == "keras":  # a Keras 3 model (torch backend)
         from tcavkit.models.keras import KerasModel
 
-        return KerasModel(module, logits_layer=logits_layer, output=output, device=device)
-    return TorchModel(module, logits_layer=logits_layer, output=output, device=device)
+        adapter = KerasModel(module, logits_layer=logits_layer, output=output, device=device)
+    else:
+        adapter = TorchModel(module, logits_layer=logits_layer, output=output, device=device)
+    adapter.set_pooling(pooling)
+    return adapter
 
 
 def load_model(

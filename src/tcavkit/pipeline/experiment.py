@@ -29,7 +29,7 @@ from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
 from tcavkit.examples.digests import remembered_digests
 from tcavkit.examples.prefetch import Prefetcher
 from tcavkit.examples.sources import ImageFolder, as_source
-from tcavkit.models.adapter import ModelAdapter, OutputSelector
+from tcavkit.models.adapter import ModelAdapter, OutputSelector, Pooling
 from tcavkit.models.loading import adapter_for, describe, load_labels, load_model
 from tcavkit.options import (
     CACHE_DTYPES,
@@ -72,6 +72,9 @@ class Experiment:
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (for a bare module).
         logits: the layer whose output is the logits (models ending in a softmax).
         output: which model output holds the logits (index or key) for tuple/dict outputs.
+        pooling: how a bare module's sequence outputs ``(n, T, H)`` become ``(n, H)``:
+            ``none`` (default: flattened), ``cls``, ``mean`` or ``last``, or a mapping of
+            layer names to them (see :mod:`tcavkit.models.pooling`); an adapter has its own.
         gradient: what the target gradients differentiate: ``logit`` (default: the class
             logit, TCAV's definition) or ``log_softmax`` (the class's log-softmax,
             tensorflow/tcav's default); the two can give different scores.
@@ -105,6 +108,7 @@ class Experiment:
         device: str = "auto",
         logits: str | None = None,
         output: OutputSelector = None,
+        pooling: Pooling | None = None,
         gradient: str = "logit",
         cache_dir: str | None = ".tcavkit-cache",
         cache_dtype: str = "float32",
@@ -113,9 +117,16 @@ class Experiment:
         model_description: str | None = None,
     ) -> None:
         if isinstance(model, ModelAdapter):
+            if pooling is not None:
+                raise ConfigError(
+                    "pooling= is for a bare module; an adapter has its own: "
+                    "TorchModel(module, pooling=...) or adapter.set_pooling(...)"
+                )
             self.adapter = model
         else:
-            self.adapter = adapter_for(model, logits_layer=logits, output=output, device=device)
+            self.adapter = adapter_for(
+                model, logits_layer=logits, output=output, device=device, pooling=pooling or "none"
+            )
         self.layers = list(dict.fromkeys(layers))
         if not self.layers:
             raise ConfigError("no layers given: name at least one layer (tcavkit layers MODEL)")
@@ -289,7 +300,16 @@ class Experiment:
         return RunContext(
             adapter=self.adapter,
             store=self.store,
-            keys=KeyMaker(model_fp, self.preprocessing, self.cache_dtype),
+            keys=KeyMaker(
+                model_fp,
+                self.preprocessing,
+                self.cache_dtype,
+                pooling=tuple(
+                    (layer, self.adapter.pooling_of(layer))
+                    for layer in self.layers
+                    if self.adapter.pooling_of(layer) != "none"
+                ),
+            ),
             layers=self.layers,
             cav=self.cav,
             batch_size=self.batch_size,
