@@ -121,3 +121,11 @@ def test_table_errors_name_the_file_and_the_column(tmp_path):
         CsvTable(tmp_path / "gap.csv", FEATURES).resolve("gap", select)
     with pytest.raises(DataError, match=r"nope\.csv does not exist"):
         CsvTable(tmp_path / "nope.csv", FEATURES).resolve("nope", select)
+
+
+def test_layers_of_a_tabular_model(tmp_path):
+    from tcavkit.models.inspect import layer_shapes
+
+    model = nn.Sequential(nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 2))
+    torch.jit.script(model).save(str(tmp_path / "mlp.pt"))
+    assert layer_shapes(tmp_path / "mlp.pt") == [("0", "(1, 5)"), ("1", "(1, 5)"), ("2", "(1, 2)")]

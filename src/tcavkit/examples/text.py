@@ -63,8 +63,11 @@ class TokenizerEncoder:
         """sha256 of the tokenizer's class, vocabulary and rules, and ``max_length``."""
         tokenizer = self.tokenizer
         backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is not None:
-            rules = backend.to_str()
+        if backend is not None:  # without the padding and truncation a call leaves set
+            state = json.loads(backend.to_str())
+            state.pop("padding", None)
+            state.pop("truncation", None)
+            rules = json.dumps(state, sort_keys=True)
         else:
             rules = json.dumps(sorted(tokenizer.get_vocab().items()))
         settings = {
