@@ -357,6 +357,7 @@ class Experiment:
                     "description": sets[name].description,
                     "fingerprint": sets[name].fingerprint,
                     "skipped": ctx.skipped.get(name, []),
+                    **({"examples": preview} if (preview := sets[name].preview()) else {}),
                 }
                 for name in sets
             },
