@@ -507,3 +507,23 @@ def test_run_id_is_escaped_and_the_html_stays_well_formed(tmp_path: Path) -> Non
     assert f'Run idx"{EVIL}' in "".join(parser.text)  # <dt>Run id</dt><dd>value</dd>
     text = " ".join("".join(parser.text).split())
     assert "manifest.json not found" in text and "could not be checked" in text
+
+
+def test_example_texts_are_shown_escaped() -> None:
+    meta = {
+        "sets": {
+            "pwords": {"role": "concept", "examples": ["<script>alert(1)</script>", "a & b"]},
+            "random500_0": {"role": "random", "examples": ["plain words"]},
+        }
+    }
+    html = render_html(pd.DataFrame(columns=["target", "concept", "layer", "mean"]), None, meta, [])
+    assert "<th>example texts</th>" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; · a &amp; b" in html
+    assert "<script>" not in html
+    images = render_html(
+        pd.DataFrame(columns=["target", "concept", "layer", "mean"]),
+        None,
+        {"sets": {"red": {"role": "concept"}}},
+        [],
+    )
+    assert "example texts" not in images

@@ -31,6 +31,7 @@ from tcavkit.options import (
     DiscoverOptions,
     ExampleLimits,
     GradientName,
+    PoolingName,
     Preprocessing,
     StatsOptions,
     reject_bools,
@@ -70,18 +71,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HuggingFaceSpec(_Strict):
+    """A HuggingFace ``transformers`` sequence classifier saved with ``save_pretrained``.
+
+    ``path`` (and ``tokenizer``, default: ``path``) is a local folder; a hub name is used
+    only when a local copy of it exists (nothing is downloaded).
+    """
+
+    path: str
+    tokenizer: str | None = None
+
+
 class ModelSpec(_Strict):
-    """Which model, which layers, which output is the logits."""
+    """Which model, which layers, which output is the logits; for text models the
+    tokenizer's ``max_length``, for tabular models the feature ``columns``, and how
+    sequence outputs are pooled."""
 
     path: Path | None = None
     factory: str | None = None
     factory_args: dict[str, Any] = Field(default_factory=dict)
     weights: Path | None = None
+    huggingface: HuggingFaceSpec | None = None
     layers: list[str] = Field(min_length=1)
     logits: str | None = None
     output: int | str | None = None
     labels: list[str] | Path | None = None
     input: Preprocessing = Preprocessing()
+    pooling: PoolingName | dict[str, PoolingName] = "none"
+    max_length: StrictInt | None = Field(None, ge=2)
+    columns: list[str] | None = Field(None, min_length=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -223,12 +241,25 @@ def resolve_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
         path = Path(path).expanduser()
         return path if path.is_absolute() else (base_dir / path).resolve()
 
+    def local(name: str | None) -> str | None:
+        """A HuggingFace folder made absolute when it exists there; a hub name as given."""
+        if name is None:
+            return None
+        path = Path(name).expanduser()
+        if not path.is_absolute() and (base_dir / path).is_dir():
+            return str((base_dir / path).resolve())
+        return str(path) if path.is_absolute() else name
+
     labels = config.model.labels
+    hf = config.model.huggingface
     model = config.model.model_copy(
         update={
             "path": fix(config.model.path),
             "weights": fix(config.model.weights),
             "labels": fix(labels) if isinstance(labels, Path) else labels,
+            "huggingface": None
+            if hf is None
+            else hf.model_copy(update={"path": local(hf.path), "tokenizer": local(hf.tokenizer)}),
         }
     )
     return config.model_copy(

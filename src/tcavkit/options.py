@@ -25,6 +25,7 @@ StatisticName = Literal["effect", "tcav_score", "magnitude"]
 CorrectionName = Literal["holm", "bonferroni", "bh", "none"]
 CacheDtype = Literal["float32", "float16"]
 DiscoverMethod = Literal["ace"]
+PoolingName = Literal["none", "cls", "mean", "last"]
 
 CAV_METHODS: tuple[str, ...] = get_args(CavMethod)
 CAV_METHOD_ALIASES: dict[str, str] = dict.fromkeys(get_args(CavMethodAlias), "hinge")
@@ -35,6 +36,7 @@ STATISTICS: tuple[str, ...] = get_args(StatisticName)
 CORRECTIONS: tuple[str, ...] = get_args(CorrectionName)
 CACHE_DTYPES: tuple[str, ...] = get_args(CacheDtype)
 DISCOVER_METHODS: tuple[str, ...] = get_args(DiscoverMethod)
+POOLINGS: tuple[str, ...] = get_args(PoolingName)
 
 # Unknown keys in an experiment file's section are errors (pydantic reads this attribute of
 # a standard dataclass; a plain dict, so that this module needs no pydantic import).

@@ -9,12 +9,42 @@ so a warm cache never touches the pixels.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
 from tcavkit.examples.digests import FileDigests
 from tcavkit.options import Preprocessing, check_example_limits
+
+
+class Batches(Protocol):
+    """Examples made into model inputs one batch at a time (e.g. texts tokenized and padded
+    per batch): ``len`` is the number of examples, a slice is one batch's model input."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: slice) -> Any: ...
+
+
+Inputs = torch.Tensor | Mapping[str, torch.Tensor] | Batches
+"""What :meth:`ExampleSet.load` returns: a tensor ``(n, ...)``, tensors ``(n, ...)`` by the
+model's keyword argument names, or :class:`Batches`."""
+
+
+def count_rows(data: Inputs) -> int:
+    """The number of examples ``n`` in ``data``."""
+    if isinstance(data, Mapping):
+        return len(next(iter(data.values()))) if data else 0
+    return len(data)
+
+
+def batch_of(data: Inputs, start: int, stop: int) -> Any:
+    """Examples ``start:stop`` of ``data`` as one model input (a tensor or a mapping)."""
+    if isinstance(data, Mapping):
+        return {key: value[start:stop] for key, value in data.items()}
+    return data[start:stop]
 
 
 @dataclass(frozen=True)
@@ -50,12 +80,13 @@ class ExampleSet(ABC):
     description: str
 
     @abstractmethod
-    def load(self, preprocessing: Preprocessing) -> torch.Tensor:
+    def load(self, preprocessing: Preprocessing) -> Inputs:
         """Decode and preprocess the chosen examples.
 
         Returns:
             float32 tensor ``(n, C, H, W)`` (or ``(n, H, W, C)`` with ``channels_last``; or
-            the stored shape ``(n, *input_shape)`` for in-memory tensors), with
+            the stored shape ``(n, *input_shape)`` for in-memory tensors and tables; or
+            :class:`Batches` of tokenized texts), with
             ``min_examples <= n <= max_examples``.
 
         Raises:
@@ -65,6 +96,11 @@ class ExampleSet(ABC):
     @property
     def skipped(self) -> list[str]:
         """Files skipped as unreadable during the last :meth:`load` (empty otherwise)."""
+        return []
+
+    def preview(self, k: int = 3) -> list[str]:
+        """Up to ``k`` of the chosen examples as text, for the report (texts only; empty
+        for images and tensors)."""
         return []
 
 

@@ -11,9 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
-import torch
-
-from tcavkit.examples.base import ExampleSet
+from tcavkit.examples.base import ExampleSet, Inputs
 from tcavkit.options import Preprocessing
 
 
@@ -30,10 +28,10 @@ class Prefetcher:
         self._preprocessing = preprocessing
         self._order = list(order)
         self._position = {id(examples): i for i, examples in enumerate(self._order)}
-        self._pending: dict[int, Future[torch.Tensor]] = {}
+        self._pending: dict[int, Future[Inputs]] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tcavkit-decode")
 
-    def load(self, examples: ExampleSet) -> torch.Tensor:
+    def load(self, examples: ExampleSet) -> Inputs:
         """The set's model inputs ``(n, ...)`` (see :meth:`ExampleSet.load`)."""
         future = self._pending.pop(id(examples), None)
         position = self._position.get(id(examples))

@@ -4,6 +4,11 @@ An adapter runs a model on a batch and hands back the outputs of the requested l
 :meth:`ModelAdapter.activations` captures every requested layer in one forward pass under
 inference mode; :meth:`ModelAdapter.gradients` gets the gradient of one class logit (or of
 its log-softmax) with respect to every requested layer from one backward pass.
+
+A batch is a tensor ``(n, ...)`` or a mapping of tensors ``(n, ...)`` passed to the model as
+keyword arguments (``input_ids``, ``attention_mask``, …). A layer whose output is a sequence
+``(n, T, H)`` is pooled to ``(n, H)`` as its ``pooling`` says (:mod:`tcavkit.models.pooling`),
+masked by the batch's ``attention_mask``.
 """
 
 from __future__ import annotations
@@ -18,10 +23,43 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tcavkit.errors import LayerError, ModelError
-from tcavkit.options import GRADIENTS, check_choice
+from tcavkit.errors import ConfigError, LayerError, ModelError
+from tcavkit.models.pooling import pool, pool_gradient
+from tcavkit.options import GRADIENTS, POOLINGS, check_choice
 
 OutputSelector = int | str | None
+ModelInput = torch.Tensor | Mapping[str, torch.Tensor]
+"""One batch: a tensor ``(n, ...)``, or tensors ``(n, ...)`` by keyword argument name."""
+Pooling = str | Mapping[str, str]
+"""One pooling for every layer, or layer name → pooling (unnamed layers: ``none``)."""
+
+
+def input_rows(x: ModelInput) -> int:
+    """The number of examples ``n`` in a batch."""
+    if isinstance(x, Mapping):
+        if not x:
+            raise ModelError("the model inputs are an empty mapping: give at least one tensor")
+        return len(next(iter(x.values())))
+    return len(x)
+
+
+def input_mask(x: ModelInput) -> torch.Tensor | None:
+    """The batch's ``attention_mask`` ``(n, T)``, or ``None`` (no padding)."""
+    return x.get("attention_mask") if isinstance(x, Mapping) else None
+
+
+def _tracked(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(kept, continued)`` for a layer output while gradients are tracked.
+
+    When the output is not already part of the graph (integer token inputs, frozen
+    weights), it is replaced by a detached leaf that requires grad: its gradient is exactly
+    d objective / d activation, and no input gradient is needed. The model continues with a
+    copy, so that a later in-place operation cannot alter what is kept.
+    """
+    if tensor.requires_grad or not tensor.is_floating_point():
+        return tensor, tensor.clone()
+    leaf = tensor.detach().requires_grad_(True)
+    return leaf, leaf.clone()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -184,7 +222,13 @@ class ModelAdapter(ABC):
         device: where the model runs; inputs are moved there.
         logits_layer: the layer whose output is the logits (``None``: the model's output).
         output: which part of the model's output holds the logits (see :func:`select_output`).
+        pooling: how sequence outputs ``(n, T, H)`` become ``(n, H)``: ``none`` (flatten),
+            ``cls``, ``mean`` or ``last``, for every layer or by layer name.
     """
+
+    input_gradient = True
+    """Make floating-point inputs require grad in :meth:`gradients` (adapters whose
+    :meth:`run` makes leaves of the captured outputs need not)."""
 
     def __init__(
         self,
@@ -192,12 +236,44 @@ class ModelAdapter(ABC):
         logits_layer: str | None = None,
         output: OutputSelector = None,
         device: str | torch.device = "auto",
+        pooling: Pooling = "none",
     ) -> None:
         self.device = resolve_device(device)
         self.logits_layer = logits_layer
         self.output = output
         if logits_layer is not None:
             self.check_layers([logits_layer])
+        self.pooling: dict[str, str] | str = "none"
+        self.set_pooling(pooling)
+
+    def set_pooling(self, pooling: Pooling) -> None:
+        """Set how sequence outputs are pooled: one of ``none``, ``cls``, ``mean``, ``last``
+        for every layer, or a mapping of layer names to them (other layers: ``none``).
+
+        Raises:
+            ConfigError: an unknown pooling; LayerError: an unknown layer name.
+        """
+        self.pooling = self._checked_pooling(pooling)
+
+    def _checked_pooling(self, pooling: Pooling) -> dict[str, str] | str:
+        if isinstance(pooling, str):
+            check_choice(pooling, POOLINGS, "model.pooling")
+            return pooling
+        if not isinstance(pooling, Mapping):
+            raise ConfigError(
+                f"model.pooling must be one of {', '.join(POOLINGS)} or a mapping of layer "
+                f"names to them, got {type(pooling).__name__}"
+            )
+        self.check_layers(list(pooling))
+        for layer, how in pooling.items():
+            check_choice(how, POOLINGS, f"model.pooling of layer {layer!r}")
+        return dict(pooling)
+
+    def pooling_of(self, layer: str) -> str:
+        """The pooling of ``layer``'s output (``none``: flattened)."""
+        if isinstance(self.pooling, str):
+            return self.pooling
+        return self.pooling.get(layer, "none")
 
     # -- what a concrete adapter provides -------------------------------------------------
     @abstractmethod
@@ -210,7 +286,7 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def run(
-        self, x: torch.Tensor, layers: Sequence[str], *, need_output: bool
+        self, x: ModelInput, layers: Sequence[str], *, need_output: bool
     ) -> tuple[Any, dict[str, torch.Tensor]]:
         """Run the model on ``x`` capturing ``layers``.
 
@@ -234,22 +310,30 @@ class ModelAdapter(ABC):
                 shown = ", ".join(valid[:40]) + (" …" if len(valid) > 40 else "")
                 raise LayerError(f"unknown layer {layer!r}{hint} Valid layers: {shown}")
 
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, x: ModelInput) -> Any:
+        if isinstance(x, Mapping):
+            return {key: value.to(self.device, non_blocking=True) for key, value in x.items()}
         return x.to(self.device, non_blocking=True)
 
-    def activations(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    def activations(self, x: ModelInput, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Activations of all ``layers`` from one forward pass.
 
         Args:
-            x: model inputs ``(n, ...)``.
+            x: model inputs ``(n, ...)``, or a mapping of them (keyword arguments).
 
         Returns:
-            {layer: float32 CPU tensor ``(n, d)``}, each layer flattened per example.
+            {layer: float32 CPU tensor ``(n, d)``}, each layer pooled (see ``pooling``) or
+            flattened per example.
         """
         self.check_layers(layers)
+        x = self._inputs(x)
+        mask = input_mask(x)
         with torch.inference_mode():
-            _, captured = self.run(self._inputs(x), layers, need_output=False)
-            return {name: captured[name].reshape(len(x), -1).float().cpu() for name in layers}
+            _, captured = self.run(x, layers, need_output=False)
+            return {
+                name: pool(captured[name], mask, self.pooling_of(name), name).float().cpu()
+                for name in layers
+            }
 
     def pooled_activations(
         self, x: torch.Tensor, layers: Sequence[str], *, channels_last: bool = False
@@ -284,13 +368,13 @@ class ModelAdapter(ABC):
                 out[name] = value.float().mean(dim=dims).cpu()
             return out
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The logits ``(n, n_classes)`` for inputs ``x`` ``(n, ...)``."""
+    def logits(self, x: ModelInput) -> torch.Tensor:
+        """The logits ``(n, n_classes)`` for inputs ``x`` ``(n, ...)`` (or a mapping)."""
         with torch.inference_mode():
             return self._logits_of(*self._forward_for_logits(self._inputs(x), [])).float().cpu()
 
     def _forward_for_logits(
-        self, x: torch.Tensor, layers: Sequence[str]
+        self, x: ModelInput, layers: Sequence[str]
     ) -> tuple[Any, dict[str, torch.Tensor]]:
         wanted = list(dict.fromkeys([*layers, *([self.logits_layer] if self.logits_layer else [])]))
         return self.run(x, wanted, need_output=self.logits_layer is None)
@@ -309,7 +393,7 @@ class ModelAdapter(ABC):
 
     def gradients(
         self,
-        x: torch.Tensor,
+        x: ModelInput,
         class_index: int,
         layers: Sequence[str],
         objective: str = "logit",
@@ -318,7 +402,8 @@ class ModelAdapter(ABC):
         one backward pass.
 
         Args:
-            x: model inputs ``(n, ...)``.
+            x: model inputs ``(n, ...)``, or a mapping of them (integer token ids work: no
+                input gradient is taken).
             class_index: the class k whose output is differentiated.
             objective: ``"logit"``: the logit ``z_k`` (TCAV's definition); ``"log_softmax"``:
                 ``log softmax(z)_k = z_k - logsumexp(z)``, minus the cross-entropy loss of
@@ -326,14 +411,18 @@ class ModelAdapter(ABC):
                 the softmax-weighted mean of every class's logit gradient.
 
         Returns:
-            {layer: float32 CPU tensor ``(n, d)``}; row i is d objective_k(x_i) / d f_l(x_i).
+            {layer: float32 CPU tensor ``(n, d)``}; row i is d objective_k(x_i) / d f_l(x_i),
+            with f_l the pooled activation (see :mod:`tcavkit.models.pooling`).
 
         Raises:
             ConfigError: ``objective`` is not one of :data:`~tcavkit.options.GRADIENTS`.
         """
         check_choice(objective, GRADIENTS, "gradient")
         self.check_layers(layers)
-        x = self._inputs(x).detach().clone().requires_grad_(True)
+        x = self._inputs(x)
+        mask = input_mask(x)
+        if self.input_gradient and isinstance(x, torch.Tensor) and x.is_floating_point():
+            x = x.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             output, captured = self._forward_for_logits(x, layers)
             logits = self._logits_of(output, captured)
@@ -356,7 +445,7 @@ class ModelAdapter(ABC):
                     f"the logits do not depend on layer {name!r}: choose a layer before the "
                     "logits (or check model.logits)"
                 )
-            result[name] = grad.reshape(len(x), -1).float().cpu()
+            result[name] = pool_gradient(grad, mask, self.pooling_of(name), name).float().cpu()
         return result
 
 
@@ -370,7 +459,14 @@ class TorchModel(ModelAdapter):
             and layer outputs are the same either way). ``"auto"``: channels-last for a
             network with 2-D convolutions on the CPU, where oneDNN's convolutions and
             pooling run 1.2-1.8 times faster on it (``bench/``); as given elsewhere.
+        pooling: see :class:`ModelAdapter`.
+
+    A mapping batch is passed as keyword arguments (``module(**x)``). While gradients are
+    tracked, each captured output that is not already part of the autograd graph becomes a
+    leaf, so integer inputs and frozen weights need no input gradient.
     """
+
+    input_gradient = False
 
     def __init__(
         self,
@@ -380,12 +476,13 @@ class TorchModel(ModelAdapter):
         output: OutputSelector = None,
         device: str | torch.device = "auto",
         memory_format: Literal["auto", "channels_last", "contiguous"] = "auto",
+        pooling: Pooling = "none",
     ) -> None:
         if not isinstance(module, nn.Module):
             raise ModelError(f"expected a torch.nn.Module, got {type(module).__name__}")
         self.module = module
         self._modules = {name: mod for name, mod in module.named_modules() if name}
-        super().__init__(logits_layer=logits_layer, output=output, device=device)
+        super().__init__(logits_layer=logits_layer, output=output, device=device, pooling=pooling)
         self.module.eval().to(self.device)
         if memory_format not in ("auto", "channels_last", "contiguous"):
             raise ModelError(
@@ -397,9 +494,9 @@ class TorchModel(ModelAdapter):
         else:
             self.channels_last = memory_format == "channels_last"
 
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, x: ModelInput) -> Any:
         x = super()._inputs(x)
-        if self.channels_last and x.ndim == 4:
+        if self.channels_last and isinstance(x, torch.Tensor) and x.ndim == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -410,7 +507,7 @@ class TorchModel(ModelAdapter):
         return module_fingerprint(self.module)
 
     def run(
-        self, x: torch.Tensor, layers: Sequence[str], *, need_output: bool
+        self, x: ModelInput, layers: Sequence[str], *, need_output: bool
     ) -> tuple[Any, dict[str, torch.Tensor]]:
         captured: dict[str, torch.Tensor] = {}
         wanted = set(layers)
@@ -421,14 +518,13 @@ class TorchModel(ModelAdapter):
                 if name in captured:  # a module called twice: keep its first output
                     return None
                 tensor = _first_tensor(out, name)
-                # Hand the model a copy so that later in-place ops cannot alter what we keep
-                # (in the standard layout: flattening it later then copies nothing).
-                captured[name] = (
-                    tensor
-                    if tracking
-                    else tensor.detach().clone(memory_format=torch.contiguous_format)
-                )
-                replaced = tensor.clone() if tracking else None
+                replaced = None
+                if tracking:
+                    captured[name], replaced = _tracked(tensor)
+                else:
+                    # A copy, so that later in-place ops cannot alter what we keep (in the
+                    # standard layout: flattening it later then copies nothing).
+                    captured[name] = tensor.detach().clone(memory_format=torch.contiguous_format)
                 if not need_output and wanted.issubset(captured):
                     raise _StopForward
                 if replaced is None:
@@ -440,7 +536,7 @@ class TorchModel(ModelAdapter):
         handles = [self._modules[name].register_forward_hook(hook_for(name)) for name in wanted]
         output = None
         try:
-            output = self.module(x)
+            output = self.module(**x) if isinstance(x, Mapping) else self.module(x)
         except _StopForward:
             pass
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -12,6 +13,38 @@ from tcavkit.errors import LayerError
 from tcavkit.models.loading import load_model
 
 _DEFAULT_SIZE = (224, 224)
+SAMPLE_TEXT = "tcavkit lists the layers of this model"
+"""The sentence a text model is run on to show its layers' output shapes."""
+
+
+def _linear_inputs(adapter: Any) -> int | None:
+    """The input width of a model whose first weighted module is a linear layer (a tabular
+    model), else ``None``."""
+    module = getattr(adapter, "module", None)
+    if module is None:
+        return None
+    for _, child in module.named_modules():
+        weight = getattr(child, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            kind = getattr(child, "original_name", type(child).__name__)
+            return int(weight.shape[1]) if kind == "Linear" and weight.ndim == 2 else None
+    return None
+
+
+def _sample_input(adapter: Any, spec: ModelSpec, size: tuple[int, int] | None) -> Any:
+    """One input: a tokenized sentence (text models), a row of zeros (tabular models:
+    ``model.columns`` or a first linear layer), else an all-zero image."""
+    encoder = getattr(adapter, "encoder", None)
+    if encoder is not None:
+        return encoder([SAMPLE_TEXT])
+    features = len(spec.columns) if spec.columns else None
+    if features is None and size is None:
+        features = _linear_inputs(adapter)
+    if features is not None:
+        return torch.zeros((1, features))
+    height, width = size or getattr(adapter, "input_size", None) or _DEFAULT_SIZE
+    channels_last = spec.input.channels_last
+    return torch.zeros((1, height, width, 3) if channels_last else (1, 3, height, width))
 
 
 def layer_shapes(
@@ -23,8 +56,11 @@ def layer_shapes(
     """Each layer of a model with the shape of its output for one all-zero input.
 
     Args:
-        path: a model file, or an experiment YAML file (``.yaml``/``.yml``) whose ``model``
-            section is loaded with the file's folder as base directory.
+        path: a model file, a folder written by ``save_pretrained`` (a HuggingFace
+            ``transformers`` model, run on one tokenized sentence), or an experiment YAML
+            file (``.yaml``/``.yml``) whose ``model`` section is loaded with the file's
+            folder as base directory. A tabular model (``model.columns``, or a model whose
+            first weighted layer is linear) is run on one row of zeros.
         trust_model_file: allow unpickling a ``torch.save``\\ d module (runs code from it).
         size: input ``(height, width)``; by default the experiment's ``model.input.size``,
             else the model's own input size, else 224 x 224.
@@ -42,20 +78,19 @@ def layer_shapes(
             loaded (see :func:`~tcavkit.models.loading.load_model`).
     """
     path = Path(path)
-    channels_last = False
     if path.suffix.lower() in (".yaml", ".yml"):
         spec = load_config(path).model
         adapter = load_model(
             spec, device="cpu", trust_model_file=trust_model_file, base_dir=path.parent
         )
         size = size or spec.input.size
-        channels_last = spec.input.channels_last
+    elif path.is_dir():
+        spec = ModelSpec(huggingface={"path": str(path.resolve())}, layers=["(any)"])
+        adapter = load_model(spec, device="cpu")
     else:
         spec = ModelSpec(path=path.resolve(), layers=["(any)"])
         adapter = load_model(spec, device="cpu", trust_model_file=trust_model_file)
-    height, width = size or getattr(adapter, "input_size", None) or _DEFAULT_SIZE
-    shape = (1, height, width, 3) if channels_last else (1, 3, height, width)
-    x = torch.zeros(shape)
+    x = _sample_input(adapter, spec, size)
     names = adapter.layer_names()
     with torch.inference_mode():
         try:

@@ -17,6 +17,13 @@ Ways to give a model:
   keyword arguments (none by default) to build the architecture, e.g.
   ``torchvision.models:resnet18`` or ``timm:create_model``, plus optionally
   ``model.weights``, a state_dict file loaded with ``weights_only=True`` (no code runs).
+- ``model.huggingface: {path: FOLDER, tokenizer: FOLDER}``, or ``model.factory: transformers``
+  with ``model.path: FOLDER``: a ``transformers`` sequence classifier and its tokenizer saved
+  with ``save_pretrained`` (:mod:`tcavkit.models.huggingface`; needs
+  ``pip install 'tcavkit[text]'``).
+
+``model.pooling`` sets how each layer's sequence outputs are pooled (see
+:mod:`tcavkit.models.pooling`).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from torch import nn
 
 from tcavkit.config import TRUST_ENV_VAR, ModelSpec
 from tcavkit.errors import ConfigError, ModelError, TcavWarning, one_line
-from tcavkit.models.adapter import ModelAdapter, TorchModel
+from tcavkit.models.adapter import ModelAdapter, Pooling, TorchModel
 from tcavkit.models.torchscript import ScriptedSequentialModel
 
 FileKind = Literal["torchscript", "pickle", "unknown"]
@@ -452,6 +459,28 @@ def load_weights(
 
 
 # -- public entry points --------------------------------------------------------------------
+TRANSFORMERS_FACTORY = "transformers"
+"""``model.factory: transformers`` with ``model.path: FOLDER`` is ``model.huggingface``."""
+
+
+def _huggingface_folders(spec: ModelSpec) -> tuple[str, str | None] | None:
+    """``(model folder, tokenizer folder)`` of a HuggingFace model spec, else ``None``."""
+    if spec.huggingface is not None:
+        if spec.path is not None or spec.factory is not None:
+            raise ConfigError(
+                "model: set either model.huggingface or model.path / model.factory, not both"
+            )
+        return spec.huggingface.path, spec.huggingface.tokenizer
+    if spec.factory == TRANSFORMERS_FACTORY:
+        if spec.path is None:
+            raise ConfigError(
+                "model.factory: transformers loads the folder in model.path (what "
+                "save_pretrained wrote): set model.path, or use model.huggingface: {path: ...}"
+            )
+        return str(spec.path), None
+    return None
+
+
 def _check_spec(spec: ModelSpec) -> None:
     if spec.path is not None and spec.factory is not None:
         raise ConfigError(
@@ -481,17 +510,22 @@ def adapter_for(
     logits_layer: str | None = None,
     output: int | str | None = None,
     device: str | torch.device = "auto",
+    pooling: Pooling = "none",
 ) -> ModelAdapter:
     """The adapter that suits ``module``: TorchScript modules cannot run forward hooks."""
+    adapter: ModelAdapter
     if isinstance(module, torch.jit.ScriptModule):
-        return ScriptedSequentialModel(
+        adapter = ScriptedSequentialModel(
             module, logits_layer=logits_layer, output=output, device=device
         )
-    if type(module).__module__.split(".")[0] == "keras":  # a Keras 3 model (torch backend)
+    elif type(module).__module__.split(".")[0] == "keras":  # a Keras 3 model (torch backend)
         from tcavkit.models.keras import KerasModel
 
-        return KerasModel(module, logits_layer=logits_layer, output=output, device=device)
-    return TorchModel(module, logits_layer=logits_layer, output=output, device=device)
+        adapter = KerasModel(module, logits_layer=logits_layer, output=output, device=device)
+    else:
+        adapter = TorchModel(module, logits_layer=logits_layer, output=output, device=device)
+    adapter.set_pooling(pooling)
+    return adapter
 
 
 def load_model(
@@ -519,8 +553,34 @@ def load_model(
             weights that do not fit).
         LayerError: ``spec.logits`` is not a layer of the model.
     """
+    folders = _huggingface_folders(spec)
+    if folders is not None:
+        from tcavkit.models.huggingface import load_huggingface  # imports transformers
+
+        adapter: ModelAdapter = load_huggingface(
+            *folders,
+            max_length=spec.max_length,
+            logits_layer=spec.logits,
+            output=spec.output,
+            device=device,
+        )
+        adapter.set_pooling(spec.pooling)
+        return adapter
     _check_spec(spec)
-    trusted = bool(trust_model_file)
+    if spec.max_length is not None:
+        raise ConfigError(
+            "model.max_length is the tokenizer's limit of a text model: remove it, or load a "
+            "HuggingFace model with model.huggingface"
+        )
+    adapter = _load_adapter(spec, device, bool(trust_model_file), base_dir)
+    adapter.set_pooling(spec.pooling)
+    return adapter
+
+
+def _load_adapter(
+    spec: ModelSpec, device: str | torch.device, trusted: bool, base_dir: Path | None
+) -> ModelAdapter:
+    """The adapter of a model file or factory (not yet pooled)."""
     search_dirs = tuple(d for d in (base_dir, Path.cwd()) if d is not None)
     if spec.path is not None and Path(spec.path).suffix.lower() in (".keras", ".h5", ".hdf5"):
         from tcavkit.models.keras import load_keras  # imports Keras only when needed
@@ -573,6 +633,9 @@ def load_labels(labels: list[str] | str | Path | None) -> list[str] | None:
 
 def describe(spec: ModelSpec) -> str:
     """A short description of the model for reports, e.g. ``TorchScript file models/x.pt``."""
+    folders = _huggingface_folders(spec)
+    if folders is not None:
+        return f"HuggingFace model {folders[0]}"
     if spec.path is not None:
         path = Path(spec.path)
         if path.suffix.lower() in (".keras", ".h5", ".hdf5"):

@@ -10,7 +10,6 @@ only its settings.
 
 from __future__ import annotations
 
-import fnmatch
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,9 +26,10 @@ from tcavkit.config import ExperimentConfig, load_config
 from tcavkit.errors import ConfigError, DataError, TcavWarning
 from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
 from tcavkit.examples.digests import remembered_digests
+from tcavkit.examples.locate import set_names_in, source_for
 from tcavkit.examples.prefetch import Prefetcher
-from tcavkit.examples.sources import ImageFolder, as_source
-from tcavkit.models.adapter import ModelAdapter, OutputSelector
+from tcavkit.examples.sources import as_source
+from tcavkit.models.adapter import ModelAdapter, OutputSelector, Pooling
 from tcavkit.models.loading import adapter_for, describe, load_labels, load_model
 from tcavkit.options import (
     CACHE_DTYPES,
@@ -72,6 +72,9 @@ class Experiment:
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (for a bare module).
         logits: the layer whose output is the logits (models ending in a softmax).
         output: which model output holds the logits (index or key) for tuple/dict outputs.
+        pooling: how a bare module's sequence outputs ``(n, T, H)`` become ``(n, H)``:
+            ``none`` (default: flattened), ``cls``, ``mean`` or ``last``, or a mapping of
+            layer names to them (see :mod:`tcavkit.models.pooling`); an adapter has its own.
         gradient: what the target gradients differentiate: ``logit`` (default: the class
             logit, TCAV's definition) or ``log_softmax`` (the class's log-softmax,
             tensorflow/tcav's default); the two can give different scores.
@@ -105,6 +108,7 @@ class Experiment:
         device: str = "auto",
         logits: str | None = None,
         output: OutputSelector = None,
+        pooling: Pooling | None = None,
         gradient: str = "logit",
         cache_dir: str | None = ".tcavkit-cache",
         cache_dtype: str = "float32",
@@ -113,9 +117,16 @@ class Experiment:
         model_description: str | None = None,
     ) -> None:
         if isinstance(model, ModelAdapter):
+            if pooling is not None:
+                raise ConfigError(
+                    "pooling= is for a bare module; an adapter has its own: "
+                    "TorchModel(module, pooling=...) or adapter.set_pooling(...)"
+                )
             self.adapter = model
         else:
-            self.adapter = adapter_for(model, logits_layer=logits, output=output, device=device)
+            self.adapter = adapter_for(
+                model, logits_layer=logits, output=output, device=device, pooling=pooling or "none"
+            )
         self.layers = list(dict.fromkeys(layers))
         if not self.layers:
             raise ConfigError("no layers given: name at least one layer (tcavkit layers MODEL)")
@@ -289,7 +300,16 @@ class Experiment:
         return RunContext(
             adapter=self.adapter,
             store=self.store,
-            keys=KeyMaker(model_fp, self.preprocessing, self.cache_dtype),
+            keys=KeyMaker(
+                model_fp,
+                self.preprocessing,
+                self.cache_dtype,
+                pooling=tuple(
+                    (layer, self.adapter.pooling_of(layer))
+                    for layer in self.layers
+                    if self.adapter.pooling_of(layer) != "none"
+                ),
+            ),
             layers=self.layers,
             cav=self.cav,
             batch_size=self.batch_size,
@@ -337,6 +357,7 @@ class Experiment:
                     "description": sets[name].description,
                     "fingerprint": sets[name].fingerprint,
                     "skipped": ctx.skipped.get(name, []),
+                    **({"examples": preview} if (preview := sets[name].preview()) else {}),
                 }
                 for name in sets
             },
@@ -372,9 +393,9 @@ def experiment_arguments(
     progress: bool = True,
 ) -> dict[str, Any]:
     """The keyword arguments of :class:`Experiment` that an experiment file describes (the
-    model loaded, the sets as image folders of ``data:``), for :meth:`Experiment.from_config`
-    and for callers that change some of them first (``tcavkit discover`` replaces the
-    concepts)."""
+    model loaded, the sets of ``data:`` as image folders, feature tables or texts; see
+    :mod:`tcavkit.examples.locate`), for :meth:`Experiment.from_config` and for callers that
+    change some of them first (``tcavkit discover`` replaces the concepts)."""
     base_dir = Path.cwd()
     if not isinstance(config, ExperimentConfig):
         base_dir = Path(config).resolve().parent
@@ -383,21 +404,28 @@ def experiment_arguments(
     adapter = load_model(
         spec, device=config.device, trust_model_file=trust_model_file, base_dir=base_dir
     )
-    labels = load_labels(spec.labels)
+    labels = load_labels(spec.labels) or getattr(adapter, "labels", None)
     data = Path(config.data)
     if not data.is_dir():
         raise DataError(
             f"data folder {data} does not exist: set `data:` to the folder that holds one "
-            "sub-folder per target, concept and random set"
+            "sub-folder (or file) per target, concept and random set"
         )
     random_names = random_set_names(config)
     _check_set_names(config, random_names)
+    encoder = getattr(adapter, "encoder", None)
+
+    def sources(names: Sequence[str]) -> dict[str, ExampleSource]:
+        return {
+            name: source_for(data, name, encoder=encoder, columns=spec.columns) for name in names
+        }
+
     return {
         "model": adapter,
         "layers": spec.layers,
-        "targets": {name: ImageFolder(data / name) for name in config.targets},
-        "concepts": {name: ImageFolder(data / name) for name in config.concepts},
-        "random": {name: ImageFolder(data / name) for name in random_names},
+        "targets": sources(config.targets),
+        "concepts": sources(config.concepts),
+        "random": sources(random_names),
         "labels": labels,
         "relative": config.relative,
         "runs": config.random.runs,
@@ -426,19 +454,18 @@ def model_preprocessing(preprocessing: Preprocessing, adapter: ModelAdapter) -> 
 
 
 def random_set_names(config: ExperimentConfig) -> list[str]:
-    """The random sets of a config: a glob over the data folder's sub-folders, or a list."""
+    """The random sets of a config: a glob over the data folder's sub-folders and
+    ``.csv``/``.txt``/``.jsonl`` files (by name without suffix), or a list."""
     if isinstance(config.random.sets, list):
         return list(config.random.sets)
     pattern = config.random.sets
     data = Path(config.data)
-    names = sorted(
-        (p.name for p in data.iterdir() if p.is_dir() and fnmatch.fnmatchcase(p.name, pattern)),
-        key=natural_key,
-    )
+    names = sorted(set_names_in(data, pattern), key=natural_key)
     if not names:
         raise DataError(
-            f"random.sets {pattern!r} matches no folder in {data}: create random sets such "
-            "as random500_0, random500_1, ... or list their folder names in random.sets"
+            f"random.sets {pattern!r} matches no folder or file in {data}: create random sets "
+            "such as random500_0, random500_1, ... (folders, or .csv/.txt files) or list "
+            "their names in random.sets"
         )
     return names
 

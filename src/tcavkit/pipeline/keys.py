@@ -2,8 +2,8 @@
 
 A key holds everything that decides the entry's values and nothing else: the model's
 fingerprint, the layer, the exact example set, the preprocessing, the storage precision,
-and, per kind, the class, output and differentiated objective (gradients) or the tasks and
-learner (CAVs).
+the layer's pooling (when it is not ``none``) and, per kind, the class, output and
+differentiated objective (gradients) or the tasks and learner (CAVs).
 """
 
 from __future__ import annotations
@@ -26,11 +26,19 @@ class KeyMaker:
 
     Attributes:
         model: the model's fingerprint.
+        pooling: ``(layer, pooling)`` of the layers whose sequence outputs are pooled (the
+            layers left out are ``none``, which adds nothing to a key).
     """
 
     model: str
     preprocessing: Preprocessing
     cache_dtype: str = "float32"
+    pooling: tuple[tuple[str, str], ...] = ()
+
+    def _pooling(self, layer: str) -> dict[str, str]:
+        """The layer's pooling as a key part (none for ``none``)."""
+        how = dict(self.pooling).get(layer, "none")
+        return {} if how == "none" else {"pooling": how}
 
     def _storage(self) -> dict[str, str]:
         """The storage precision's key part (none for float32, the default)."""
@@ -43,6 +51,7 @@ class KeyMaker:
             layer=layer,
             examples=examples.fingerprint,
             preprocessing=self.preprocessing.fingerprint(),
+            **self._pooling(layer),
             **extra,
         )
 
@@ -102,6 +111,7 @@ class KeyMaker:
             cav=asdict(options),
             learners=learners.VERSION,
             tasks=digest.hexdigest(),
+            **self._pooling(layer),
         )
 
     @staticmethod

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from tcavkit.cav.batch import SetLoader
 from tcavkit.errors import CacheError, DataError, TcavWarning
-from tcavkit.examples.base import ExampleSet
+from tcavkit.examples.base import ExampleSet, batch_of, count_rows
 from tcavkit.pipeline.context import RunContext
 
 Loader = Callable[[], np.ndarray]
@@ -108,18 +109,20 @@ def _cached(ctx: RunContext, keys: dict[str, str]) -> bool:
     return all(ctx.store.get(key) is not None for key in keys.values())
 
 
-def _batches(ctx: RunContext, examples: ExampleSet) -> Iterator[torch.Tensor]:
+def _batches(ctx: RunContext, examples: ExampleSet) -> Iterator[Any]:
+    """The set's model inputs, ``ctx.batch_size`` examples at a time (a tensor or a mapping
+    of tensors; texts are tokenized and padded per batch)."""
     assert ctx.loads is not None, "the model passes run inside a Prefetcher"
     data = ctx.loads.load(examples)
-    for start in range(0, len(data), ctx.batch_size):
-        yield data[start : start + ctx.batch_size]
+    for start in range(0, count_rows(data), ctx.batch_size):
+        yield batch_of(data, start, start + ctx.batch_size)
 
 
 def _layer_arrays(
     ctx: RunContext,
     examples: ExampleSet,
     keys: dict[str, str],
-    compute: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    compute: Callable[[Any], dict[str, torch.Tensor]],
     counter: str,
 ) -> dict[str, Loader]:
     """Per-layer loaders of a set's arrays from the cache, or computed batch by batch
@@ -143,7 +146,7 @@ def _layer_arrays(
     _note_skipped(ctx, examples.name, skipped, from_cache=False)
     loaders: dict[str, Loader] = {}
     for layer, key in keys.items():
-        array = torch.cat(parts.pop(layer)).numpy()
+        array = _joined(parts.pop(layer), examples.name, layer).numpy()
         _check_finite(array, examples.name, layer)
         ctx.sizes[examples.name] = len(array)
         if ctx.store.root is None:
@@ -181,6 +184,19 @@ def _note_skipped(ctx: RunContext, name: str, skipped: list[str], *, from_cache:
                 TcavWarning,
                 stacklevel=4,
             )
+
+
+def _joined(parts: list[torch.Tensor], name: str, layer: str) -> torch.Tensor:
+    """The batches' ``(b, d)`` arrays as one ``(n, d)``; batches of different widths (a
+    layer flattened over inputs of different lengths) are an error that says what to do."""
+    widths = sorted({int(part.shape[1]) for part in parts})
+    if len(widths) > 1:
+        raise DataError(
+            f"set {name!r}: layer {layer!r} has {len(widths)} widths across batches "
+            f"({', '.join(map(str, widths[:6]))}): its output depends on the input length; "
+            "set model.pooling to cls, mean or last for it"
+        )
+    return torch.cat(parts)
 
 
 def _check_finite(array: np.ndarray, name: str, layer: str) -> None:

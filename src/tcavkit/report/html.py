@@ -383,7 +383,9 @@ def _sets(meta: dict[str, Any]) -> Table | None:
     sets = sets_of(meta)
     if not sets:
         return None
+    texts = any(as_list(info.get("examples")) for info in sets.values())
     head = ("name", "role", "examples", "description", "skipped", "fingerprint")
+    head += ("example texts",) if texts else ()
     rows = []
     for name, info in sets.items():
         fp = "" if is_missing(info.get("fingerprint")) else str(info["fingerprint"])
@@ -397,6 +399,7 @@ def _sets(meta: dict[str, Any]) -> Table | None:
                     Cell(str(info.get("description") or "")),
                     Cell(str(skipped_of(info)[0]), "num"),
                     Cell(fp[:12], title=fp or None, code=True),
+                    *([Cell(" · ".join(map(str, as_list(info.get("examples")))))] if texts else []),
                 ]
             )
         )
