@@ -19,6 +19,7 @@ from tcavkit.cli import app
 from tcavkit.errors import DataError
 from tcavkit.report import build_report
 from tcavkit.results import TcavResult
+from tcavkit.store import ArrayStore
 from tcavkit.tables import CORE_SUMMARY_COLUMNS, RUN_COLUMNS
 
 SAVED = ("runs.csv", "summary.csv", "results.json")
@@ -266,6 +267,7 @@ class FakeExperiment:
 
     def __init__(self, result: TcavResult) -> None:
         self.result, self.config, self.runs = result, {}, 0
+        self.store = ArrayStore(None)  # no cache folder: the report draws every plot
 
     def run(self) -> TcavResult:
         self.runs += 1
@@ -306,7 +308,7 @@ def test_the_workflow_removes_the_previous_report_once_the_tables_are_saved(
     outcome = workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
     assert first.run_id in outcome.report.read_text(encoding="utf-8")
 
-    def killed(folder):
+    def killed(folder, **options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(workflow, "build_report", killed)
