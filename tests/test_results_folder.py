@@ -316,3 +316,31 @@ def test_the_workflow_removes_the_previous_report_once_the_tables_are_saved(
         workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
     assert TcavResult.load(out).run_id == second.run_id
     assert not (out / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {
+            "run_id": "x",
+            "config": {"a": [1, 2.5, None], "b": {}},
+            "summary": [{"target": "fire", "p": 0.1, "ok": True, "n": 3, "none": None}],
+            "runs": [
+                {"target": 'a "quoted"\n},\n   {name', "score": 1e-300, "flag": False},
+                {"target": "ünïcode ✓", "score": -0.0, "flag": True},
+                {"target": "}", "score": 12345678901234567890, "flag": None},
+            ],
+        },
+        {"summary": [], "runs": []},
+        {"summary": [{"a": 1}], "runs": []},
+        {"meta": 1, "runs": [{"nested": [1, 2]}], "summary": [{"a": 1}]},  # not flat: fallback
+        {"runs": [{"a": 1}], "meta": 2},  # tables not last: fallback
+        {"runs": [{}, {"a": 1}]},  # an empty record: fallback
+        {"meta": "only"},
+        {},
+    ],
+)
+def test_results_json_is_written_as_json_dumps_would(document) -> None:
+    from tcavkit.results import dumps_indented
+
+    assert dumps_indented(document) == json.dumps(document, indent=1)
