@@ -46,6 +46,7 @@ class Counts:
     sets_from_cache: int = 0
     cavs_trained: int = 0
     cavs_from_cache: int = 0
+    score_layers_from_cache: int = 0  # layers whose CAVs' scores were read, not computed
 
 
 _ROWS = json.JSONEncoder(separators=(",\n   ", ": "))
@@ -384,15 +385,10 @@ def provenance(
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages behind a result (read from their metadata: importing
-    scikit-learn and matplotlib here alone took 0.4 s of a run)."""
-    import torch
-
-    found = {
-        "tcavkit": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    for package in ("numpy", "scipy", "scikit-learn", "pandas", "matplotlib"):
+    scikit-learn and matplotlib here alone took 0.4 s of a run, and a run read whole from
+    the cache does not import torch)."""
+    found = {"tcavkit": __version__, "python": platform.python_version()}
+    for package in ("torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib"):
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

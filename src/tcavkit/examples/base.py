@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from tcavkit.examples.digests import FileDigests
 from tcavkit.options import Preprocessing, check_example_limits
+
+if TYPE_CHECKING:  # torch is imported where tensors are made
+    import torch
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-
-import torch
+from typing import TYPE_CHECKING
 
 from tcavkit.examples.base import ExampleSet
 from tcavkit.options import Preprocessing
+
+if TYPE_CHECKING:  # torch is imported where tensors are made
+    import torch
 
 
 class Prefetcher:
@@ -27,6 +29,7 @@ class Prefetcher:
     """
 
     def __init__(self, preprocessing: Preprocessing, order: Sequence[ExampleSet] = ()) -> None:
+
         self._preprocessing = preprocessing
         self._order = list(order)
         self._position = {id(examples): i for i, examples in enumerate(self._order)}
