@@ -27,7 +27,8 @@ from tcavkit.examples.digests import remembered_digests
 from tcavkit.examples.prefetch import Prefetcher
 from tcavkit.examples.sources import ImageFolder, as_source
 from tcavkit.models.adapter import ModelAdapter, OutputSelector
-from tcavkit.models.loading import adapter_for, describe, load_labels, load_model
+from tcavkit.models.deferred import open_model
+from tcavkit.models.loading import adapter_for, describe, load_labels
 from tcavkit.options import (
     CACHE_DTYPES,
     GRADIENTS,
@@ -172,8 +173,12 @@ class Experiment:
             base_dir = Path(config).resolve().parent
             config = load_config(config, list(overrides))
         spec = config.model
-        adapter = load_model(
-            spec, device=config.device, trust_model_file=trust_model_file, base_dir=base_dir
+        adapter = open_model(
+            spec,
+            device=config.device,
+            trust_model_file=trust_model_file,
+            base_dir=base_dir,
+            cache_dir=config.cache,
         )
         labels = load_labels(spec.labels)
         data = Path(config.data)
