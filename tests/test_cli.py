@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import shutil
+import subprocess
 import sys
 import types
 import warnings
@@ -371,3 +372,17 @@ def test_run_writes_a_manifest_and_stamps_the_report(project, tmp_path):
     assert json.loads((out / "results.json").read_text())["run_id"] == manifest["run_id"]
     html = (out / "report.html").read_text(encoding="utf-8")
     assert f'<meta name="tcavkit-run-id" content="{manifest["run_id"]}">' in html
+
+
+def test_a_command_skips_the_garbage_collections_at_exit(tmp_path):
+    # atexit runs the last registered first: the command's gc.freeze, then this check
+    code = (
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "from tcavkit.cli import app\n"
+        "app(['report', 'no-such-folder'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 1 and "frozen True" in done.stdout, done.stdout + done.stderr

@@ -19,6 +19,7 @@ from tcavkit.cli import app
 from tcavkit.errors import DataError
 from tcavkit.report import build_report
 from tcavkit.results import TcavResult
+from tcavkit.store import ArrayStore
 from tcavkit.tables import CORE_SUMMARY_COLUMNS, RUN_COLUMNS
 
 SAVED = ("runs.csv", "summary.csv", "results.json")
@@ -266,6 +267,7 @@ class FakeExperiment:
 
     def __init__(self, result: TcavResult) -> None:
         self.result, self.config, self.runs = result, {}, 0
+        self.store = ArrayStore(None)  # no cache folder: the report draws every plot
 
     def run(self) -> TcavResult:
         self.runs += 1
@@ -306,7 +308,7 @@ def test_the_workflow_removes_the_previous_report_once_the_tables_are_saved(
     outcome = workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
     assert first.run_id in outcome.report.read_text(encoding="utf-8")
 
-    def killed(folder):
+    def killed(folder, **options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(workflow, "build_report", killed)
@@ -314,3 +316,31 @@ def test_the_workflow_removes_the_previous_report_once_the_tables_are_saved(
         workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
     assert TcavResult.load(out).run_id == second.run_id
     assert not (out / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {
+            "run_id": "x",
+            "config": {"a": [1, 2.5, None], "b": {}},
+            "summary": [{"target": "fire", "p": 0.1, "ok": True, "n": 3, "none": None}],
+            "runs": [
+                {"target": 'a "quoted"\n},\n   {name', "score": 1e-300, "flag": False},
+                {"target": "ünïcode ✓", "score": -0.0, "flag": True},
+                {"target": "}", "score": 12345678901234567890, "flag": None},
+            ],
+        },
+        {"summary": [], "runs": []},
+        {"summary": [{"a": 1}], "runs": []},
+        {"meta": 1, "runs": [{"nested": [1, 2]}], "summary": [{"a": 1}]},  # not flat: fallback
+        {"runs": [{"a": 1}], "meta": 2},  # tables not last: fallback
+        {"runs": [{}, {"a": 1}]},  # an empty record: fallback
+        {"meta": "only"},
+        {},
+    ],
+)
+def test_results_json_is_written_as_json_dumps_would(document) -> None:
+    from tcavkit.results import dumps_indented
+
+    assert dumps_indented(document) == json.dumps(document, indent=1)

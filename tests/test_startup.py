@@ -32,11 +32,27 @@ def modules_after(statement: str) -> set[str]:
         "from tcavkit import TcavWarning, __version__",
         "import tcavkit.report",
         "import tcavkit.models",
+        "import tcavkit.cav",
     ],
 )
 def test_import_loads_nothing_heavy(statement: str) -> None:
     heavy = modules_after(statement) & {*HEAVY, "numpy", "pydantic", "yaml"}
     assert not heavy, f"{statement!r} imports {sorted(heavy)}"
+
+
+def test_the_run_command_imports_no_torch_before_it_needs_the_model() -> None:
+    # what a whole warm run imports is checked in tests/test_warm.py; here, the modules
+    code = (
+        "import json, sys\n"
+        "import tcavkit.workflow, tcavkit.pipeline.training, tcavkit.report.build\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded = set(json.loads(out.stdout.splitlines()[-1]))
+    heavy = {name for name in loaded if name.split(".")[0] in ("torch", "matplotlib", "sklearn")}
+    assert not heavy and "scipy.stats" not in loaded, sorted(heavy)[:5]
 
 
 def test_help_runs_without_heavy_imports() -> None:
@@ -59,10 +75,11 @@ def test_help_runs_without_heavy_imports() -> None:
 
 def test_lazy_namespaces_still_give_every_public_name() -> None:
     import tcavkit
+    import tcavkit.cav
     import tcavkit.models
     import tcavkit.report
 
-    for module in (tcavkit, tcavkit.models, tcavkit.report):
+    for module in (tcavkit, tcavkit.cav, tcavkit.models, tcavkit.report):
         for name in module.__all__:
             assert getattr(module, name) is not None
             assert name in dir(module)

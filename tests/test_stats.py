@@ -641,3 +641,27 @@ def test_negative_controls_test_each_random_set_against_the_others():
     assert negative_controls(table, test="ttest") is None
     few = _effect_table({"c": [0.0, 0.1]}, {"r0": [0.0, 0.1], "r1": [0.1, 0.2]})
     assert negative_controls(few) is None
+
+
+def test_benjamini_hochberg_is_scipys_bit_for_bit() -> None:
+    from tcavkit.stats import benjamini_hochberg
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        m = int(rng.integers(0, 60))
+        p = rng.random(m) ** rng.uniform(0.2, 4.0)
+        if m > 5:
+            p[rng.integers(0, m, 3)] = p[0]  # ties
+            p[1], p[2] = 0.0, 1.0
+        expected = st.false_discovery_control(p, method="bh") if m else p
+        assert np.array_equal(benjamini_hochberg(p), expected)
+
+
+def test_t_isf_is_scipys_bit_for_bit() -> None:
+    from tcavkit.stats import t_isf
+
+    rng = np.random.default_rng(1)
+    q = np.concatenate([rng.random(500) * 0.5, [0.0, 1e-300, 0.5, 1.0, np.nan, 0.2]])
+    df = np.concatenate([rng.uniform(0.5, 200.0, 500), [3.0, 1.0, 7.0, 2.0, 4.0, 5.0]])
+    df[:5] = [0.0, -1.0, np.nan, np.inf, 1.0]
+    assert np.array_equal(t_isf(q, df), st.t.isf(q, df), equal_nan=True)

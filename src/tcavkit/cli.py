@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 import traceback
 import warnings
@@ -22,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_state: dict[str, bool] = {"debug": False}
+_state: dict[str, bool] = {"debug": False, "quick_exit": False}
 
 # The same as tcavkit.config.TRUST_ENV_VAR: the command line imports no more of the library
 # than it needs before parsing.
@@ -61,6 +63,22 @@ QuietOption = Annotated[
 def main(debug: DebugOption = False) -> None:
     """tcavkit: Testing with Concept Activation Vectors (Kim et al., 2018)."""
     _state["debug"] = debug
+    _skip_the_last_collections()
+
+
+def _skip_the_last_collections() -> None:
+    """Freeze the garbage collector when the interpreter exits (once per process).
+
+    At exit the interpreter runs full garbage collections over every object still alive
+    (the tables, pandas, pydantic and the rest of what a command imported): 0.3-0.4 s of
+    a warm `tcavkit run` of W1, a fifth of it. Frozen, the objects are still released by
+    reference counting as the modules are torn down, and files are closed and atexit
+    handlers run as before; only the search for reference cycles, whose memory the
+    ending process hands back anyway, is skipped.
+    """
+    if not _state["quick_exit"]:
+        _state["quick_exit"] = True
+        atexit.register(gc.freeze)
 
 
 def _err(message: str) -> None:

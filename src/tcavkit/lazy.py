@@ -2,10 +2,12 @@
 
 ``import tcavkit`` then costs almost nothing, so the command line starts at once; each name
 is imported from its module the first time it is used and kept in the package.
+:func:`is_tensor` tells a torch tensor apart without importing torch.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from importlib import import_module
 from typing import Any
@@ -29,3 +31,10 @@ def lazy_namespace(
         return sorted(set(vars(import_module(package))) | set(public))
 
     return __getattr__, __dir__
+
+
+def is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a ``torch.Tensor``, without importing torch: a tensor can exist
+    only once torch is imported, so with torch not yet imported the answer is ``False``."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)

@@ -23,6 +23,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+VERSION = 1
+"""Part of the key of cached scores (:meth:`tcavkit.pipeline.keys.KeyMaker.cav_scores`):
+bump when a score's definition, or how the derivatives are computed, changes."""
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -74,6 +78,23 @@ class LayerScores:
 
     along: Scores
     flipped: Scores
+
+    def to_array(self) -> np.ndarray:
+        """The scores as one float64 array ``(2, 3, k, m)``: along, flipped × the fields."""
+        return np.stack(
+            [
+                np.stack([getattr(s, f.name) for f in fields(Scores)])
+                for s in (self.along, self.flipped)
+            ]
+        ).astype(np.float64, copy=False)
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> LayerScores:
+        """The inverse of :meth:`to_array` (values copied out of ``array``)."""
+        along, flipped = (
+            Scores(*(np.array(part[i]) for i in range(len(fields(Scores))))) for part in array
+        )
+        return cls(along, flipped)
 
     @classmethod
     def empty(cls, k: int, m: int) -> LayerScores:

@@ -175,7 +175,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import special as _sp
-from scipy import stats as _st
 
 from tcavkit.errors import DataError, TcavWarning
 from tcavkit.options import (
@@ -300,7 +299,7 @@ def adjust_pvalues(p: np.ndarray, method: str) -> np.ndarray:
     if method == "bonferroni":
         return np.minimum(p * m, 1.0)
     if method == "bh":
-        return np.minimum(_st.false_discovery_control(p, method="bh"), 1.0)
+        return np.minimum(benjamini_hochberg(p), 1.0)
     # Holm: the k-th smallest (k = 0..m-1) is multiplied by m - k; a running maximum keeps
     # the step-down monotone.
     order = np.argsort(p, kind="stable")
@@ -454,11 +453,15 @@ def _test_core(s: np.ndarray, null: _Null, test: str) -> ConceptTestResult:
 
     run_mean, run_sd = null.run_stats()
     if test == "one-sample":
+        from scipy import stats as _st  # heavy to import: only for the classic tests
+
         p = _scipy_p(lambda: _st.ttest_1samp(s, 0.5))
         return ConceptTestResult(p, 0.5, run_sd, m, n_null_runs)
     if n_null_runs == 0:
         return ConceptTestResult(1.0, run_mean, run_sd, m, 0, "no random-vs-random null runs")
     equal_var = test == "ttest"
+    from scipy import stats as _st
+
     p = _scipy_p(lambda: _st.ttest_ind(s, null.all_runs, equal_var=equal_var))
     return ConceptTestResult(p, run_mean, run_sd, m, n_null_runs)
 
@@ -678,11 +681,36 @@ def _adjusted_interval(out: pd.DataFrame, alpha: float) -> tuple[np.ndarray, np.
     df = out["_df"].to_numpy(float)
     scale = out["_scale"].to_numpy(float)
     with np.errstate(invalid="ignore"):
-        half = (
-            _st.t.isf(np.clip(level, 1e-300, 1.0) / 2, np.where(np.isfinite(df), df, 1.0)) * scale
-        )
+        half = t_isf(np.clip(level, 1e-300, 1.0) / 2, np.where(np.isfinite(df), df, 1.0)) * scale
     mean = out["statistic_mean"].to_numpy(float)
     return mean - half, mean + half
+
+
+def t_isf(q: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """Student's t inverse survival function: ``scipy.stats.t.isf(q, df)``, value for value
+    (scipy computes it as ``-stdtrit(df, q)`` for ``df > 0`` and ``0 < q <= 1``, ``inf`` at
+    ``q = 0``, NaN otherwise), without importing ``scipy.stats``, which takes longer than a
+    whole run read from the cache."""
+    q, df = np.broadcast_arrays(np.asarray(q, dtype=float), np.asarray(df, dtype=float))
+    valid = (df > 0) & (q > 0) & (q <= 1)
+    value = -_sp.stdtrit(np.where(valid, df, 1.0), np.where(valid, q, 0.5))
+    return np.where(valid, value, np.where((df > 0) & (q == 0), np.inf, np.nan))
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values ``(m,)`` of ``p`` ``(m,)`` in [0, 1]:
+    ``scipy.stats.false_discovery_control(p, method="bh")``, by the same operations in the
+    same order (so the same bits), without importing ``scipy.stats``."""
+    p = np.asarray(p, dtype=float)
+    m = p.size
+    if m <= 1:
+        return p.copy()
+    order = np.argsort(p)
+    ps = p[order] * (m / np.arange(1, m + 1, dtype=float))
+    np.minimum.accumulate(ps[::-1], out=ps[::-1])
+    adjusted = np.empty_like(ps)
+    adjusted[order] = ps
+    return np.clip(adjusted, 0.0, 1.0)
 
 
 def _optional(runs: pd.DataFrame, col: str) -> np.ndarray:

@@ -38,7 +38,8 @@ def run_experiment_file(
     The code path of ``tcavkit run`` (and of the demo). An output folder that cannot be
     made (a file in the way) fails before the run. Once the tables are saved, the previous
     run's ``report.html`` is removed before the new one is built, so an interrupted build
-    does not leave it beside tables it does not describe.
+    does not leave it beside tables it does not describe. Plots are reused from the
+    experiment's cache folder when their rows are unchanged (none without a cache).
 
     Raises:
         DataError: among others, the results or the report cannot be written.
@@ -52,5 +53,5 @@ def run_experiment_file(
     result = experiment.run()
     result.save(out_dir)
     discard_report(out_dir)
-    report = build_report(out_dir)
+    report = build_report(out_dir, plot_cache=experiment.store.root)
     return RunOutcome(result, out_dir, report, result.warnings)

@@ -28,23 +28,23 @@ import numpy as np
 import torch
 
 from tcavkit.cav import learners
-from tcavkit.cav.vector import CAV
+from tcavkit.cav.vector import CAV, CavTask
 from tcavkit.errors import DataError
 from tcavkit.options import CavOptions
+
+__all__ = [
+    "CavBatch",
+    "CavTask",
+    "balanced_split",
+    "cav_directions",
+    "train_cav",
+    "train_cav_batch",
+]
 
 LEARNER_CHUNK = 1024  # problems an iterative learner solves at once
 
 SetLoader = Callable[[str], torch.Tensor]
 """``name -> (n, d)`` float32 activations of a set, on the device the batch runs on."""
-
-
-@dataclass(frozen=True)
-class CavTask:
-    """One CAV: ``positive`` against ``negative``; ``seed`` fixes its split."""
-
-    positive: str
-    negative: str
-    seed: int
 
 
 @dataclass

@@ -33,7 +33,10 @@ Learners (all on centred data, ``K̃ = H K H`` with ``H`` the centring matrix):
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported in each learner: reading VERSION (a cache key) needs no torch
+    import torch
 
 VERSION = 3  # part of the CAV cache key: bump when a learner's result changes
 _EPS = 1e-12
@@ -45,6 +48,7 @@ def centred_gram(gram: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     Args:
         gram: ``(m, n, n)``; mask: ``(m, n)`` bool.
     """
+
     w = mask.to(gram.dtype)
     count = w.sum(dim=1, keepdim=True).clamp_min(1)
     k = gram * w[:, :, None] * w[:, None, :]
@@ -56,6 +60,7 @@ def centred_gram(gram: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _uncentre(coef: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Coefficients on centred examples → coefficients on the raw examples (they sum to 0)."""
+
     w = mask.to(coef.dtype)
     mean = (coef * w).sum(dim=1, keepdim=True) / w.sum(dim=1, keepdim=True).clamp_min(1)
     return (coef - mean) * w
@@ -67,6 +72,8 @@ def mean_difference(y: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, 
     With balanced classes ``x̄`` is the midpoint of the class means, so ``b = -w · x̄``
     puts the threshold half-way between them.
     """
+    import torch
+
     w = mask.to(torch.float64)
     pos = (y > 0).to(torch.float64) * w
     neg = (y < 0).to(torch.float64) * w
@@ -105,6 +112,8 @@ def hinge_svm(
     Returns:
         coefficients ``(m, n)`` on the raw examples and ``b0`` ``(m,)``.
     """
+    import torch
+
     gram = gram.to(torch.float64)
     y = y.to(torch.float64)
     m, n = y.shape
@@ -143,6 +152,8 @@ def _hinge_objectives(
     """Primal objective of the CAV that a feasible ``β`` ``(m, n)`` stands for, and the
     dual objective of ``β`` (both times ``1/(alpha n)``); the primal is never below the
     dual, and they meet at the optimum."""
+    import torch
+
     margins = torch.einsum("mij,mj->mi", q, beta)  # y_i f(x_i)
     quad = (margins * beta).sum(dim=1)
     primal = 0.5 * quad + (upper * torch.clamp(valid - margins, min=0)).sum(dim=1)
@@ -160,6 +171,8 @@ def _interior_point_step(state: torch.Tensor, q: torch.Tensor, valid: torch.Tens
     Returns:
         the next state ``(4, m, n)``.
     """
+    import torch
+
     beta, slack, z, w = state
     count = 2 * valid.sum(dim=1)
     residual = torch.einsum("mij,mj->mi", q, beta) - valid - z + w  # dual feasibility
@@ -218,6 +231,8 @@ def logistic(
     Returns:
         coefficients ``(m, n)`` on the raw examples and ``b0`` ``(m,)``.
     """
+    import torch
+
     k = centred_gram(gram.to(torch.float64), mask)
     y = y.to(torch.float64)
     valid = mask.to(torch.float64)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
 
-from tcavkit.cav.batch import CavTask
-from tcavkit.cav.vector import CAV
+from tcavkit.cav.vector import CAV, CavTask
+
+if TYPE_CHECKING:
+    import torch
 
 
 class CavKey(NamedTuple):

@@ -2,6 +2,7 @@
 
 A CAV's direction is unit-norm and points from the negative (random) set toward the
 concept; its intercept is in the same units, its accuracy measured on a held-out split.
+A :class:`CavTask` names one CAV to train. This module imports no torch.
 """
 
 from __future__ import annotations
@@ -31,3 +32,12 @@ class CAV:
     def flipped(self) -> CAV:
         """The same classifier with the classes swapped (the separation is unchanged)."""
         return CAV(-self.direction, -self.intercept, self.accuracy, self.separation)
+
+
+@dataclass(frozen=True)
+class CavTask:
+    """One CAV to train: ``positive`` against ``negative``; ``seed`` fixes its split."""
+
+    positive: str
+    negative: str
+    seed: int

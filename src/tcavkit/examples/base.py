@@ -11,12 +11,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from tcavkit.examples.digests import FileDigests
 from tcavkit.options import Preprocessing, check_example_limits
+
+if TYPE_CHECKING:  # torch is imported where tensors are made
+    import torch
 
 
 class Batches(Protocol):
@@ -28,7 +29,7 @@ class Batches(Protocol):
     def __getitem__(self, rows: slice) -> Any: ...
 
 
-Inputs = torch.Tensor | Mapping[str, torch.Tensor] | Batches
+Inputs = Union["torch.Tensor", Mapping[str, "torch.Tensor"], Batches]
 """What :meth:`ExampleSet.load` returns: a tensor ``(n, ...)``, tensors ``(n, ...)`` by the
 model's keyword argument names, or :class:`Batches`."""
 

@@ -30,13 +30,16 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import ExifTags, Image, ImageOps
 
 from tcavkit.errors import ConfigError, DataError
 from tcavkit.options import Preprocessing
+
+if TYPE_CHECKING:  # torch is imported where tensors are made
+    import torch
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"})
 """File extensions read as images (lower case; matching is case-insensitive)."""
@@ -344,6 +347,8 @@ def arrays_to_tensor(
         ConfigError: ``prep`` is invalid.
         DataError: the arrays differ in size.
     """
+    import torch
+
     check_preprocessing(prep)
     if not arrays:
         height, width = prep.size if prep.size is not None else (0, 0)
@@ -364,6 +369,8 @@ def _affine(prep: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
 
     ``pixel`` in [0, 255] maps to ``((pixel / 255 * (high - low) + low) - mean) / std``.
     """
+    import torch
+
     low, high = prep.value_range
     mean = _channel_values(prep.mean, "mean", 0.0)
     std = _channel_values(prep.std, "std", 1.0)

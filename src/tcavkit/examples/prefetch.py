@@ -25,6 +25,7 @@ class Prefetcher:
     """
 
     def __init__(self, preprocessing: Preprocessing, order: Sequence[ExampleSet] = ()) -> None:
+
         self._preprocessing = preprocessing
         self._order = list(order)
         self._position = {id(examples): i for i, examples in enumerate(self._order)}

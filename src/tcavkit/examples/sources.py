@@ -18,10 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from tcavkit.errors import ConfigError, DataError, TcavWarning, TooFewExamplesError, one_line
@@ -38,7 +37,11 @@ from tcavkit.examples.images import (
     preprocess,
     read_image,
 )
+from tcavkit.lazy import is_tensor
 from tcavkit.options import Preprocessing
+
+if TYPE_CHECKING:  # torch is imported where tensors are made
+    import torch
 
 # --------------------------------------------------------------------------- helpers
 
@@ -81,6 +84,8 @@ def _tensor_sha256(data: torch.Tensor | np.ndarray) -> str:
         array = np.ascontiguousarray(data)
         header, payload = f"numpy|{array.dtype.str}|{array.shape}", array.reshape(-1).view(np.uint8)
     else:
+        import torch
+
         tensor = data.detach().cpu().contiguous()
         header = f"torch|{tensor.dtype}|{tuple(tensor.shape)}"
         payload = tensor.reshape(-1).view(torch.uint8).numpy()
@@ -106,6 +111,8 @@ def _default_workers() -> int:
 
 def _float32(tensor: torch.Tensor) -> torch.Tensor:
     """float64 becomes float32; every other dtype is kept."""
+    import torch
+
     return tensor.to(torch.float32) if tensor.dtype == torch.float64 else tensor
 
 
@@ -402,6 +409,8 @@ class TensorSource(ExampleSource):
     """
 
     def __init__(self, data: torch.Tensor | np.ndarray) -> None:
+        import torch
+
         if not isinstance(data, (torch.Tensor, np.ndarray)):
             raise ConfigError(
                 f"TensorSource needs a torch.Tensor or numpy.ndarray, got {type(data).__name__}"
@@ -440,6 +449,8 @@ class TensorSource(ExampleSource):
 
 def _take(data: torch.Tensor | np.ndarray, indices: Sequence[int]) -> torch.Tensor | np.ndarray:
     """Rows ``indices`` of ``data``: ``(len(indices), ...)``."""
+    import torch
+
     if isinstance(data, np.ndarray):
         return data[np.asarray(indices, dtype=np.int64)]
     index = torch.as_tensor(list(indices), dtype=torch.long, device=data.device)
@@ -463,12 +474,12 @@ class TensorSet(ExampleSet):
 
     def load(self, preprocessing: Preprocessing) -> torch.Tensor:
         """The chosen rows ``(n, *input_shape)``; ``preprocessing`` is ignored."""
+        import torch
+
         return _float32(torch.as_tensor(_take(self.data, self.indices)))
 
 
 # ---------------------------------------------------------------------------- sequences
-
-_HASHABLE = (torch.Tensor, np.ndarray, Image.Image)
 
 
 class SequenceSource(ExampleSource):
@@ -543,7 +554,7 @@ class SequenceSource(ExampleSource):
     def _check_items(self, name: str, items: list[Any], indices: Sequence[int]) -> None:
         """Items must be hashable by content (or fingerprinted) and batchable (or collated)."""
         for index, item in zip(indices, items, strict=True):
-            if isinstance(item, _HASHABLE):
+            if isinstance(item, (np.ndarray, Image.Image)) or is_tensor(item):
                 continue
             kind = type(item).__name__
             if self.user_fingerprint is None:
@@ -606,6 +617,8 @@ class SequenceSet(ExampleSet):
 
     def _collated(self) -> torch.Tensor:
         """Apply ``collate`` and check its output."""
+        import torch
+
         assert self.collate is not None
         out = self.collate(list(self.items))
         if not isinstance(out, (torch.Tensor, np.ndarray)):
@@ -623,6 +636,8 @@ class SequenceSet(ExampleSet):
 
     def _stacked(self) -> torch.Tensor:
         """Stack tensor/array items ``(n, *item_shape)``."""
+        import torch
+
         tensors = [torch.as_tensor(item).detach() for item in self.items]
         for tensor, index in zip(tensors, self.indices, strict=True):
             if tensor.shape != tensors[0].shape:
@@ -652,7 +667,7 @@ def as_source(obj: Any) -> ExampleSource:
         return obj
     if isinstance(obj, (str, os.PathLike)):
         return ImageFolder(obj)
-    if isinstance(obj, (torch.Tensor, np.ndarray)):
+    if isinstance(obj, np.ndarray) or is_tensor(obj):
         return TensorSource(obj)
     if isinstance(obj, (list, tuple)):
         return SequenceSource(obj)

@@ -12,16 +12,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from tcavkit.errors import DataError, one_line
 from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
 from tcavkit.examples.digests import FileDigests
 from tcavkit.examples.sources import _chosen_indices, _digest, _selection_record, _tensor_sha256
 from tcavkit.options import Preprocessing
+
+if TYPE_CHECKING:  # torch is imported where tensors are made
+    import torch
 
 
 def read_feature_table(path: Path, columns: Sequence[str] | None, name: str) -> np.ndarray:
@@ -121,4 +124,6 @@ class TableSet(ExampleSet):
 
     def load(self, preprocessing: Preprocessing) -> torch.Tensor:
         """The rows ``(n, features)``; ``preprocessing`` (for images) is ignored."""
+        import torch
+
         return torch.from_numpy(self.rows.copy())

@@ -18,16 +18,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 
 from tcavkit.errors import DataError, one_line
 from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
 from tcavkit.examples.digests import FileDigests
 from tcavkit.examples.sources import _chosen_indices, _digest, _selection_record
 from tcavkit.options import Preprocessing
+
+if TYPE_CHECKING:  # torch is imported where tensors are made
+    import torch
 
 TEXT_COLUMN = "text"
 """The column of a ``.csv`` file, or key of a ``.jsonl`` line, that holds the example."""
@@ -50,6 +52,8 @@ class TokenizerEncoder:
 
     def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Model inputs ``{name: (n, T)}`` for ``n`` texts, ``T`` the longest (≤ max_length)."""
+        import torch
+
         encoded = self.tokenizer(
             list(texts),
             padding="longest",

@@ -18,17 +18,18 @@ import difflib
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from tcavkit.errors import ConfigError, LayerError, ModelError
 from tcavkit.models.pooling import pool, pool_gradient
 from tcavkit.options import GRADIENTS, POOLINGS, check_choice
 
+if TYPE_CHECKING:  # torch is imported where a model is made or run
+    import torch
+    from torch import nn
+
 OutputSelector = int | str | None
-ModelInput = torch.Tensor | Mapping[str, torch.Tensor]
+ModelInput = Union["torch.Tensor", Mapping[str, "torch.Tensor"]]
 """One batch: a tensor ``(n, ...)``, or tensors ``(n, ...)`` by keyword argument name."""
 Pooling = str | Mapping[str, str]
 """One pooling for every layer, or layer name → pooling (unnamed layers: ``none``)."""
@@ -64,6 +65,8 @@ def _tracked(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -83,6 +86,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def _describe(value: Any) -> str:
     """``tensor (2, 3)`` for a tensor, the type name otherwise."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         return f"tensor {tuple(value.shape)}"
     return type(value).__name__
@@ -95,6 +100,8 @@ def output_parts(output: Any) -> dict[int | str, Any] | None:
     a tuple or list by index; a dataclass by field name; any other object by the names of
     its tensor attributes. ``None`` for a tensor or an object without tensor attributes.
     """
+    import torch
+
     if isinstance(output, torch.Tensor):
         return None
     if isinstance(output, Mapping):
@@ -159,6 +166,8 @@ def select_output(output: Any, selector: OutputSelector) -> torch.Tensor:
             or is set for a model that returns one ``(n, classes)`` tensor; the message
             lists the parts there are.
     """
+    import torch
+
     if selector is None:
         if isinstance(output, torch.Tensor):
             return output
@@ -201,6 +210,8 @@ def select_output(output: Any, selector: OutputSelector) -> torch.Tensor:
 
 
 def _first_tensor(value: Any, layer: str) -> torch.Tensor:
+    import torch
+
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
@@ -351,6 +362,8 @@ class ModelAdapter(ABC):
         Raises:
             LayerError: a layer's output has no spatial structure (not 4-D).
         """
+        import torch
+
         self.check_layers(layers)
         with torch.inference_mode():
             _, captured = self.run(self._inputs(x), layers, need_output=False)
@@ -370,6 +383,8 @@ class ModelAdapter(ABC):
 
     def logits(self, x: ModelInput) -> torch.Tensor:
         """The logits ``(n, n_classes)`` for inputs ``x`` ``(n, ...)`` (or a mapping)."""
+        import torch
+
         with torch.inference_mode():
             return self._logits_of(*self._forward_for_logits(self._inputs(x), [])).float().cpu()
 
@@ -417,6 +432,8 @@ class ModelAdapter(ABC):
         Raises:
             ConfigError: ``objective`` is not one of :data:`~tcavkit.options.GRADIENTS`.
         """
+        import torch
+
         check_choice(objective, GRADIENTS, "gradient")
         self.check_layers(layers)
         x = self._inputs(x)
@@ -478,7 +495,9 @@ class TorchModel(ModelAdapter):
         memory_format: Literal["auto", "channels_last", "contiguous"] = "auto",
         pooling: Pooling = "none",
     ) -> None:
-        if not isinstance(module, nn.Module):
+        import torch
+
+        if not isinstance(module, torch.nn.Module):
             raise ModelError(f"expected a torch.nn.Module, got {type(module).__name__}")
         self.module = module
         self._modules = {name: mod for name, mod in module.named_modules() if name}
@@ -489,12 +508,14 @@ class TorchModel(ModelAdapter):
                 f"memory_format {memory_format!r}: choose 'auto', 'channels_last' or 'contiguous'"
             )
         if memory_format == "auto":
-            convolutional = any(isinstance(m, nn.Conv2d) for m in self._modules.values())
+            convolutional = any(isinstance(m, torch.nn.Conv2d) for m in self._modules.values())
             self.channels_last = convolutional and self.device.type == "cpu"
         else:
             self.channels_last = memory_format == "channels_last"
 
     def _inputs(self, x: ModelInput) -> Any:
+        import torch
+
         x = super()._inputs(x)
         if self.channels_last and isinstance(x, torch.Tensor) and x.ndim == 4:
             return x.contiguous(memory_format=torch.channels_last)
@@ -509,6 +530,8 @@ class TorchModel(ModelAdapter):
     def run(
         self, x: ModelInput, layers: Sequence[str], *, need_output: bool
     ) -> tuple[Any, dict[str, torch.Tensor]]:
+        import torch
+
         captured: dict[str, torch.Tensor] = {}
         wanted = set(layers)
         tracking = torch.is_grad_enabled()
@@ -553,6 +576,8 @@ class TorchModel(ModelAdapter):
 
 def module_fingerprint(module: nn.Module) -> str:
     """SHA-256 of the module's class, printed structure and every parameter and buffer."""
+    import torch
+
     digest = hashlib.sha256()
     digest.update(type(module).__qualname__.encode())
     digest.update(repr(module).encode())

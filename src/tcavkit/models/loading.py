@@ -36,17 +36,19 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal
 
 from tcavkit.config import TRUST_ENV_VAR, ModelSpec
 from tcavkit.errors import ConfigError, ModelError, TcavWarning, one_line
 from tcavkit.models.adapter import ModelAdapter, Pooling, TorchModel
-from tcavkit.models.torchscript import ScriptedSequentialModel
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded
+    import torch
+    from torch import nn
 
 FileKind = Literal["torchscript", "pickle", "unknown"]
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+"""File name endings of Keras model files."""
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 _OPTIONAL_SUFFIX = ".num_batches_tracked"
@@ -71,6 +73,8 @@ def _few(keys: Iterable[str], n: int = 5) -> str:
 
 def _jit_load(path: Path) -> torch.jit.ScriptModule:
     """``torch.jit.load`` on the CPU, without the deprecation warning of recent torch."""
+    import torch
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
         return torch.jit.load(str(path), map_location="cpu")
@@ -117,6 +121,8 @@ def _load_weights_only(path: Path) -> Any:
     """``torch.load(weights_only=True)`` on the CPU, without torch's warning about a pickle
     protocol other than 2 (the file is refused or unpickled right after, with its own
     message)."""
+    import torch
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
         return torch.load(path, weights_only=True, map_location="cpu")
@@ -125,6 +131,7 @@ def _load_weights_only(path: Path) -> Any:
 def _unpickle_trusted(path: Path, search_dirs: Iterable[Path]) -> Any:
     """``torch.load`` with pickle allowed; the classes it names must be importable, from
     ``sys.path`` or else from ``search_dirs`` (on ``sys.path`` only while unpickling)."""
+    import torch
 
     def load() -> Any:
         return torch.load(path, weights_only=False, map_location="cpu")
@@ -149,6 +156,8 @@ def _unpickle_trusted(path: Path, search_dirs: Iterable[Path]) -> Any:
 
 
 def _load_model_file(path: Path, trusted: bool, search_dirs: tuple[Path, ...]) -> nn.Module:
+    import torch
+
     if not path.exists():
         raise ModelError(f"model file {path} does not exist (model.path)")
     if not path.is_file():
@@ -174,7 +183,7 @@ def _load_model_file(path: Path, trusted: bool, search_dirs: tuple[Path, ...]) -
         obj = _unpickle_trusted(path, search_dirs)
     except Exception as exc:
         raise ModelError(f"cannot load model file {path}: {one_line(exc)}") from exc
-    if isinstance(obj, nn.Module):
+    if isinstance(obj, torch.nn.Module):
         return obj
     if isinstance(obj, Mapping):
         raise ModelError(
@@ -235,6 +244,8 @@ def load_factory(spec: str, search_dirs: Iterable[Path] = ()) -> Callable[..., A
 def _load_factory(spec: str, search_dirs: Iterable[Path]) -> tuple[Callable[..., Any], list[str]]:
     """:func:`load_factory`, plus the folders of ``search_dirs`` that are not on ``sys.path``
     when the factory's package comes from one of them (else ``[]``)."""
+    import torch
+
     module_name, sep, attr = spec.partition(":")
     module_name, attr = module_name.strip(), attr.strip()
     if not sep or not module_name or not attr:
@@ -304,12 +315,14 @@ def _load_factory(spec: str, search_dirs: Iterable[Path]) -> tuple[Callable[...,
 def _build_from_factory(
     spec: str, search_dirs: Iterable[Path], args: Mapping[str, Any] | None = None
 ) -> nn.Module:
-    """Call the factory with ``args`` as keyword arguments; it must return an ``nn.Module``.
+    """Call the factory with ``args`` as keyword arguments; it must return a ``torch.nn.Module``.
 
     A factory whose package lies in one of ``search_dirs`` is called with those folders on
     ``sys.path`` as when it was imported (for imports inside the factory); ``sys.path`` is
     restored after.
     """
+    import torch
+
     factory, folders = _load_factory(spec, search_dirs)
     args = dict(args or {})
     try:
@@ -322,7 +335,7 @@ def _build_from_factory(
             f"model.factory {spec!r} failed when called {called}: "
             f"{type(exc).__name__}: {one_line(exc)}{hint}"
         ) from exc
-    if not isinstance(module, nn.Module):
+    if not isinstance(module, torch.nn.Module):
         raise ModelError(
             f"model.factory {spec!r} returned a {type(module).__name__}; it must return a "
             "torch.nn.Module"
@@ -333,6 +346,8 @@ def _build_from_factory(
 def load_state_dict_file(path: Path, *, trusted: bool = False) -> dict[str, torch.Tensor]:
     """The state_dict in ``path``: a plain one, or one under ``state_dict``/``model_state_dict``
     /``model`` in a checkpoint dict. Read with ``weights_only=True`` unless ``trusted``."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file {path} does not exist (model.weights)")
@@ -356,7 +371,7 @@ def load_state_dict_file(path: Path, *, trusted: bool = False) -> dict[str, torc
             obj = _unpickle_trusted(path, ())
         except Exception as exc:
             raise ModelError(f"cannot read weights file {path}: {one_line(exc)}") from exc
-    if isinstance(obj, nn.Module):
+    if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, Mapping):
         for key in _STATE_DICT_KEYS:
@@ -481,7 +496,9 @@ def _huggingface_folders(spec: ModelSpec) -> tuple[str, str | None] | None:
     return None
 
 
-def _check_spec(spec: ModelSpec) -> None:
+def check_spec(spec: ModelSpec) -> None:
+    """Refuse a ``model`` section that sets neither or both ways of giving a model."""
+
     if spec.path is not None and spec.factory is not None:
         raise ConfigError(
             "model: set either model.path (a TorchScript or torch.save file) or model.factory "
@@ -514,6 +531,10 @@ def adapter_for(
 ) -> ModelAdapter:
     """The adapter that suits ``module``: TorchScript modules cannot run forward hooks."""
     adapter: ModelAdapter
+    import torch
+
+    from tcavkit.models.torchscript import ScriptedSequentialModel
+
     if isinstance(module, torch.jit.ScriptModule):
         adapter = ScriptedSequentialModel(
             module, logits_layer=logits_layer, output=output, device=device
@@ -566,7 +587,7 @@ def load_model(
         )
         adapter.set_pooling(spec.pooling)
         return adapter
-    _check_spec(spec)
+    check_spec(spec)
     if spec.max_length is not None:
         raise ConfigError(
             "model.max_length is the tokenizer's limit of a text model: remove it, or load a "
@@ -582,7 +603,7 @@ def _load_adapter(
 ) -> ModelAdapter:
     """The adapter of a model file or factory (not yet pooled)."""
     search_dirs = tuple(d for d in (base_dir, Path.cwd()) if d is not None)
-    if spec.path is not None and Path(spec.path).suffix.lower() in (".keras", ".h5", ".hdf5"):
+    if spec.path is not None and Path(spec.path).suffix.lower() in KERAS_SUFFIXES:
         from tcavkit.models.keras import load_keras  # imports Keras only when needed
 
         return load_keras(
@@ -638,7 +659,7 @@ def describe(spec: ModelSpec) -> str:
         return f"HuggingFace model {folders[0]}"
     if spec.path is not None:
         path = Path(spec.path)
-        if path.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        if path.suffix.lower() in KERAS_SUFFIXES:
             return f"Keras file {spec.path}"
         if path.suffix.lower() == ".onnx":
             return f"ONNX file {spec.path}"

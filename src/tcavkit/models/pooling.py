@@ -16,14 +16,19 @@ depend on the length of the inputs and sets padded to different lengths share on
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from tcavkit.errors import LayerError
 from tcavkit.options import POOLINGS, check_choice
 
+if TYPE_CHECKING:  # torch is imported where tensors are made
+    import torch
+
 
 def _check(value: torch.Tensor, mask: torch.Tensor | None, how: str, layer: str) -> torch.Tensor:
     """The ``(n, T)`` mask (all ones when ``None``) after checking the shapes."""
+    import torch
+
     check_choice(how, POOLINGS, f"pooling of layer {layer!r}")
     if value.ndim != 3:
         raise LayerError(
@@ -44,6 +49,8 @@ def _check(value: torch.Tensor, mask: torch.Tensor | None, how: str, layer: str)
 
 def _last_index(mask: torch.Tensor) -> torch.Tensor:
     """Index of each row's last real token ``(n,)`` (0 for a row without one)."""
+    import torch
+
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     return torch.where(mask > 0, positions, torch.zeros_like(positions)).amax(dim=1)
 
@@ -72,6 +79,8 @@ def pool(value: torch.Tensor, mask: torch.Tensor | None, how: str, layer: str) -
     Returns:
         ``(n, H)`` (``(n, prod(...))`` for ``none``), in ``value``'s dtype.
     """
+    import torch
+
     if how == "none":
         check_fixed_length(mask, layer)
         return value.reshape(len(value), -1)
@@ -98,6 +107,8 @@ def pool_gradient(
         ``(n, H)``: ``g_0`` (cls), ``Σ_t m_t g_t`` (mean), ``g_last`` (last); the flattened
         gradient for ``none``.
     """
+    import torch
+
     if how == "mean":
         weights = _check(grad, mask, how, layer)
         return torch.einsum("nt,nth->nh", weights, grad)

@@ -16,11 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from tcavkit.cav.batch import train_cav_batch
 from tcavkit.cav.vector import CAV
 from tcavkit.config import ExperimentConfig, load_config
 from tcavkit.errors import ConfigError, DataError, TcavWarning
@@ -30,7 +27,8 @@ from tcavkit.examples.locate import set_names_in, source_for
 from tcavkit.examples.prefetch import Prefetcher
 from tcavkit.examples.sources import as_source
 from tcavkit.models.adapter import ModelAdapter, OutputSelector, Pooling
-from tcavkit.models.loading import adapter_for, describe, load_labels, load_model
+from tcavkit.models.deferred import open_model
+from tcavkit.models.loading import adapter_for, describe, load_labels
 from tcavkit.options import (
     CACHE_DTYPES,
     GRADIENTS,
@@ -42,12 +40,21 @@ from tcavkit.options import (
 )
 from tcavkit.pipeline.context import RunContext
 from tcavkit.pipeline.keys import KeyMaker
-from tcavkit.pipeline.passes import activation_pass, gradient_pass, layer_loader, sets_to_compute
+from tcavkit.pipeline.passes import (
+    activation_pass,
+    gradient_keys,
+    gradient_pass,
+    layer_loader,
+    sets_to_compute,
+)
 from tcavkit.pipeline.plan import Plan, at_layer, natural_key, plan_runs
 from tcavkit.pipeline.training import train_and_score
 from tcavkit.results import TcavResult, provenance
 from tcavkit.stats import negative_controls, summarize
 from tcavkit.store import ArrayStore
+
+if TYPE_CHECKING:  # torch is imported where the model runs or CAVs are trained
+    import torch
 
 
 class Experiment:
@@ -247,8 +254,9 @@ class Experiment:
                         acts = activation_pass(ctx, sets, example_sets)
                     with _timed(timings, "gradients"):
                         grads = gradient_pass(ctx, sets, targets)
+                keys = {name: gradient_keys(ctx, sets[name], k) for name, k in targets.items()}
                 runs, cavs = train_and_score(
-                    ctx, plan, sets, acts, grads, list(self.targets), timings
+                    ctx, plan, sets, acts, grads, list(self.targets), timings, keys
                 )
                 with _timed(timings, "stats"):
                     summary = summarize(runs, **asdict(self.stats))
@@ -282,6 +290,8 @@ class Experiment:
             row for row in self._plan().rows if row.kind == "concept" and row.concept == concept
         ]
         tasks = [at_layer(row.task, layer) for row in rows]
+        from tcavkit.cav.batch import train_cav_batch  # torch: only to train
+
         batch = train_cav_batch(
             tasks, layer_loader(ctx, acts, layer), ctx.sizes, self.cav, self.adapter.device
         )
@@ -401,8 +411,12 @@ def experiment_arguments(
         base_dir = Path(config).resolve().parent
         config = load_config(config, list(overrides))
     spec = config.model
-    adapter = load_model(
-        spec, device=config.device, trust_model_file=trust_model_file, base_dir=base_dir
+    adapter = open_model(
+        spec,
+        device=config.device,
+        trust_model_file=trust_model_file,
+        base_dir=base_dir,
+        cache_dir=config.cache,
     )
     labels = load_labels(spec.labels) or getattr(adapter, "labels", None)
     data = Path(config.data)

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tcavkit import scoring
 from tcavkit.cav import learners
-from tcavkit.cav.batch import CavTask
+from tcavkit.cav.vector import CavTask
 from tcavkit.examples.base import ExampleSet
 from tcavkit.options import CavOptions, Preprocessing
 from tcavkit.store import cache_key
@@ -118,3 +119,11 @@ class KeyMaker:
     def cav_stats(cavs_key: str) -> str:
         """Key of the stats (intercept, accuracy, separation) beside a layer's CAVs."""
         return cache_key(kind="cav-stats", cavs=cavs_key)
+
+    @staticmethod
+    def cav_scores(cavs_key: str, gradient_keys: Sequence[str]) -> str:
+        """Key of the scores of a layer's CAVs (``cavs_key``) for the targets whose gradients
+        at that layer are the entries ``gradient_keys``, in that order."""
+        return cache_key(
+            kind="cav-scores", cavs=cavs_key, gradients=list(gradient_keys), scoring=scoring.VERSION
+        )

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from tcavkit.cav.batch import SetLoader
 from tcavkit.errors import CacheError, DataError, TcavWarning
 from tcavkit.examples.base import ExampleSet, batch_of, count_rows
 from tcavkit.pipeline.context import RunContext
+
+if TYPE_CHECKING:  # torch is imported where the model runs, not on cache reads
+    import torch
+
+    from tcavkit.cav.batch import SetLoader
 
 Loader = Callable[[], np.ndarray]
 """``() -> (n, d)`` float32: a set's activations (or gradients) at one layer."""
@@ -43,7 +46,7 @@ def sets_to_compute(
             if not _cached(ctx, ctx.keys.activations(ctx.layers, examples)):
                 order.append(examples)
     for name, index in targets.items():
-        if not _cached(ctx, _gradient_keys(ctx, sets[name], index)):
+        if not _cached(ctx, gradient_keys(ctx, sets[name], index)):
             order.append(sets[name])
     return order
 
@@ -79,7 +82,7 @@ def gradient_pass(ctx: RunContext, sets: dict[str, ExampleSet], targets: dict[st
             result[name] = _layer_arrays(
                 ctx,
                 sets[name],
-                _gradient_keys(ctx, sets[name], index),
+                gradient_keys(ctx, sets[name], index),
                 lambda x, k=index: ctx.adapter.gradients(x, k, ctx.layers, ctx.gradient),
                 "backward_batches",
             )
@@ -90,6 +93,8 @@ def gradient_pass(ctx: RunContext, sets: dict[str, ExampleSet], targets: dict[st
 def layer_loader(ctx: RunContext, arrays: Arrays, layer: str) -> SetLoader:
     """set name → float32 tensor ``(n, d)`` at ``layer`` on the model's device, read when
     asked."""
+    import torch
+
     device = ctx.adapter.device
 
     def load(name: str) -> torch.Tensor:
@@ -98,7 +103,8 @@ def layer_loader(ctx: RunContext, arrays: Arrays, layer: str) -> SetLoader:
     return load
 
 
-def _gradient_keys(ctx: RunContext, examples: ExampleSet, index: int) -> dict[str, str]:
+def gradient_keys(ctx: RunContext, examples: ExampleSet, index: int) -> dict[str, str]:
+    """{layer: cache key} of the gradients of class ``index`` on ``examples``."""
     adapter = ctx.adapter
     return ctx.keys.gradients(
         ctx.layers, examples, index, adapter.logits_layer, adapter.output, ctx.gradient
@@ -135,6 +141,7 @@ def _layer_arrays(
         ctx.sizes[examples.name] = len(next(iter(cached.values())))  # type: ignore[arg-type]
         return {layer: _cache_loader(ctx, key) for layer, key in keys.items()}
     del cached
+
     parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in keys}
     for batch in _batches(ctx, examples):
         out = compute(batch)

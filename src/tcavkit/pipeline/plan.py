@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tcavkit.cav.batch import CavTask
+from tcavkit.cav.vector import CavTask
 from tcavkit.tables import MIN_RANDOM_RUNS
 
 

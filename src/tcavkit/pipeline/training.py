@@ -9,28 +9,32 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
-from tcavkit.cav.batch import CavTask, cav_directions, train_cav_batch
 from tcavkit.cav.table import CavTable
+from tcavkit.cav.vector import CavTask
 from tcavkit.errors import TcavWarning
 from tcavkit.examples.base import ExampleSet
 from tcavkit.pipeline.context import RunContext
 from tcavkit.pipeline.passes import Arrays, layer_loader
 from tcavkit.pipeline.plan import Plan, at_layer
-from tcavkit.scoring import LayerScores, effect
+from tcavkit.scoring import LayerScores, Scores, effect
 from tcavkit.tables import EXTRA_RUN_COLUMNS, RUN_COLUMNS
+
+if TYPE_CHECKING:  # torch is imported where CAVs are trained or rebuilt, not on reads
+    import torch
 
 CAV_BATCH_BYTES = 256 * 2**20  # directions of one CAV batch (the sets stream past them;
 # each batch reads every set it involves twice, so larger batches read less per CAV)
 
-Scorer = Callable[[torch.Tensor, int], None]
+Scorer = Callable[["torch.Tensor", int], None]
 """``(directions (b, d), start)``: scores a batch of CAVs, the batch's first at ``start``."""
 
 
@@ -42,37 +46,43 @@ def train_and_score(
     grads: Arrays,
     targets: list[str],
     timings: dict[str, float],
+    gradient_keys: dict[str, dict[str, str]] | None = None,
 ) -> tuple[pd.DataFrame, CavTable]:
     """The runs table (one row per plan row, target and layer) and every trained CAV.
 
-    Adds the time spent training (``cavs``) and scoring (``scores``) to ``timings``.
+    ``gradient_keys``: target → layer → the cache key of its gradients (as the gradient
+    pass stored them); with them, a layer whose CAVs, stats and scores are all in the cache
+    is read whole: its CAVs are neither trained nor rebuilt and no gradient is read. Adds
+    the time spent training or reading (``cavs``) and scoring (``scores``) to ``timings``.
     """
     table = CavTable()
     frames = []
     timings["cavs"] = timings["scores"] = 0.0
-    device = ctx.adapter.device
     layer_tasks = {layer: plan.layer_tasks(layer) for layer in ctx.layers}
     total = sum(len(tasks) for tasks, _ in layer_tasks.values())
     with ctx.bar(total, "CAVs", "cav") as bar:
         for layer, (tasks, runs) in layer_tasks.items():
-            target_grads = [np.asarray(grads[t][layer](), dtype=np.float32) for t in targets]
-            bounds = np.cumsum([0, *(len(g) for g in target_grads)])
-            g = torch.from_numpy(np.concatenate(target_grads)).to(device)
-            del target_grads
-            scores = LayerScores.empty(len(targets), len(tasks))
-            score = partial(_score_batch, g, bounds, scores, timings)
             began = time.perf_counter()
-            coefficients, stats = _layer_cavs(ctx, sets, layer, tasks, acts, g.shape[1], score, bar)
-            timings["cavs"] += time.perf_counter() - began
-            rebuild = partial(
-                cav_directions,
-                load=layer_loader(ctx, acts, layer),
-                sizes=ctx.sizes,
-                options=ctx.cav,
-                device=device,
-            )
-            table.add_layer(layer, tasks, runs, coefficients, stats, rebuild)
-            del g
+            key = ctx.keys.cavs(layer, tasks, sets, ctx.cav)
+            scores_key = None
+            if gradient_keys is not None:
+                scores_key = ctx.keys.cav_scores(key, [gradient_keys[t][layer] for t in targets])
+            found = _cached_layer(ctx, key, scores_key, len(tasks), len(targets))
+            if found is not None:
+                coefficients, stats, scores = found
+                ctx.counts.cavs_from_cache += len(tasks)
+                ctx.counts.score_layers_from_cache += 1
+                bar.update(len(tasks))
+                timings["cavs"] += time.perf_counter() - began
+            else:
+                coefficients, stats, scores = _train_and_score_layer(
+                    ctx, sets, layer, tasks, acts, grads, targets, timings, bar
+                )
+                timings["cavs"] += time.perf_counter() - began
+                if scores_key is not None:
+                    meta = {"kind": "cav-scores", "layer": layer, "cavs": key}
+                    ctx.store.put(scores_key, scores.to_array(), meta=meta)
+            table.add_layer(layer, tasks, runs, coefficients, stats, _rebuilder(ctx, acts, layer))
             frames.append(_layer_rows(plan, layer, tasks, targets, scores, stats))
     runs_table = pd.concat(frames, ignore_index=True)[[*RUN_COLUMNS, *EXTRA_RUN_COLUMNS]]
     order = {name: i for i, name in enumerate(targets)}
@@ -82,6 +92,72 @@ def train_and_score(
         kind="stable",
     ).reset_index(drop=True)
     return runs_table, table
+
+
+def _train_and_score_layer(
+    ctx: RunContext,
+    sets: dict[str, ExampleSet],
+    layer: str,
+    tasks: list[CavTask],
+    acts: Arrays,
+    grads: Arrays,
+    targets: list[str],
+    timings: dict[str, float],
+    bar: tqdm,
+) -> tuple[np.ndarray, np.ndarray, LayerScores]:
+    """Coefficients, stats and scores of one layer's CAVs, trained (or their coefficients
+    read and their directions rebuilt) and scored for every target; the time spent
+    scoring is added to ``timings["scores"]``."""
+    import torch
+
+    device = ctx.adapter.device
+    target_grads = [np.asarray(grads[t][layer](), dtype=np.float32) for t in targets]
+    bounds = np.cumsum([0, *(len(g) for g in target_grads)])
+    g = torch.from_numpy(np.concatenate(target_grads)).to(device)
+    del target_grads
+    scores = LayerScores.empty(len(targets), len(tasks))
+    score = partial(_score_batch, g, bounds, scores, timings)
+    coefficients, stats = _layer_cavs(ctx, sets, layer, tasks, acts, g.shape[1], score, bar)
+    return coefficients, stats, scores
+
+
+def _cached_layer(
+    ctx: RunContext, key: str, scores_key: str | None, m: int, k: int
+) -> tuple[np.ndarray, np.ndarray, LayerScores] | None:
+    """A layer's coefficients, stats ``(m, 3)`` and scores ``(k`` targets × ``m)`` from the
+    cache, when all three are there and plausible; else ``None``."""
+    if scores_key is None:
+        return None
+    stats_key = ctx.keys.cav_stats(key)
+    scores = ctx.store.get(scores_key)
+    if scores is None or scores.shape != (2, len(fields(Scores)), k, m):
+        return None
+    coefficients = ctx.store.get(key)
+    stats = ctx.store.get(stats_key)
+    if (
+        coefficients is None
+        or stats is None
+        or len(coefficients) != m
+        or stats.shape != (m, 3)
+        or not _possible(stats)  # the training path below warns and retrains
+    ):
+        return None
+    return np.array(coefficients), np.array(stats), LayerScores.from_array(scores)
+
+
+def _rebuilder(
+    ctx: RunContext, acts: Arrays, layer: str
+) -> Callable[[Sequence[CavTask], np.ndarray], torch.Tensor]:
+    """``(tasks, coefficients) -> directions``: a layer's CAVs rebuilt from the (cached)
+    activations when a :class:`CavTable` lookup asks for one."""
+
+    def rebuild(tasks: Sequence[CavTask], coefficients: np.ndarray) -> torch.Tensor:
+        from tcavkit.cav.batch import cav_directions  # torch: only when a CAV is looked at
+
+        load = layer_loader(ctx, acts, layer)
+        return cav_directions(tasks, coefficients, load, ctx.sizes, ctx.cav, ctx.adapter.device)
+
+    return rebuild
 
 
 def _score_batch(
@@ -124,6 +200,10 @@ def _layer_cavs(
     per CAV instead of four bytes per activation value, and the same scores, since the
     directions are rebuilt by the same products in the same batches.
     """
+    import torch
+
+    from tcavkit.cav.batch import cav_directions, train_cav_batch
+
     key = ctx.keys.cavs(layer, tasks, sets, ctx.cav)
     stats_key = ctx.keys.cav_stats(key)
     step = max(1, CAV_BATCH_BYTES // (4 * dim))
@@ -178,11 +258,17 @@ def _layer_cavs(
     return coefficients, stats
 
 
-def _plausible_stats(ctx: RunContext, key: str, stats: np.ndarray) -> bool:
-    """Whether cached CAV stats ``(m, 3)`` (intercept, accuracy, separation) are finite
-    with accuracies in [0, 1]; if not, says so in one warning (the CAVs are retrained)."""
+def _possible(stats: np.ndarray) -> bool:
+    """Whether CAV stats ``(m, 3)`` (intercept, accuracy, separation) are finite with
+    accuracies in [0, 1]."""
     accuracy = stats[:, 1]
-    if np.isfinite(stats).all() and ((accuracy >= 0) & (accuracy <= 1)).all():
+    return bool(np.isfinite(stats).all() and ((accuracy >= 0) & (accuracy <= 1)).all())
+
+
+def _plausible_stats(ctx: RunContext, key: str, stats: np.ndarray) -> bool:
+    """Whether cached CAV stats are possible (:func:`_possible`); if not, says so in one
+    warning (the CAVs are retrained)."""
+    if _possible(stats):
         return True
     warnings.warn(
         f"cache file {ctx.store.path(key)} holds impossible CAV stats (non-finite values or "

@@ -11,13 +11,13 @@ from tcavkit.tables import LOW_CAV_ACCURACY, MIN_RANDOM_RUNS
 
 if TYPE_CHECKING:
     from tcavkit.report.build import build_report
+    from tcavkit.report.figures import plot_all
     from tcavkit.report.html import render_html
-    from tcavkit.report.plots import plot_all
 
 _LAZY: dict[str, str] = {
     "build_report": "tcavkit.report.build",
     "render_html": "tcavkit.report.html",
-    "plot_all": "tcavkit.report.plots",
+    "plot_all": "tcavkit.report.figures",
 }
 """Public name -> the module it is imported from on first access."""
 

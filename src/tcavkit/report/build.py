@@ -11,9 +11,9 @@ import pandas as pd
 from tcavkit.atomic import atomic_write
 from tcavkit.errors import DataError, one_line
 from tcavkit.report.common import STALE_PLOT_RE, as_list
+from tcavkit.report.figures import plot_all
 from tcavkit.report.gallery import gallery
 from tcavkit.report.html import RUN_ID_META, render_html
-from tcavkit.report.plots import plot_all
 from tcavkit.results import (
     MANIFEST_FILE,
     RESULTS_FILE,
@@ -22,6 +22,7 @@ from tcavkit.results import (
     check_manifest,
     output_error,
 )
+from tcavkit.store import ArrayStore
 from tcavkit.tables import NAME_COLUMNS
 
 REPORT_FILE = "report.html"
@@ -41,7 +42,7 @@ _RUNS_REQUIRED = ("target", "concept", "layer")
 _HINT = "run `tcavkit run` first and point the report at the results folder it writes"
 
 
-def build_report(results_dir: str | Path) -> Path:
+def build_report(results_dir: str | Path, plot_cache: str | Path | None = None) -> Path:
     """Write ``results_dir/plots/*.png`` and ``results_dir/report.html``; return the HTML path.
 
     Reads ``summary.csv`` (required), ``runs.csv`` and ``results.json`` (optional: the
@@ -53,6 +54,10 @@ def build_report(results_dir: str | Path) -> Path:
     earlier build that the current tables no longer produce are removed, so rebuilding is
     idempotent. A folder written by ``tcavkit discover`` (with ``concepts.json``) also gets
     the gallery of discovered concepts.
+
+    With ``plot_cache`` (a cache folder: ``tcavkit run`` gives the experiment's), a plot
+    drawn before from the same rows by the same code is copied from there instead of drawn
+    again (:mod:`tcavkit.report.figures`); without it, every plot is drawn.
 
     Raises:
         DataError: the folder or ``summary.csv`` is missing, a file cannot be read, a file
@@ -87,7 +92,8 @@ def build_report(results_dir: str | Path) -> Path:
 
     try:
         plots_dir = folder / PLOTS_DIR
-        paths = plot_all(summary, runs, plots_dir)
+        cache = ArrayStore(plot_cache) if plot_cache is not None else None
+        paths = plot_all(summary, runs, plots_dir, cache)
         keep = {p.name for p in paths}
         for old in plots_dir.iterdir():
             if old.name not in keep and STALE_PLOT_RE.match(old.name) and old.is_file():

@@ -35,7 +35,7 @@ from tcavkit.report.common import (
     statistics_of,
     to_float,
 )
-from tcavkit.report.plots import EXPLANATIONS, plan_plots
+from tcavkit.report.figures import EXPLANATIONS, plan_plots
 from tcavkit.report.text import (
     STATISTIC_MEANINGS,
     controls_text,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,13 +20,17 @@ from matplotlib.patches import Patch, Rectangle
 
 from tcavkit.report.common import (
     DIRECTION_MARKS,
-    as_bool,
     directions,
     float_column,
     ordered_unique,
-    plot_filename,
     statistics_of,
     to_float,
+)
+from tcavkit.report.figures import (  # noqa: F401 (plot_all and plan_plots: kept here too)
+    EXPLANATIONS,
+    PlotSpec,
+    plan_plots,
+    plot_all,
 )
 from tcavkit.report.text import statistic_label
 from tcavkit.tables import LOW_CAV_ACCURACY
@@ -60,120 +63,6 @@ _FALLBACK_FONTS = (
     "WenQuanYi Zen Hei", "Microsoft YaHei", "PingFang SC", "Hiragino Sans", "Malgun Gothic",
     "Arial Unicode MS", "Noto Sans",
 )  # fmt: skip
-
-
-EXPLANATIONS = {
-    "statistic": (
-        "What was tested. Bars: the tested statistic per concept (mean over runs), with its "
-        "interval at the level the multiple-testing correction tests the row at. Dashed line "
-        "and band: random concepts (random image sets, each tested as if it were a concept), "
-        "mean ± 1 sd. Solid blue bars marked + are significantly above random concepts, solid "
-        "orange bars marked − significantly below; hatched grey bars are not significant, and "
-        "their interval covers the random concepts' mean."
-    ),
-    "tcav": (
-        "The TCAV score, a description: the share of the class's examples whose logit rises "
-        "along the CAV (mean over random runs, with its 95% interval; dots: single runs). "
-        "Dashed line and band: random concepts, mean ± 1 sd. Colours and marks are those of "
-        "the test of the tested statistic (above), not of this score: blue + significantly "
-        "positive, orange − significantly negative, hatched grey not significant."
-    ),
-    "heatmap": (
-        "Mean TCAV score (descriptive) for each concept (columns) at each layer (rows). 0.5 "
-        "(white) is no preference; blue: the class logit rises along the concept for most "
-        "examples, orange: it falls. Marks come from the test of the tested statistic: + "
-        "significantly positive, − significantly negative; hatched grey cells are not "
-        "significant."
-    ),
-    "cav-accuracy": (
-        "Held-out accuracy of the concept-vs-random linear classifiers (mean over runs; dots: "
-        f"single runs). Bars below the dashed line at {LOW_CAV_ACCURACY:g} are near chance, "
-        "hatched and marked !: TCAV scores from those CAVs mean little."
-    ),
-}
-"""What each kind of plot shows (one paragraph per kind in the report)."""
-
-
-@dataclass(frozen=True)
-class PlotSpec:
-    """One plot to draw: its kind, the rows it shows, its file name and a short title."""
-
-    kind: str
-    target: str | None
-    layer: str | None
-    filename: str
-    title: str
-
-
-def plan_plots(summary: pd.DataFrame) -> list[PlotSpec]:
-    """The plots ``summary`` gives rise to, in report order: the tested statistic (when the
-    summary has it), TCAV score bars, heatmaps, CAV accuracy."""
-    if summary.empty or not {"target", "concept", "layer", "mean"} <= set(summary.columns):
-        return []
-    specs: list[PlotSpec] = []
-    targets = ordered_unique(summary["target"])
-    if np.isfinite(float_column(summary, "statistic_mean")).any():
-        for target in targets:
-            rows = summary[summary["target"].astype(str) == target]
-            for layer in ordered_unique(rows["layer"]):
-                name = plot_filename("statistic", target, layer)
-                title = f"Class {target}, layer {layer}: tested statistic"
-                specs.append(PlotSpec("statistic", target, layer, name, title))
-    for target in targets:
-        rows = summary[summary["target"].astype(str) == target]
-        for layer in ordered_unique(rows["layer"]):
-            name = plot_filename("tcav", target, layer)
-            specs.append(PlotSpec("tcav", target, layer, name, f"Class {target}, layer {layer}"))
-    for target in targets:
-        name = plot_filename("heatmap", target)
-        specs.append(PlotSpec("heatmap", target, None, name, f"Class {target}, all layers"))
-    if np.isfinite(float_column(summary, "cav_accuracy_mean")).any():
-        if _accuracy_shared(summary):
-            name = plot_filename("cav-accuracy", None)
-            specs.append(PlotSpec("cav-accuracy", None, None, name, "All concepts and layers"))
-        else:  # accuracies differ between targets: one plot per target
-            for target in targets:
-                name = plot_filename("cav-accuracy", target)
-                specs.append(PlotSpec("cav-accuracy", target, None, name, f"Class {target}"))
-    return specs
-
-
-def plot_all(summary: pd.DataFrame, runs: pd.DataFrame | None, out_dir: Path) -> list[Path]:
-    """Write every plot of :func:`plan_plots` as PNG into ``out_dir``; return their paths.
-
-    Args:
-        summary: one row per (target, concept, layer) with at least ``target, concept,
-            layer, mean``; other columns (``ci_low, ci_high, null_mean, null_std,
-            significant, direction, cav_accuracy_mean`` and the ``statistic_*`` columns) are
-            used when present.
-        runs: one row per CAV (``target, concept, layer, tcav_score, cav_accuracy,
-            is_null``) for the single-run dots, or ``None``.
-        out_dir: folder for the PNGs (created if needed).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    concept_runs = _concept_runs(runs)
-    paths: list[Path] = []
-    for spec in plan_plots(summary):
-        path = out_dir / spec.filename
-        if spec.kind == "statistic":
-            plot_statistic_bars(_select(summary, spec.target, spec.layer), spec, path)
-        elif spec.kind == "tcav":
-            rows = _select(summary, spec.target, spec.layer)
-            plot_tcav_bars(rows, _select(concept_runs, spec.target, spec.layer), spec, path)
-        elif spec.kind == "heatmap":
-            plot_heatmap(_select(summary, spec.target), spec, path)
-        else:
-            rows = _select(summary, spec.target)
-            run_rows = _select(concept_runs, spec.target)
-            if spec.target is None:
-                rows = rows.drop_duplicates(["concept", "layer"])
-                if run_rows is not None:
-                    keys = [c for c in ("concept", "layer", "random", "run") if c in run_rows]
-                    run_rows = run_rows.drop_duplicates(keys)
-            plot_cav_accuracy(rows, run_rows, spec, path)
-        paths.append(path)
-    return paths
 
 
 def plot_tcav_bars(
@@ -686,37 +575,14 @@ def _draw_run_dots(
             )
 
 
-def _concept_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
-    """The non-null rows of ``runs`` (None if unusable)."""
-    if runs is None or runs.empty or not {"target", "concept", "layer"} <= set(runs.columns):
-        return None
-    if "is_null" in runs.columns:
-        runs = runs[[not as_bool(v) for v in runs["is_null"]]]
-    return runs
-
-
-def _select(table: pd.DataFrame | None, target: str | None, layer: str | None = None):
-    """Rows of ``table`` for ``target`` (all if None) and ``layer`` (all if None)."""
-    if table is None:
-        return None
-    mask = np.ones(len(table), dtype=bool)
-    if target is not None:
-        mask &= (table["target"].astype(str) == target).to_numpy()
-    if layer is not None:
-        mask &= (table["layer"].astype(str) == layer).to_numpy()
-    return table[mask]
-
-
-def _accuracy_shared(summary: pd.DataFrame) -> bool:
-    """True when every (concept, layer) has the same CAV accuracy for all targets."""
-    acc = pd.DataFrame(
-        {
-            "concept": summary["concept"].astype(str),
-            "layer": summary["layer"].astype(str),
-            "acc": float_column(summary, "cav_accuracy_mean"),
-        }
-    )
-    spread = acc.groupby(["concept", "layer"], sort=False)["acc"].agg(
-        lambda s: (s.max() - s.min()) if s.notna().any() else 0.0
-    )
-    return bool((spread.fillna(0.0) <= 1e-9).all())
+def draw_plot(spec: PlotSpec, rows: pd.DataFrame, runs: pd.DataFrame | None, path: Path) -> None:
+    """Draw the plot ``spec`` of ``rows`` (and ``runs``, the single runs it shows) as PNG at
+    ``path`` (the rows :func:`tcavkit.report.figures.plot_data` selects)."""
+    if spec.kind == "statistic":
+        plot_statistic_bars(rows, spec, path)
+    elif spec.kind == "tcav":
+        plot_tcav_bars(rows, runs, spec, path)
+    elif spec.kind == "heatmap":
+        plot_heatmap(rows, spec, path)
+    else:
+        plot_cav_accuracy(rows, runs, spec, path)
