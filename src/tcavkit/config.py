@@ -30,8 +30,10 @@ from tcavkit.options import (
     CavOptions,
     DiscoverOptions,
     ExampleLimits,
+    ExecutorName,
     GradientName,
     Preprocessing,
+    RayOptions,
     StatsOptions,
     reject_bools,
 )
@@ -110,7 +112,7 @@ class RandomSpec(_Strict):
 
 class ExperimentConfig(_Strict):
     """One TCAV experiment, as in the YAML file. The sections ``model.input``,
-    ``examples``, ``cav``, ``stats`` and ``discover`` are the settings groups of
+    ``examples``, ``cav``, ``stats``, ``discover`` and ``ray`` are the settings groups of
     :mod:`tcavkit.options`, which validate themselves."""
 
     model: ModelSpec
@@ -123,6 +125,8 @@ class ExperimentConfig(_Strict):
     cav: CavOptions = CavOptions()
     stats: StatsOptions = StatsOptions()
     discover: DiscoverOptions = DiscoverOptions()
+    executor: ExecutorName = "local"
+    ray: RayOptions = RayOptions()
     gradient: GradientName = "logit"
     seed: StrictInt = 0
     batch_size: StrictInt = Field(32, ge=1)
@@ -140,6 +144,7 @@ class ExperimentConfig(_Strict):
                 ("cav", CavOptions),
                 ("stats", StatsOptions),
                 ("discover", DiscoverOptions),
+                ("ray", RayOptions),
             ):
                 _reject_raw_bools(data.get(key), section, key)
         return data
