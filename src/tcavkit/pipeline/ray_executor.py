@@ -485,11 +485,12 @@ class RayExecutor:
             max_restarts=RESTARTS,
             max_task_retries=RESTARTS,
         )(ModelWorker)
+        # A loader and the settings are small: passed by value, so that a restarted actor
+        # gets them again from its creation task. An adapter is put in the object store
+        # once; the reference is kept for the restarts.
         model = self.model if not isinstance(self.model, ModelAdapter) else ray.put(self.model)
-        settings = ray.put(self.settings)
-        # A restarted actor gets its arguments again: they must outlive this call.
-        self._arguments = (model, settings)
-        actors = [worker.remote(model, settings, self.fingerprint) for _ in range(count)]
+        self._arguments = (model,)
+        actors = [worker.remote(model, self.settings, self.fingerprint) for _ in range(count)]
         try:
             for found in ray.get([actor.describe.remote() for actor in actors]):
                 self._check_worker(found)
