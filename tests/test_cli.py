@@ -307,15 +307,15 @@ def test_os_error_is_one_line_naming_the_file(project, tmp_path, monkeypatch):
 def test_warnings_print_when_raised_and_quiet_keeps_them(project, tmp_path, monkeypatch):
     """The few-random-runs warning comes before the model's first pass, once, even with
     --quiet, and is recalled after the results."""
-    import tcavkit.pipeline.experiment as experiment_module
+    import tcavkit.pipeline.executor as executor_module  # the local executor runs the passes
 
-    original = experiment_module.activation_pass
+    original = executor_module.activation_pass
 
     def marked(*args, **kwargs):
         sys.stderr.write("MARK: activations start\n")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(experiment_module, "activation_pass", marked)
+    monkeypatch.setattr(executor_module, "activation_pass", marked)
     args = ["run", project / "experiment.yaml", "--set", "random.runs=3", "--out", tmp_path / "o"]
     result = invoke(*args, "--quiet")
     assert result.exit_code == 0, result.output

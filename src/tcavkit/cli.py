@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import json
 import sys
 import traceback
 import warnings
@@ -232,6 +233,19 @@ def _print_controls(controls: Any) -> None:
         typer.echo(text)
 
 
+def executor_overrides(executor: str | None, ray_address: str | None) -> list[str]:
+    """``--executor`` and ``--ray-address`` as ``--set`` overrides (an address selects
+    ray unless ``--executor`` says otherwise; quoted, so YAML reads it as text)."""
+    overrides = []
+    if executor is not None:
+        overrides.append(f"executor={json.dumps(executor)}")
+    if ray_address is not None:
+        if executor is None:
+            overrides.append('executor="ray"')
+        overrides.append(f"ray.address={json.dumps(ray_address)}")
+    return overrides
+
+
 @app.command()
 def run(
     experiment: Annotated[Path, typer.Argument(help="The experiment YAML file.")],
@@ -241,6 +255,30 @@ def run(
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a config key, e.g. --set cav.method=hinge."),
+    ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            metavar="local|ray",
+            help=(
+                "Where the model passes and the CAVs run: local (this process) or ray (a Ray "
+                "cluster; pip install 'tcavkit[ray]'). Default: the experiment's executor:, "
+                "else local."
+            ),
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            metavar="ADDRESS",
+            help=(
+                "The Ray cluster to run on (auto, HOST:PORT or ray://HOST:10001); implies "
+                "--executor ray. Default: the experiment's ray.address, else a Ray instance "
+                "started on this machine."
+            ),
+        ),
     ] = None,
     trust_model_file: TrustOption = False,
     quiet: QuietOption = False,
@@ -254,7 +292,7 @@ def run(
             outcome = run_experiment_file(
                 experiment,
                 out=out,
-                overrides=set_ or [],
+                overrides=[*(set_ or []), *executor_overrides(executor, ray_address)],
                 trust_model_file=trust_model_file,
                 progress=not quiet,
             )

@@ -30,9 +30,11 @@ from tcavkit.options import (
     CavOptions,
     DiscoverOptions,
     ExampleLimits,
+    ExecutorName,
     GradientName,
     PoolingName,
     Preprocessing,
+    RayOptions,
     StatsOptions,
     reject_bools,
 )
@@ -128,7 +130,7 @@ class RandomSpec(_Strict):
 
 class ExperimentConfig(_Strict):
     """One TCAV experiment, as in the YAML file. The sections ``model.input``,
-    ``examples``, ``cav``, ``stats`` and ``discover`` are the settings groups of
+    ``examples``, ``cav``, ``stats``, ``discover`` and ``ray`` are the settings groups of
     :mod:`tcavkit.options`, which validate themselves."""
 
     model: ModelSpec
@@ -141,6 +143,8 @@ class ExperimentConfig(_Strict):
     cav: CavOptions = CavOptions()
     stats: StatsOptions = StatsOptions()
     discover: DiscoverOptions = DiscoverOptions()
+    executor: ExecutorName = "local"
+    ray: RayOptions = RayOptions()
     gradient: GradientName = "logit"
     seed: StrictInt = 0
     batch_size: StrictInt = Field(32, ge=1)
@@ -158,6 +162,7 @@ class ExperimentConfig(_Strict):
                 ("cav", CavOptions),
                 ("stats", StatsOptions),
                 ("discover", DiscoverOptions),
+                ("ray", RayOptions),
             ):
                 _reject_raw_bools(data.get(key), section, key)
         return data

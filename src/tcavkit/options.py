@@ -26,6 +26,7 @@ CorrectionName = Literal["holm", "bonferroni", "bh", "none"]
 CacheDtype = Literal["float32", "float16"]
 DiscoverMethod = Literal["ace"]
 PoolingName = Literal["none", "cls", "mean", "last"]
+ExecutorName = Literal["local", "ray"]
 
 CAV_METHODS: tuple[str, ...] = get_args(CavMethod)
 CAV_METHOD_ALIASES: dict[str, str] = dict.fromkeys(get_args(CavMethodAlias), "hinge")
@@ -37,6 +38,7 @@ CORRECTIONS: tuple[str, ...] = get_args(CorrectionName)
 CACHE_DTYPES: tuple[str, ...] = get_args(CacheDtype)
 DISCOVER_METHODS: tuple[str, ...] = get_args(DiscoverMethod)
 POOLINGS: tuple[str, ...] = get_args(PoolingName)
+EXECUTORS: tuple[str, ...] = get_args(ExecutorName)
 
 # Unknown keys in an experiment file's section are errors (pydantic reads this attribute of
 # a standard dataclass; a plain dict, so that this module needs no pydantic import).
@@ -284,3 +286,43 @@ class DiscoverOptions:
             },
             sort_keys=True,
         )
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how a run with ``executor: ray`` spreads its work (the experiment file's
+    ``ray``; see :mod:`tcavkit.pipeline.ray_executor`).
+
+    Attributes:
+        address: the Ray cluster to join: ``auto`` (the cluster this machine belongs to,
+            started by ``ray start``), ``HOST:PORT`` of its head, ``ray://HOST:10001``;
+            ``None`` (default): a Ray instance started on this machine for the run.
+        workers: model actors for the activation and gradient passes (``None``: as many as
+            the cluster's GPUs, or CPUs when ``gpus_per_worker`` is 0, allow).
+        gpus_per_worker: GPUs each model actor and each CAV task holds (0: CPU only;
+            fractions share a GPU).
+        cpus_per_worker: CPUs each model actor and each CAV task holds (also its number of
+            torch threads, rounded down, at least 1).
+    """
+
+    __pydantic_config__ = _FORBID_EXTRA
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+    def __post_init__(self) -> None:
+        reject_bools(asdict(self), RayOptions, "ray")
+        if self.address is not None and (not isinstance(self.address, str) or not self.address):
+            raise ConfigError(
+                f"ray.address must be auto, HOST:PORT or ray://HOST:PORT, got {self.address!r}"
+            )
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
+            raise ConfigError(
+                f"ray.workers must be a whole number of at least 1, got {self.workers!r}"
+            )
+        if not self.gpus_per_worker >= 0:
+            raise ConfigError(f"ray.gpus_per_worker must be 0 or more, got {self.gpus_per_worker}")
+        if not self.cpus_per_worker > 0:
+            raise ConfigError(f"ray.cpus_per_worker must be positive, got {self.cpus_per_worker}")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,27 +28,23 @@ from tcavkit.examples.prefetch import Prefetcher
 from tcavkit.examples.sources import as_source
 from tcavkit.models.adapter import ModelAdapter, OutputSelector, Pooling
 from tcavkit.models.deferred import open_model
-from tcavkit.models.loading import adapter_for, describe, load_labels
+from tcavkit.models.loading import adapter_for, describe, load_labels, load_model
 from tcavkit.options import (
     CACHE_DTYPES,
+    EXECUTORS,
     GRADIENTS,
     CavOptions,
     ExampleLimits,
     Preprocessing,
+    RayOptions,
     StatsOptions,
     check_choice,
 )
 from tcavkit.pipeline.context import RunContext
+from tcavkit.pipeline.executor import ModelLoader, open_executor, timed
 from tcavkit.pipeline.keys import KeyMaker
-from tcavkit.pipeline.passes import (
-    activation_pass,
-    gradient_keys,
-    gradient_pass,
-    layer_loader,
-    sets_to_compute,
-)
+from tcavkit.pipeline.passes import activation_pass, layer_loader
 from tcavkit.pipeline.plan import Plan, at_layer, natural_key, plan_runs
-from tcavkit.pipeline.training import train_and_score
 from tcavkit.results import TcavResult, provenance
 from tcavkit.stats import negative_controls, summarize
 from tcavkit.store import ArrayStore
@@ -92,6 +88,14 @@ class Experiment:
         progress: show a progress bar per phase.
         config: the experiment file's content, recorded in the results as given.
         model_description: how the report names the model (default: its class name).
+        executor: where the model passes and the CAVs run: ``local`` (default: this
+            process) or ``ray`` (a Ray cluster; needs ``pip install 'tcavkit[ray]'`` and a
+            cache folder every node sees; see :mod:`tcavkit.pipeline.ray_executor`).
+            Both give the same tables.
+        ray: where and how ``executor="ray"`` runs (address, workers, resources).
+        model_loader: ``() -> adapter``, how a Ray worker builds the model (each loads it
+            once and checks its fingerprint against this one's); ``None``: the adapter
+            itself is sent to the workers. :meth:`from_config` loads the model file.
     """
 
     def __init__(
@@ -122,6 +126,9 @@ class Experiment:
         progress: bool = True,
         config: dict[str, Any] | None = None,
         model_description: str | None = None,
+        executor: str = "local",
+        ray: RayOptions | None = None,
+        model_loader: ModelLoader | None = None,
     ) -> None:
         if isinstance(model, ModelAdapter):
             if pooling is not None:
@@ -159,6 +166,10 @@ class Experiment:
         check_choice(gradient, GRADIENTS, "gradient")
         self.gradient = gradient
         self.progress = progress
+        check_choice(executor, EXECUTORS, "executor")
+        self.executor = executor
+        self.ray = ray or RayOptions()
+        self.model_loader = model_loader
         self.config = config
         self.model_description = (
             model_description or type(getattr(self.adapter, "module", self.adapter)).__name__
@@ -243,22 +254,18 @@ class Experiment:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", TcavWarning)
                 plan = self._plan()
-                with _timed(timings, "resolve"):
+                with timed(timings, "resolve"):
                     sets = self._resolve_sets()
                     ctx = self._context(self.adapter.fingerprint())
                 example_sets = [*self.concepts, *self.random]
                 targets = {name: self.class_index(name) for name in self.targets}
-                order = sets_to_compute(ctx, sets, example_sets, targets)
-                with Prefetcher(self.preprocessing, order) as ctx.loads:
-                    with _timed(timings, "activations"):
-                        acts = activation_pass(ctx, sets, example_sets)
-                    with _timed(timings, "gradients"):
-                        grads = gradient_pass(ctx, sets, targets)
-                keys = {name: gradient_keys(ctx, sets[name], k) for name, k in targets.items()}
-                runs, cavs = train_and_score(
-                    ctx, plan, sets, acts, grads, list(self.targets), timings, keys
-                )
-                with _timed(timings, "stats"):
+                model = self.model_loader or self.adapter
+                with open_executor(self.executor, self.ray, ctx, model) as executor:
+                    acts, grads = executor.passes(ctx, sets, example_sets, targets, timings)
+                    runs, cavs = executor.train_and_score(
+                        ctx, plan, sets, acts, grads, list(self.targets), timings
+                    )
+                with timed(timings, "stats"):
                     summary = summarize(runs, **asdict(self.stats))
                     controls = negative_controls(runs, **asdict(self.stats))
         finally:
@@ -456,6 +463,15 @@ def experiment_arguments(
         "progress": progress,
         "config": config.model_dump(mode="json"),
         "model_description": describe(spec),
+        "executor": config.executor,
+        "ray": config.ray,
+        "model_loader": partial(
+            load_model,
+            spec,
+            device=config.device,
+            trust_model_file=trust_model_file,
+            base_dir=base_dir,
+        ),
     }
 
 
@@ -497,12 +513,3 @@ def _check_set_names(config: ExperimentConfig, random_names: Sequence[str]) -> N
                 f"{key}: a random set must not hold the {key}' examples; rename the random "
                 "set folders or list them in random.sets"
             )
-
-
-@contextmanager
-def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[phase] = time.perf_counter() - start

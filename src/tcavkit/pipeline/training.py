@@ -84,14 +84,36 @@ def train_and_score(
                     ctx.store.put(scores_key, scores.to_array(), meta=meta)
             table.add_layer(layer, tasks, runs, coefficients, stats, _rebuilder(ctx, acts, layer))
             frames.append(_layer_rows(plan, layer, tasks, targets, scores, stats))
-    runs_table = pd.concat(frames, ignore_index=True)[[*RUN_COLUMNS, *EXTRA_RUN_COLUMNS]]
+    return runs_table(frames, targets), table
+
+
+def runs_table(frames: list[pd.DataFrame], targets: list[str]) -> pd.DataFrame:
+    """The runs table from each layer's rows (:func:`_layer_rows`, in layer order): by
+    target in ``targets`` order, each target's concept rows before its null rows."""
+    runs = pd.concat(frames, ignore_index=True)[[*RUN_COLUMNS, *EXTRA_RUN_COLUMNS]]
     order = {name: i for i, name in enumerate(targets)}
-    runs_table = runs_table.sort_values(
+    return runs.sort_values(
         ["target", "is_null"],
         key=lambda col: col.map(order) if col.name == "target" else col,
         kind="stable",
     ).reset_index(drop=True)
-    return runs_table, table
+
+
+def cav_chunks(n_tasks: int, dim: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch of a layer's ``n_tasks`` CAVs of dimension ``dim``
+    (at most :data:`CAV_BATCH_BYTES` of float32 directions each)."""
+    step = max(1, CAV_BATCH_BYTES // (4 * dim))
+    return [(start, min(start + step, n_tasks)) for start in range(0, n_tasks, step)]
+
+
+def store_cavs(
+    ctx: RunContext, layer: str, key: str, coefficients: np.ndarray, stats: np.ndarray
+) -> None:
+    """Cache a layer's CAV coefficients ``(m, n_train)`` under ``key`` and their stats
+    ``(m, 3)`` beside them."""
+    meta = {"layer": layer, "cavs": len(coefficients), "method": ctx.cav.method}
+    ctx.store.put(key, coefficients, meta=meta)
+    ctx.store.put(ctx.keys.cav_stats(key), stats, meta={"cavs": key})
 
 
 def _train_and_score_layer(
@@ -206,8 +228,8 @@ def _layer_cavs(
 
     key = ctx.keys.cavs(layer, tasks, sets, ctx.cav)
     stats_key = ctx.keys.cav_stats(key)
-    step = max(1, CAV_BATCH_BYTES // (4 * dim))
-    chunks = [(start, min(start + step, len(tasks))) for start in range(0, len(tasks), step)]
+    chunks = cav_chunks(len(tasks), dim)
+    step = chunks[0][1] - chunks[0][0] if chunks else 1
     load = layer_loader(ctx, acts, layer)
     device = ctx.adapter.device
     buffer = torch.empty(min(step, len(tasks)), dim, dtype=torch.float32, device=device)
@@ -252,9 +274,7 @@ def _layer_cavs(
     coefficients = np.concatenate(
         [np.pad(part, ((0, 0), (0, width - part.shape[1]))) for part in parts]
     )
-    meta = {"layer": layer, "cavs": len(tasks), "method": ctx.cav.method}
-    ctx.store.put(key, coefficients, meta=meta)
-    ctx.store.put(stats_key, stats, meta={"cavs": key})
+    store_cavs(ctx, layer, key, coefficients, stats)
     return coefficients, stats
 
 

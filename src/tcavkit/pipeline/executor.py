@@ -1,0 +1,147 @@
+"""Where a run's heavy work runs: the seam between :meth:`Experiment.run` and the engine.
+
+An executor does the two heavy stages of a run, the model passes (activations of concept
+and random sets, gradients of target sets, all through the cache) and the CAVs with their
+scores, and gives back what the local code gives: loaders of cached arrays, the runs table
+and the :class:`~tcavkit.cav.table.CavTable`. The statistics, results and report stay on
+the caller's machine whatever the executor.
+
+- :class:`LocalExecutor` (``executor: local``, the default): this process, in order.
+- :class:`~tcavkit.pipeline.ray_executor.RayExecutor` (``executor: ray``): a Ray cluster,
+  imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol
+
+import pandas as pd
+
+from tcavkit.cav.table import CavTable
+from tcavkit.examples.base import ExampleSet
+from tcavkit.examples.prefetch import Prefetcher
+from tcavkit.models.adapter import ModelAdapter
+from tcavkit.options import EXECUTORS, RayOptions, check_choice
+from tcavkit.pipeline.context import RunContext
+from tcavkit.pipeline.passes import (
+    Arrays,
+    activation_pass,
+    gradient_keys,
+    gradient_pass,
+    sets_to_compute,
+)
+from tcavkit.pipeline.plan import Plan
+from tcavkit.pipeline.training import train_and_score
+
+ModelLoader = Callable[[], ModelAdapter]
+"""``() -> adapter``: builds the experiment's model where it is called (a Ray worker)."""
+
+
+class Executor(Protocol):
+    """The heavy stages of one run (see the module)."""
+
+    def passes(
+        self,
+        ctx: RunContext,
+        sets: dict[str, ExampleSet],
+        example_sets: Sequence[str],
+        targets: dict[str, int],
+        timings: dict[str, float],
+    ) -> tuple[Arrays, Arrays]:
+        """``(activations, gradients)``: {set name: {layer: loader}} of the concept and random
+        sets ``example_sets`` and of the targets (name → class index). Adds the time of
+        each pass to ``timings`` (``activations``, ``gradients``)."""
+        ...
+
+    def train_and_score(
+        self,
+        ctx: RunContext,
+        plan: Plan,
+        sets: dict[str, ExampleSet],
+        acts: Arrays,
+        grads: Arrays,
+        targets: list[str],
+        timings: dict[str, float],
+    ) -> tuple[pd.DataFrame, CavTable]:
+        """The runs table and every CAV, as :func:`tcavkit.pipeline.training.train_and_score`."""
+        ...
+
+
+class LocalExecutor:
+    """Everything in this process: one set after another through the model (the next set
+    decoded meanwhile), then the CAVs layer by layer. The targets' gradient keys of the
+    passes let a layer whose CAVs, stats and scores are all cached be read whole."""
+
+    def __init__(self) -> None:
+        self._gradient_keys: dict[str, dict[str, str]] | None = None
+
+    def passes(
+        self,
+        ctx: RunContext,
+        sets: dict[str, ExampleSet],
+        example_sets: Sequence[str],
+        targets: dict[str, int],
+        timings: dict[str, float],
+    ) -> tuple[Arrays, Arrays]:
+        order = sets_to_compute(ctx, sets, example_sets, targets)
+        with Prefetcher(ctx.keys.preprocessing, order) as ctx.loads:
+            with timed(timings, "activations"):
+                acts = activation_pass(ctx, sets, example_sets)
+            with timed(timings, "gradients"):
+                grads = gradient_pass(ctx, sets, targets)
+        self._gradient_keys = {
+            name: gradient_keys(ctx, sets[name], k) for name, k in targets.items()
+        }
+        return acts, grads
+
+    def train_and_score(
+        self,
+        ctx: RunContext,
+        plan: Plan,
+        sets: dict[str, ExampleSet],
+        acts: Arrays,
+        grads: Arrays,
+        targets: list[str],
+        timings: dict[str, float],
+    ) -> tuple[pd.DataFrame, CavTable]:
+        return train_and_score(ctx, plan, sets, acts, grads, targets, timings, self._gradient_keys)
+
+
+@contextmanager
+def open_executor(
+    name: str,
+    ray: RayOptions,
+    ctx: RunContext,
+    model: ModelAdapter | ModelLoader,
+) -> Iterator[Executor]:
+    """The executor ``name`` (``local`` or ``ray``) for one run, closed when the block ends.
+
+    Args:
+        ray: the Ray settings (read only for ``ray``).
+        model: what a Ray worker builds its model from: a loader, or the adapter itself
+            (sent to each worker once).
+
+    Raises:
+        ConfigError: ``ray`` without the ray package, or without a cache folder.
+    """
+    check_choice(name, EXECUTORS, "executor")
+    if name == "local":
+        yield LocalExecutor()
+        return
+    from tcavkit.pipeline.ray_executor import RayExecutor  # imports ray: only when chosen
+
+    with RayExecutor.open(ray, ctx, model) as executor:
+        yield executor
+
+
+@contextmanager
+def timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    """Records the block's wall time as ``timings[phase]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = time.perf_counter() - start
