@@ -336,6 +336,8 @@ class ModelAdapter(ABC):
             {layer: float32 CPU tensor ``(n, d)``}, each layer pooled (see ``pooling``) or
             flattened per example.
         """
+        import torch
+
         self.check_layers(layers)
         x = self._inputs(x)
         mask = input_mask(x)

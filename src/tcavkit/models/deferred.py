@@ -73,10 +73,10 @@ def open_model(
     """The adapter of the ``model`` section: a :class:`DeferredModel` for a TorchScript,
     ONNX or Keras file when there is a cache folder, else the loaded model
     (:func:`~tcavkit.models.loading.load_model`; same arguments)."""
-    check_spec(spec)
     kind = deferred_kind(spec)
     if kind is None or cache_dir is None:
         return load_model(spec, device=device, trust_model_file=trust_model_file, base_dir=base_dir)
+    check_spec(spec)
     return DeferredModel(
         spec,
         kind,
@@ -244,6 +244,11 @@ class DeferredModel(ModelAdapter):
         objective: str = "logit",
     ) -> dict[str, torch.Tensor]:
         return self.model.gradients(x, class_index, layers, objective)
+
+    # Only HuggingFace adapters (never deferred) carry a tokenizer or their own labels.
+    encoder: Any = None
+    labels: list[str] | None = None
+    pooling: Any = "none"  # pooled models are never deferred (see deferred_kind)
 
     def __getattr__(self, name: str) -> Any:
         # anything else (``module``, ...) is the loaded adapter's

@@ -203,6 +203,8 @@ def _joined(parts: list[torch.Tensor], name: str, layer: str) -> torch.Tensor:
             f"({', '.join(map(str, widths[:6]))}): its output depends on the input length; "
             "set model.pooling to cls, mean or last for it"
         )
+    import torch
+
     return torch.cat(parts)
 
 

@@ -59,8 +59,8 @@ from tcavkit.pipeline.keys import KeyMaker
 from tcavkit.pipeline.passes import (
     Arrays,
     _cached,
-    _gradient_keys,
     activation_pass,
+    gradient_keys,
     gradient_pass,
     layer_loader,
 )
@@ -423,7 +423,7 @@ class RayExecutor:
             if not _cached(ctx, ctx.keys.activations(ctx.layers, examples)):
                 jobs.append(PassJob(examples))
         for name, index in targets.items():
-            if not _cached(ctx, _gradient_keys(ctx, sets[name], index)):
+            if not _cached(ctx, gradient_keys(ctx, sets[name], index)):
                 jobs.append(PassJob(sets[name], index))
         return jobs
 
@@ -536,7 +536,7 @@ class RayExecutor:
         pending: dict[Any, tuple[str, int, int]] = {}
         for layer in ctx.layers:
             tasks, runs = plan.layer_tasks(layer)
-            grad_keys = [_gradient_keys(ctx, sets[t], self.targets[t])[layer] for t in targets]
+            grad_keys = [gradient_keys(ctx, sets[t], self.targets[t])[layer] for t in targets]
             dim = self._dim(ctx, grad_keys[0])
             key = ctx.keys.cavs(layer, tasks, sets, ctx.cav)
             cached = _cached_cavs(ctx, key, len(tasks))
