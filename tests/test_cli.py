@@ -197,7 +197,8 @@ def test_sort_out_help_names_the_files():
     result = invoke("sort", "--help")
     assert result.exit_code == 0
     text = re.sub(r"[\s│]+", " ", result.stdout)
-    assert "the concept, the layer and the --images folder's name" in text
+    assert "the concept, the layer and the --examples folder's or file's name" in text
+    assert "--examples" in text and "--images" in text  # --images: the older name
 
 
 # -- trust comes from the person running the command ----------------------------------------

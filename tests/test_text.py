@@ -139,3 +139,52 @@ def test_layers_of_a_transformers_folder(tmp_path):
     # "tcavkit lists the layers of this model": [CLS] + 7 words (unknown ones too) + [SEP]
     assert shapes["bert.encoder.layer.0"] == "(1, 9, 8)"
     assert shapes["classifier"] == "(1, 2)"
+
+
+@pytest.mark.slow
+def test_sort_puts_sentences_with_p_words_first(text_experiment, tmp_path):
+    """``tcavkit sort`` on a text file: the planted P-word sentences rank first; every
+    sentence is in the table once; the console shows the texts as they were written."""
+    import numpy as np
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from tcavkit.cli import app
+    from tcavkit.demo.text import P_WORDS, sentence
+
+    rng = np.random.default_rng(5)
+    with_p = [sentence(rng, p_word=True, colour=i % 2 == 0, words=6) for i in range(8)]
+    without = [sentence(rng, p_word=False, colour=i % 2 == 0, words=6) for i in range(8)]
+    odd = 'the film, "quite" long & <b>[red]</b> été'  # printed and stored as written
+    texts = [*with_p[:4], *without, odd, *with_p[4:]]
+    (tmp_path / "reviews.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "sorted"
+    args = [str(text_experiment), "--concept", "pwords", "--layer", LAYER]
+    where = ["--out", str(out), "--quiet"]
+    result = CliRunner().invoke(
+        app,
+        ["sort", *args, "--examples", str(tmp_path / "reviews.txt"), "--top", "17", *where],
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / f"sort-pwords-{LAYER}-reviews.txt.csv", keep_default_na=False)
+    assert list(table.columns) == ["rank", "text", "cosine", "projection"]
+    assert sorted(table["text"]) == sorted(texts) and list(table["rank"]) == list(range(1, 18))
+    top = table.sort_values("rank")["text"][:8].tolist()
+    assert sorted(top) == sorted(with_p), table
+    assert all(any(w in t.split() for w in P_WORDS) for t in top)
+    assert table["cosine"].is_monotonic_decreasing
+    assert not list(out.glob("*.png"))  # no contact sheet for text
+    lines = result.stdout.splitlines()
+    assert any(line.endswith(f"  {odd}") for line in lines), result.stdout
+    first = lines.index(f"most like 'pwords' at {LAYER}:")
+    assert lines[first + 1].endswith(f"  {top[0]}"), result.stdout
+    # With --top 3 the console shows the three least like the concept after "least like".
+    again = CliRunner().invoke(
+        app,
+        ["sort", *args, "--images", str(tmp_path / "reviews.txt"), "-k", "3", *where],
+    )
+    assert again.exit_code == 0, again.output
+    lines = again.stdout.splitlines()
+    last = lines.index(f"least like 'pwords' at {LAYER}:")
+    bottom = table.sort_values("rank")["text"][-3:].tolist()
+    assert [line.split(None, 2)[2] for line in lines[last + 1 : last + 4]] == bottom

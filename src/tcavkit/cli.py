@@ -347,17 +347,29 @@ def sort(
     experiment: Annotated[Path, typer.Argument(help="The experiment YAML file.")],
     concept: Annotated[str, typer.Option("--concept", "-c", help="Concept to sort by.")],
     layer: Annotated[str, typer.Option("--layer", "-l", help="Layer of the CAVs.")],
-    images: Annotated[Path, typer.Option("--images", help="Folder of images to sort.")],
-    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Images shown per end.")] = 8,
+    examples: Annotated[
+        Path,
+        typer.Option(
+            "--examples",
+            "--images",
+            help=(
+                "What to sort: a folder of images, or for a text model a .txt file (one "
+                "example per line), a folder of .txt files, or a .csv/.jsonl file with a "
+                "'text' column."
+            ),
+        ),
+    ],
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Examples shown per end.")] = 8,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
             "-o",
             help=(
-                "Folder for the table and the contact sheet (default: the experiment's "
-                "output: folder). Their names hold the concept, the layer and the --images "
-                "folder's name, e.g. sort-red-conv-pics.csv, so other sorts keep theirs."
+                "Folder for the table and the contact sheet (images only) (default: the "
+                "experiment's output: folder). Their names hold the concept, the layer and "
+                "the --examples folder's or file's name, e.g. sort-red-conv-pics.csv, so "
+                "other sorts keep theirs."
             ),
         ),
     ] = None,
@@ -366,11 +378,12 @@ def sort(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Rank images by cosine similarity with a concept's mean CAV at a layer."""
+    """Rank images (or, for a text model, texts) by cosine similarity with a concept's mean
+    CAV at a layer."""
     with _errors(debug):
         with _warnings_shown() as seen:
             from tcavkit.pipeline.experiment import Experiment  # imports torch: not at --help
-            from tcavkit.sorter import output_stem, sort_images
+            from tcavkit.sorter import output_stem, sort_examples
 
             exp = Experiment.from_config(
                 experiment,
@@ -378,21 +391,24 @@ def sort(
                 trust_model_file=trust_model_file,
                 progress=not quiet,
             )
-            result = sort_images(exp, concept, layer, images)
+            result = sort_examples(exp, concept, layer, examples)
             folder = Path(out) if out is not None else Path((exp.config or {})["output"])
-            stem = output_stem(concept, layer, images)
+            stem = output_stem(concept, layer, examples)
             csv_path = result.write_csv(folder / f"{stem}.csv")
-            sheet = result.write_contact_sheet(folder / f"{stem}.png", top)
-        k = min(top, len(result.files))
+            sheet = None
+            if not result.is_text:
+                sheet = result.write_contact_sheet(folder / f"{stem}.png", top)
+        n = len(result)
+        k = min(top, n)
         typer.echo(f"most like {concept!r} at {layer}:")
         for i in range(k):
-            typer.echo(f"  {i + 1:>4}  {result.cosine[i]:+.3f}  {result.files[i].name}")
+            typer.echo(f"  {i + 1:>4}  {result.cosine[i]:+.3f}  {result.label(i)}")
         typer.echo(f"least like {concept!r} at {layer}:")
-        n = len(result.files)
         for i in range(max(k, n - k), n) if n > k else []:
-            typer.echo(f"  {i + 1:>4}  {result.cosine[i]:+.3f}  {result.files[i].name}")
+            typer.echo(f"  {i + 1:>4}  {result.cosine[i]:+.3f}  {result.label(i)}")
         typer.echo(f"table: {csv_path}")
-        typer.echo(f"contact sheet: {sheet}")
+        if sheet is not None:
+            typer.echo(f"contact sheet: {sheet}")
         _recap(seen)
 
 
