@@ -106,9 +106,19 @@ def tables(outcome) -> dict[str, bytes]:
     return {n: (outcome.out_dir / n).read_bytes() for n in ("runs.csv", "summary.csv")}
 
 
+WORKER_THREADS = 1  # cpus_per_worker above: each Ray worker runs torch with 1 thread
+
+
 @pytest.fixture(scope="module")
 def local(experiment):
-    outcome = run(experiment, "local")
+    """The local run's tables, with torch on the workers' thread count: torch's sums are
+    split by thread, so another count moves the last bits (about 1e-9 relative)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(WORKER_THREADS)
+    try:
+        outcome = run(experiment, "local")
+    finally:
+        torch.set_num_threads(threads)
     assert outcome.result.counts.sets_computed == SETS
     return tables(outcome)
 
