@@ -25,9 +25,10 @@ from tcavkit.config import parse_config
 from tcavkit.demo.run import run_discover_demo
 from tcavkit.demo.synthetic import creatures, set_rng
 from tcavkit.discover import discover
-from tcavkit.discover.clusters import acceptable, keep_clusters
+from tcavkit.discover.clusters import acceptable, keep_clusters, nmf
 from tcavkit.discover.segments import (
     bounding_box,
+    crop_grid,
     fill_colour,
     jaccard,
     keep_segments,
@@ -106,6 +107,26 @@ def test_patch_is_the_full_bounding_box_filled_with_the_mean_colour():
     assert patch[1, 1].tolist() == [10, 20, 30]
 
 
+def test_crop_grid_is_square_crops_on_a_centred_grid():
+    crops = crop_grid((6, 8), [2, 3])
+    # 2 a side: crops of 3 pixels; 2 rows of 2 columns, left over columns 0 and 7
+    assert crops.kept[:4].tolist() == [[0, 0], [0, 1], [0, 2], [0, 3]]
+    first = crops.labels[0]
+    assert first[:, 0].tolist() == [-1] * 6 and first[:, 7].tolist() == [-1] * 6
+    assert bounding_box(crops.mask(0)) == (0, 1, 3, 4)
+    assert bounding_box(crops.mask(1)) == (0, 4, 3, 7)
+    assert bounding_box(crops.mask(3)) == (3, 4, 6, 7)
+    # 3 a side: crops of 2 pixels, a 3 x 4 grid covering the image
+    assert len(crops.kept) == 4 + 12
+    assert crops.kept[4].tolist() == [1, 0] and crops.kept[-1].tolist() == [1, 11]
+    assert bounding_box(crops.mask(len(crops.kept) - 1)) == (4, 6, 6, 8)
+    assert (crops.labels[1] >= 0).all()
+    # a crop is a patch with nothing to fill
+    image = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
+    patch = make_patch(image, crops.mask(1), (0, 0, 0), (3, 3))
+    np.testing.assert_array_equal(patch, image[0:3, 4:7])
+
+
 def test_fill_colour_is_the_pixel_the_preprocessing_maps_to_its_mean():
     imagenet = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     assert fill_colour(imagenet) == (124, 116, 104)
@@ -138,6 +159,45 @@ def test_filter_on_hand_built_cluster_assignments():
     assert len(kept[1].members) == 30
 
 
+def test_nmf_refuses_negative_activations():
+    acts = np.abs(np.random.default_rng(0).normal(size=(20, 4)))
+    acts[3, 2] = -0.5
+    with pytest.raises(ConfigError) as error:
+        nmf(acts, 2, seed=0, layer="block2.conv")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "'block2.conv' has negative activations" in message
+    assert "post-ReLU (non-negative)" in message
+
+
+def test_nmf_assigns_crops_to_their_planted_component():
+    # two non-negative directions, and 12 crops: 0-5 are multiples of the first (with a
+    # little of the second), 6-11 of the second; crop 5 and crop 11 are the strongest.
+    first = np.array([1.0, 1.0, 0.0, 0.0, 0.5])
+    second = np.array([0.0, 0.0, 1.0, 1.0, 0.5])
+    weights = [1, 2, 3, 4, 5, 6]
+    acts = np.array(
+        [w * first + 0.1 * second for w in weights] + [w * second + 0.1 * first for w in weights]
+    )
+    labels, distances = nmf(acts, 2, seed=0, layer="block3")
+    assert len(set(labels[:6])) == 1 and len(set(labels[6:])) == 1
+    assert labels[0] != labels[6]
+    # a component's crops are kept largest coefficient first
+    sources = np.arange(12)  # each crop from its own image
+    kept = keep_clusters(labels, distances, sources, n_discovery=12, min_images=2, max_patches=3)
+    nearest = sorted(c.nearest.tolist() for c in kept)
+    assert nearest == [[5, 4, 3], [11, 10, 9]]
+    # a crop with no activation belongs to no component
+    labels, _ = nmf(np.vstack([acts, np.zeros(5)]), 2, seed=0, layer="block3")
+    assert labels[-1] == -1
+    assert [
+        len(c.members)
+        for c in keep_clusters(
+            labels, np.zeros(13), np.arange(13), n_discovery=13, min_images=2, max_patches=3
+        )
+    ] == [6, 6]
+
+
 def test_ace_filter_conditions():
     assert acceptable(10, 6, 40, 5)  # highly common
     assert not acceptable(10, 4, 40, 2)  # 4 <= 5 (n/2), 4 <= 10 (N/4), 4 <= 20 (N/2)
@@ -166,8 +226,19 @@ def test_discover_block_is_typed_and_checked():
         parse_config(bad, Path("."))
     with pytest.raises(ConfigError, match="discover.clusters: expected a number"):
         parse_config({**raw, "discover": {"clusters": True}}, Path("."))
-    with pytest.raises(ConfigError, match="unknown discover.method 'nmf'"):
-        DiscoverOptions(method="nmf")
+    with pytest.raises(ConfigError, match="unknown discover.method 'craft'"):
+        DiscoverOptions(method="craft")
+    assert DiscoverOptions(method="nmf", crops=[2, 4]).crops == (2, 4)
+    with pytest.raises(ConfigError, match="discover.crops must be whole numbers"):
+        DiscoverOptions(crops=(0,))
+    with pytest.raises(ConfigError, match="discover.crops: expected a number"):
+        parse_config({**raw, "discover": {"crops": [True]}}, Path("."))
+    # the crop settings, not the SLIC ones, key an nmf run's cached patches
+    assert DiscoverOptions(method="nmf").fingerprint() != DiscoverOptions().fingerprint()
+    assert (
+        DiscoverOptions(method="nmf", segments=(9,)).fingerprint()
+        == DiscoverOptions(method="nmf").fingerprint()
+    )
     with pytest.raises(ConfigError, match="min_images"):
         DiscoverOptions(images=4, min_images=5)
 
@@ -278,6 +349,44 @@ def test_gallery_is_shown_only_beside_its_own_tables(demo, tmp_path):
     assert "does not go with this folder&#39;s summary.csv" in text
 
 
+NMF_CROPS = [3, 5]
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_nmf_finds_the_planted_body_colour_and_writes_the_same_outputs(demo, tmp_path):
+    root = demo.experiment_file.parent
+    path = _experiment(demo, tmp_path, **{"discover.method": "nmf", "discover.crops": NMF_CROPS})
+    outcome = discover(path, out=tmp_path / "out", progress=False)
+    shares = {c.name: _shares(root, c) for c in outcome.concepts}
+    body = [
+        c
+        for c in outcome.concepts
+        if shares[c.name]["body"] >= 0.8
+        and c.result["significant"]
+        and c.result["direction"] == "positive"
+    ]
+    assert body, {c.name: (shares[c.name], c.result["direction"]) for c in outcome.concepts}
+    background = [c for c in outcome.concepts if shares[c.name]["background"] > 0.5]
+    assert not any(c.result["significant"] for c in background)
+    # every patch is a square crop of its grid
+    for concept in outcome.concepts:
+        for patch in concept.patches:
+            top, left, bottom, right = patch.box
+            assert bottom - top == right - left == DEMO["size"] // patch.resolution
+            assert patch.mask.sum() == (bottom - top) ** 2
+    document = json.loads(outcome.concepts_file.read_text())
+    assert document["method"] == "nmf"
+    assert document["settings"]["crops"] == NMF_CROPS
+    assert document["concepts"][0]["patches"][0]["crops"] in NMF_CROPS
+    first = outcome.concepts[0]
+    assert len(list(first.folder.glob("*.png"))) == len(first.patches)
+    assert (outcome.out_dir / "gallery" / f"{first.name}.png").is_file()
+    assert first.name in outcome.report.read_text(encoding="utf-8")
+    again = discover(path, out=tmp_path / "again", progress=False)  # same seed, warm cache
+    assert again.concepts_file.read_bytes() == outcome.concepts_file.read_bytes()
+
+
 # ------------------------------------------------------------------ bad input
 
 
@@ -326,6 +435,14 @@ def test_layer_without_spatial_structure_is_one_line(demo, tmp_path):
 def test_images_too_small_for_the_segment_count(demo, tmp_path):
     path = _experiment(demo, tmp_path, **{"discover.segments": [15, 400]})
     with pytest.raises(ConfigError, match=r"too small for 400 segments.*lower discover.segments"):
+        discover(path, out=tmp_path / "out", progress=False)
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_images_too_small_for_the_crop_count(demo, tmp_path):
+    path = _experiment(demo, tmp_path, **{"discover.method": "nmf", "discover.crops": [4, 32]})
+    with pytest.raises(ConfigError, match=r"too small for 32 crops a side.*lower discover.crops"):
         discover(path, out=tmp_path / "out", progress=False)
 
 

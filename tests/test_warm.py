@@ -145,6 +145,21 @@ def test_model_facts_are_read_instead_of_loading_the_file(project, tmp_path):
     np.testing.assert_array_equal(warm.cavs[key].direction, cold.cavs[key].direction)
 
 
+def test_a_model_first_loaded_inside_inference_mode_still_gives_gradients(project, tmp_path):
+    # tcavkit discover's patch pass (pooled_activations, under torch.inference_mode) can be
+    # the first use of a deferred model; its weights must not become inference tensors.
+    folder = fresh(project, tmp_path)
+    config = folder / "experiment.yaml"
+    Experiment.from_config(config, progress=False)  # records the facts
+    adapter = Experiment.from_config(config, progress=False).adapter
+    assert isinstance(adapter, DeferredModel) and not adapter.loaded
+    x = torch.rand(2, 3, 32, 32)
+    adapter.pooled_activations(x, ["block2"])
+    assert adapter.loaded
+    grads = adapter.gradients(x, 0, ["block2"])
+    assert grads["block2"].shape[0] == 2 and torch.isfinite(grads["block2"]).all()
+
+
 def test_a_layer_not_accepted_before_is_checked_on_the_loaded_model(project, tmp_path):
     folder = fresh(project, tmp_path)
     config = folder / "experiment.yaml"

@@ -449,7 +449,7 @@ def discover(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Discover the concepts a class uses from its own images (ACE) and test each one."""
+    """Discover the concepts a class uses from its own images (ACE or NMF) and test each one."""
     with _errors(debug):
         with _warnings_shown() as seen:
             from tcavkit.discover import discover as run_discovery  # imports torch

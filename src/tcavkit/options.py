@@ -24,7 +24,7 @@ TestName = Literal["concept-t", "concept-rank", "ttest", "welch", "one-sample"]
 StatisticName = Literal["effect", "tcav_score", "magnitude"]
 CorrectionName = Literal["holm", "bonferroni", "bh", "none"]
 CacheDtype = Literal["float32", "float16"]
-DiscoverMethod = Literal["ace"]
+DiscoverMethod = Literal["ace", "nmf"]
 PoolingName = Literal["none", "cls", "mean", "last"]
 ExecutorName = Literal["local", "ray"]
 
@@ -218,21 +218,28 @@ class StatsOptions:
 
 @dataclass(frozen=True)
 class DiscoverOptions:
-    """Automatic concept discovery, ACE-style (the experiment file's ``discover``; see
-    :mod:`tcavkit.discover`).
+    """Automatic concept discovery, ACE- or CRAFT-style (the experiment file's ``discover``;
+    see :mod:`tcavkit.discover`).
 
     Attributes:
         targets: the classes whose concepts are discovered (``None``: every target of the
             experiment).
         images: segment at most this many images of each target (the first ones in the
             seeded order of the target's folder).
-        segments: SLIC superpixel counts, one segmentation (resolution) per count.
+        segments: SLIC superpixel counts, one segmentation (resolution) per count
+            (``ace``).
         compactness: SLIC's balance of colour against space (higher: squarer segments).
         min_area: a segment smaller than this share of its image is dropped.
-        clusters: k-means clusters per target and layer.
+        crops: square crops across the image's shorter side (``nmf``), one grid (scale) per
+            count: ``n`` makes a grid of crops of side ``shorter side // n`` (``n`` by ``n``
+            on a square image).
+        clusters: k-means clusters (``ace``) or NMF components (``nmf``) per target and
+            layer.
         min_images: a concept must come from at least this many different images.
-        max_patches: patches kept per concept, those nearest the cluster's centre.
-        method: ``ace`` (superpixels and k-means; the only method so far).
+        max_patches: patches kept per concept, those nearest the cluster's centre
+            (``ace``) or with the largest coefficients of the component (``nmf``).
+        method: ``ace`` (superpixels and k-means) or ``nmf`` (CRAFT: square crops and
+            non-negative matrix factorisation of post-ReLU activations).
     """
 
     __pydantic_config__ = _FORBID_EXTRA
@@ -242,6 +249,7 @@ class DiscoverOptions:
     segments: tuple[int, ...] = (15, 50, 80)
     compactness: float = 20.0
     min_area: float = 0.001
+    crops: tuple[int, ...] = (3, 5)
     clusters: int = 25
     min_images: int = 5
     max_patches: int = 40
@@ -258,6 +266,14 @@ class DiscoverOptions:
                     f"discover.segments must be whole numbers of at least 2, got {count!r}"
                 )
         object.__setattr__(self, "segments", tuple(self.segments))
+        if not self.crops:
+            raise ConfigError("discover.crops must list at least one crop count")
+        for count in self.crops:
+            if not isinstance(count, int) or count < 1:
+                raise ConfigError(
+                    f"discover.crops must be whole numbers of at least 1, got {count!r}"
+                )
+        object.__setattr__(self, "crops", tuple(self.crops))
         if self.targets is not None:
             object.__setattr__(self, "targets", tuple(self.targets))
         for key, low in (("images", 2), ("clusters", 2), ("min_images", 2), ("max_patches", 2)):
@@ -277,7 +293,10 @@ class DiscoverOptions:
         check_open_unit(self.min_area, "discover.min_area")
 
     def fingerprint(self) -> str:
-        """The segmentation settings, canonically: part of the discovery cache keys."""
+        """The segmentation (``ace``) or crop (``nmf``) settings, canonically: part of the
+        discovery cache keys."""
+        if self.method == "nmf":
+            return json.dumps({"method": "nmf", "crops": list(self.crops)}, sort_keys=True)
         return json.dumps(
             {
                 "segments": list(self.segments),

@@ -1,8 +1,10 @@
-"""Automatic concept discovery (ACE, Ghorbani et al., NeurIPS 2019): ``tcavkit discover``.
+"""Automatic concept discovery (ACE, Ghorbani et al., NeurIPS 2019; CRAFT-style NMF, Fel et
+al., CVPR 2023, as ``method: nmf``): ``tcavkit discover``.
 
 - :mod:`~tcavkit.discover.segments`: SLIC superpixels at several resolutions, de-duplication,
-  patches (pure; needs scikit-image, ``pip install 'tcavkit[discover]'``);
-- :mod:`~tcavkit.discover.clusters`: k-means of patch activations and ACE's filter (pure);
+  square crops (``nmf``), patches (pure; needs scikit-image, ``pip install 'tcavkit[discover]'``);
+- :mod:`~tcavkit.discover.clusters`: k-means (or NMF) of patch activations and ACE's filter
+  (pure);
 - :mod:`~tcavkit.discover.run`: the whole job (:func:`discover`): patches through the
   model and the cache, clusters written as concept folders, tested by the normal experiment.
 """

@@ -1,4 +1,5 @@
-"""``tcavkit discover``: find the concepts a class uses, from its own images (ACE).
+"""``tcavkit discover``: find the concepts a class uses, from its own images (ACE, or
+CRAFT with ``method: nmf``).
 
 For each target: its images are segmented into superpixels at several resolutions
 (:mod:`~tcavkit.discover.segments`), every kept segment becomes a patch, the patches go
@@ -14,6 +15,13 @@ them in a gallery.
 Segmentations and patch activations are cached by content (the target images' digests, the
 segmentation settings, the model, the preprocessing), so a second run with other
 clustering settings runs no forward pass.
+
+``method: nmf`` (CRAFT, Fel et al. CVPR 2023) runs the same pipeline with two steps
+swapped: the patches are square crops on a regular grid at each ``discover.crops`` scale
+instead of superpixels, and at each layer their activations are factorised by non-negative
+matrix factorisation instead of clustered (each crop belongs to its strongest component,
+a concept keeps the crops with the largest coefficients). Everything else (the filter, the
+folders, the test, ``concepts.json``, the gallery) is shared.
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ from tqdm.auto import tqdm
 
 from tcavkit.atomic import atomic_write
 from tcavkit.config import ExperimentConfig, load_config
-from tcavkit.discover.clusters import keep_clusters, kmeans
+from tcavkit.discover.clusters import keep_clusters, kmeans, nmf
 from tcavkit.discover.segments import (
     Segments,
     bounding_box,
+    check_crop_size,
     check_image_size,
+    crop_grid,
     fill_colour,
     make_patch,
     require_skimage,
@@ -76,8 +86,10 @@ class Patch:
     Attributes:
         source: the source image's file name (in the target's folder).
         image: the source image's index among the segmented images.
-        resolution: the SLIC segment count of the segmentation it comes from.
-        label: its SLIC label in that segmentation.
+        resolution: the SLIC segment count of the segmentation it comes from (``nmf``: the
+            crop count of its grid).
+        label: its SLIC label in that segmentation (``nmf``: its crop's index in the grid,
+            row by row).
         box: ``(top, left, bottom, right)`` of its mask in the (resized) source image.
         mask: ``(H, W)`` bool: its segment in the (resized) source image.
     """
@@ -177,7 +189,10 @@ def discover(
             "tcavkit discover resizes patches to the model's input size: set "
             "model.input.size (e.g. [224, 224])"
         )
-    check_image_size(preprocessing.size, options.segments, "discover.segments")
+    if options.method == "nmf":
+        check_crop_size(preprocessing.size, options.crops, "discover.crops")
+    else:
+        check_image_size(preprocessing.size, options.segments, "discover.segments")
     _check_spatial(adapter, layers, preprocessing)
     store = ArrayStore(args["cache_dir"])
     model_fp = adapter.fingerprint()
@@ -314,9 +329,12 @@ def _target_images(
     else:
         segments = []
         for array in tqdm(arrays, desc=f"segment {target}", unit="image", disable=not progress):
-            segments.append(
-                segment_image(array, options.segments, options.compactness, options.min_area)
-            )
+            if options.method == "nmf":
+                segments.append(crop_grid(array.shape[:2], options.crops))
+            else:
+                segments.append(
+                    segment_image(array, options.segments, options.compactness, options.min_area)
+                )
         table = np.concatenate(
             [
                 np.column_stack([np.full(len(s.kept), i, dtype=np.int32), s.kept])
@@ -427,9 +445,13 @@ def _cluster(
 ) -> list[DiscoveredConcept]:
     patches = _patch_list(images)
     sources = np.asarray([i for i, _ in patches], dtype=np.int64)
+    scales = options.crops if options.method == "nmf" else options.segments
     found = []
     for layer in layers:
-        labels, distances = kmeans(acts[layer], options.clusters, seed)
+        if options.method == "nmf":
+            labels, distances = nmf(acts[layer], options.clusters, seed, layer)
+        else:
+            labels, distances = kmeans(acts[layer], options.clusters, seed)
         kept = keep_clusters(
             labels,
             distances,
@@ -451,7 +473,7 @@ def _cluster(
                     Patch(
                         source=images.files[i],
                         image=i,
-                        resolution=int(options.segments[resolution]),
+                        resolution=int(scales[resolution]),
                         label=label,
                         box=bounding_box(mask),
                         mask=mask,
@@ -574,6 +596,8 @@ def concepts_document(
     the gallery only beside that table)."""
     settings = asdict(options)
     settings["segments"] = list(options.segments)
+    settings["crops"] = list(options.crops)
+    scale = "crops" if options.method == "nmf" else "segments"
     if options.targets is not None:
         settings["targets"] = list(options.targets)
     items = []
@@ -602,7 +626,7 @@ def concepts_document(
                     {
                         "file": PATCH_PATTERN.format(k),
                         "source": p.source,
-                        "segments": p.resolution,
+                        scale: p.resolution,
                         "label": p.label,
                         "box": list(p.box),
                     }

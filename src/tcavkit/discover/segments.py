@@ -1,4 +1,4 @@
-"""Superpixels and patches: the image side of ACE-style concept discovery (pure).
+"""Superpixels, crops and patches: the image side of concept discovery (pure).
 
 Each image is segmented with SLIC at several resolutions (one per segment count). A
 segment smaller than ``min_area`` of the image is dropped, and so is one that duplicates a
@@ -6,6 +6,12 @@ segment kept at an earlier resolution (Jaccard index above :data:`DUPLICATE_JACC
 Every label SLIC returns is visited. A kept segment becomes a *patch*: the full bounding box
 of its mask, the pixels outside the mask filled with the preprocessing's mean colour,
 resized to the model's input size.
+
+``method: nmf`` (CRAFT) uses square crops instead (:func:`crop_grid`): at each scale ``n``
+the image is covered by a grid of square crops of side ``shorter side // n`` (``n`` by
+``n`` on a square image; the grid centred, any remainder left out). A crop is a square
+segment, so it is a patch exactly as a superpixel is: its bounding box (the crop itself,
+nothing to fill), resized.
 
 Arrays: images are ``(H, W, 3)`` uint8, label maps ``(H, W)`` int32, masks ``(H, W)`` bool.
 """
@@ -28,6 +34,9 @@ is a duplicate (ACE's threshold)."""
 
 MIN_PIXELS_PER_SEGMENT = 16
 """An image needs at least this many pixels per requested segment."""
+
+MIN_CROP_SIDE = 4
+"""A square crop is at least this many pixels a side."""
 
 
 def require_skimage() -> ModuleType:
@@ -65,6 +74,19 @@ def check_image_size(size: tuple[int, int], segments: Sequence[int], where: str)
             f"(SLIC needs at least {MIN_PIXELS_PER_SEGMENT} pixels per segment, "
             f"{MIN_PIXELS_PER_SEGMENT * largest} in all): lower discover.segments to at most "
             f"{height * width // MIN_PIXELS_PER_SEGMENT} or raise model.input.size"
+        )
+
+
+def check_crop_size(size: tuple[int, int], crops: Sequence[int], where: str) -> None:
+    """Raise a :class:`ConfigError` when ``size`` (height, width) is too small for crops of
+    at least :data:`MIN_CROP_SIDE` pixels at the largest crop count."""
+    side = min(size)
+    largest = max(crops)
+    if side // largest < MIN_CROP_SIDE:
+        raise ConfigError(
+            f"{where}: images of {size[0]}x{size[1]} pixels are too small for {largest} crops "
+            f"a side (each crop needs at least {MIN_CROP_SIDE} pixels a side): lower "
+            f"discover.crops to at most {max(1, side // MIN_CROP_SIDE)} or raise model.input.size"
         )
 
 
@@ -153,6 +175,27 @@ def segment_image(
     """SLIC at each segment count, then :func:`keep_segments`."""
     maps = np.stack([slic_labels(image, n, compactness) for n in segments])
     return Segments(labels=maps, kept=keep_segments(list(maps), min_area))
+
+
+def crop_grid(shape: tuple[int, int], crops: Sequence[int]) -> Segments:
+    """The square crops of an image of ``shape`` (height, width) as :class:`Segments`: one
+    label map per crop count ``n`` (``-1`` outside the crops), its ``n * n`` crops labelled
+    row by row, every crop kept."""
+    height, width = shape
+    maps = np.full((len(crops), height, width), -1, dtype=np.int32)
+    kept = []
+    for r, n in enumerate(crops):
+        side = min(height, width) // n
+        rows, cols = height // side, width // side
+        top0, left0 = (height - rows * side) // 2, (width - cols * side) // 2
+        label = 0
+        for a in range(rows):
+            for b in range(cols):
+                top, left = top0 + a * side, left0 + b * side
+                maps[r, top : top + side, left : left + side] = label
+                kept.append((r, label))
+                label += 1
+    return Segments(labels=maps, kept=np.asarray(kept, dtype=np.int32).reshape(-1, 2))
 
 
 def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:

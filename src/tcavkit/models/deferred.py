@@ -167,14 +167,22 @@ class DeferredModel(ModelAdapter):
 
     @property
     def model(self) -> ModelAdapter:
-        """The loaded adapter (the file is loaded on first access)."""
+        """The loaded adapter (the file is loaded on first access).
+
+        The first access may come from inside a forward pass's ``torch.inference_mode()``
+        (``pooled_activations`` enters it before calling :meth:`run`); the file is loaded
+        outside it, else its weights would be inference tensors and every later gradient
+        pass would fail ("Inference tensors cannot be saved for backward")."""
         if self._model is None:
-            self._model = load_model(
-                self._spec,
-                device=self._device,
-                trust_model_file=self._trusted,
-                base_dir=self._base_dir,
-            )
+            import torch
+
+            with torch.inference_mode(False):
+                self._model = load_model(
+                    self._spec,
+                    device=self._device,
+                    trust_model_file=self._trusted,
+                    base_dir=self._base_dir,
+                )
         return self._model
 
     def _load_facts(self) -> dict[str, Any]:
