@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from tcavkit.demo.starters import CLASSES, train_starter_cnn
+from tcavkit.demo.starters import CLASSES, TrainedModel, train_starter_cnn
 from tcavkit.demo.synthetic import CREATURE_COLOURS, DEFAULT_CONCEPTS, make_dataset
 from tcavkit.workflow import RunOutcome, run_experiment_file
 
@@ -137,6 +137,42 @@ def write_experiment_file(path: Path, *, size: int, runs: int) -> Path:
     return path
 
 
+def _data_and_model(
+    out: Path,
+    size: int,
+    n_per_set: int,
+    n_random: int,
+    concepts: Sequence[str],
+    epochs: int,
+    n_train_per_class: int,
+    echo: Callable[[str], None],
+) -> tuple[TrainedModel, Path]:
+    """Both demos' first steps: the starter creatures (targets, ``concepts``, random sets)
+    in ``out/data``, and the starter CNN trained and scripted to ``out/models/starters.pt``."""
+    out.mkdir(parents=True, exist_ok=True)
+    echo(f"generating images ({size}x{size}) in {out / 'data'}")
+    make_dataset(
+        out / "data",
+        size=(size, size),
+        n_per_set=n_per_set,
+        n_random_sets=n_random,
+        concepts=concepts,
+    )
+    echo("training the starter CNN (fire = red, water = blue, grass = green)")
+    trained = train_starter_cnn(
+        size=(size, size), n_per_class=n_train_per_class, epochs=epochs, seed=0
+    )
+    echo(
+        f"  train accuracy {trained.train_accuracy:.1%}, test accuracy {trained.test_accuracy:.1%}"
+    )
+    model_path = out / "models" / "starters.pt"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit in recent torch
+        torch.jit.save(torch.jit.script(trained.model), str(model_path))
+    return trained, model_path
+
+
 def run_demo(
     out_dir: str | Path,
     size: int = 64,
@@ -156,27 +192,9 @@ def run_demo(
     if quick:
         size, n_per_set, n_random, epochs, n_train_per_class = 32, 20, 20, 6, 60
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    echo(f"generating images ({size}x{size}) in {out / 'data'}")
-    make_dataset(
-        out / "data",
-        size=(size, size),
-        n_per_set=n_per_set,
-        n_random_sets=n_random,
-        concepts=DEMO_CONCEPTS,
+    trained, model_path = _data_and_model(
+        out, size, n_per_set, n_random, DEMO_CONCEPTS, epochs, n_train_per_class, echo
     )
-    echo("training the starter CNN (fire = red, water = blue, grass = green)")
-    trained = train_starter_cnn(
-        size=(size, size), n_per_class=n_train_per_class, epochs=epochs, seed=0
-    )
-    echo(
-        f"  train accuracy {trained.train_accuracy:.1%}, test accuracy {trained.test_accuracy:.1%}"
-    )
-    model_path = out / "models" / "starters.pt"
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit in recent torch
-        torch.jit.save(torch.jit.script(trained.model), str(model_path))
     experiment_file = write_experiment_file(
         out / "experiment.yaml", size=size, runs=min(20, n_random)
     )
@@ -252,27 +270,9 @@ def run_discover_demo(
 
     started = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    echo(f"generating images ({size}x{size}) in {out / 'data'}")
-    make_dataset(
-        out / "data",
-        size=(size, size),
-        n_per_set=max(n_per_set, images),
-        n_random_sets=n_random,
-        concepts=(),
+    trained, model_path = _data_and_model(
+        out, size, max(n_per_set, images), n_random, (), epochs, n_train_per_class, echo
     )
-    echo("training the starter CNN (fire = red, water = blue, grass = green)")
-    trained = train_starter_cnn(
-        size=(size, size), n_per_class=n_train_per_class, epochs=epochs, seed=0
-    )
-    echo(
-        f"  train accuracy {trained.train_accuracy:.1%}, test accuracy {trained.test_accuracy:.1%}"
-    )
-    model_path = out / "models" / "starters.pt"
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit in recent torch
-        torch.jit.save(torch.jit.script(trained.model), str(model_path))
     experiment_file = write_discover_file(
         out / "discover.yaml",
         size=size,
