@@ -4,20 +4,16 @@ experiment's cache folder, not drawn; a changed or damaged one is drawn again.""
 from __future__ import annotations
 
 import json
-import shutil
-import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
-from tcavkit.demo.starters import starter_cnn
-from tcavkit.demo.synthetic import make_dataset
 from tcavkit.errors import TcavWarning
 from tcavkit.report import build_report
 from tcavkit.report.figures import plot_all
 from tcavkit.store import ArrayStore
 from tcavkit.workflow import run_experiment_file
+from tiny_project import fresh, write_project
 
 CONFIG = """\
 model:
@@ -45,24 +41,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("plots")
-    make_dataset(
-        root / "data", size=(32, 32), n_per_set=8, n_random_sets=5, concepts=("red", "blue")
-    )
-    torch.manual_seed(0)
-    (root / "models").mkdir()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit in recent torch
-        torch.jit.save(torch.jit.script(starter_cnn()), str(root / "models" / "cnn.pt"))
-    (root / "experiment.yaml").write_text(CONFIG)
-    return root
-
-
-def fresh(project: Path, tmp_path: Path) -> Path:
-    """A copy of the project without a cache."""
-    copy = tmp_path / "project"
-    shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns("cache"))
-    return copy
+    return write_project(tmp_path_factory.mktemp("plots"), CONFIG)
 
 
 def test_plots_are_reused_redrawn_when_their_rows_change_and_when_damaged(

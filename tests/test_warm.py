@@ -10,7 +10,6 @@ Speed itself is measured in ``bench/warm_command.py``, not here.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import warnings
@@ -22,11 +21,11 @@ import pytest
 import torch
 
 from tcavkit.demo.starters import starter_cnn
-from tcavkit.demo.synthetic import make_dataset
 from tcavkit.errors import LayerError, TcavWarning
 from tcavkit.models.deferred import DeferredModel, open_model
 from tcavkit.pipeline.experiment import Experiment
 from tcavkit.store import ArrayStore
+from tiny_project import fresh, write_project
 
 CONFIG = """\
 model:
@@ -59,24 +58,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("warm")
-    make_dataset(
-        root / "data", size=(32, 32), n_per_set=8, n_random_sets=5, concepts=("red", "blue")
-    )
-    torch.manual_seed(0)
-    (root / "models").mkdir()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit in recent torch
-        torch.jit.save(torch.jit.script(starter_cnn()), str(root / "models" / "cnn.pt"))
-    (root / "experiment.yaml").write_text(CONFIG.format(model="models/cnn.pt"))
-    return root
-
-
-def fresh(project: Path, tmp_path: Path) -> Path:
-    """A copy of the project without a cache."""
-    copy = tmp_path / "project"
-    shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns("cache"))
-    return copy
+    return write_project(tmp_path_factory.mktemp("warm"), CONFIG.format(model="models/cnn.pt"))
 
 
 def run_in_subprocess(folder: Path, out: str) -> set[str]:
