@@ -58,10 +58,10 @@ from tcavkit.pipeline.executor import ModelLoader, timed
 from tcavkit.pipeline.keys import KeyMaker
 from tcavkit.pipeline.passes import (
     Arrays,
-    _cached,
     activation_pass,
     gradient_keys,
     gradient_pass,
+    in_cache,
     layer_loader,
 )
 from tcavkit.pipeline.plan import Plan
@@ -420,10 +420,10 @@ class RayExecutor:
             if examples.fingerprint in seen:
                 continue
             seen.add(examples.fingerprint)
-            if not _cached(ctx, ctx.keys.activations(ctx.layers, examples)):
+            if not in_cache(ctx, ctx.keys.activations(ctx.layers, examples)):
                 jobs.append(PassJob(examples))
         for name, index in targets.items():
-            if not _cached(ctx, gradient_keys(ctx, sets[name], index)):
+            if not in_cache(ctx, gradient_keys(ctx, sets[name], index)):
                 jobs.append(PassJob(sets[name], index))
         return jobs
 
