@@ -66,9 +66,9 @@ from tcavkit.pipeline.passes import (
 )
 from tcavkit.pipeline.plan import Plan
 from tcavkit.pipeline.training import (
-    _layer_rows,
-    _plausible_stats,
+    cached_cavs,
     cav_chunks,
+    layer_rows,
     runs_table,
     store_cavs,
 )
@@ -539,7 +539,7 @@ class RayExecutor:
             grad_keys = [gradient_keys(ctx, sets[t], self.targets[t])[layer] for t in targets]
             dim = self._dim(ctx, grad_keys[0])
             key = ctx.keys.cavs(layer, tasks, sets, ctx.cav)
-            cached = _cached_cavs(ctx, key, len(tasks))
+            cached = cached_cavs(ctx, key, len(tasks))
             names = sorted({name for task in tasks for name in (task.positive, task.negative)})
             chunks = cav_chunks(len(tasks), dim)
             layers[layer] = {
@@ -607,7 +607,7 @@ class RayExecutor:
                 device=ctx.adapter.device,
             )
             table.add_layer(layer, tasks, entry["runs"], coefficients, stats, rebuild)
-            frames.append(_layer_rows(plan, layer, tasks, targets, entry["scores"], stats))
+            frames.append(layer_rows(plan, layer, tasks, targets, entry["scores"], stats))
         timings["cavs"] = time.perf_counter() - began
         return runs_table(frames, targets), table
 
@@ -617,23 +617,6 @@ class RayExecutor:
         if array is None:
             raise CacheError(f"cache entry {key} disappeared during the run; run again")
         return int(array.shape[1])
-
-
-def _cached_cavs(ctx: RunContext, key: str, m: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """A layer's cached coefficients and stats, when both are whole and plausible (as a
-    local run decides)."""
-    stats_key = ctx.keys.cav_stats(key)
-    cached = ctx.store.get(key)
-    cached_stats = ctx.store.get(stats_key)
-    if (
-        cached is not None
-        and cached_stats is not None
-        and len(cached) == m
-        and cached_stats.shape == (m, 3)
-        and _plausible_stats(ctx, stats_key, cached_stats)
-    ):
-        return np.array(cached), np.array(cached_stats)
-    return None
 
 
 def _place(into: LayerScores, part: LayerScores, start: int) -> None:
