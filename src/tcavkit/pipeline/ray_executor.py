@@ -314,7 +314,6 @@ class RayExecutor:
         self.model = model
         self.settings = settings
         self.fingerprint = ctx.keys.model
-        self.targets: dict[str, int] = {}
         self._arguments: tuple[Any, ...] = ()
 
     @classmethod
@@ -390,7 +389,6 @@ class RayExecutor:
         targets: dict[str, int],
         timings: dict[str, float],
     ) -> tuple[Arrays, Arrays]:
-        self.targets = dict(targets)
         jobs = self._missing(ctx, sets, example_sets, targets)
         with timed(timings, "ray passes"):
             computed = self._compute(ctx, jobs) if jobs else 0
@@ -520,10 +518,11 @@ class RayExecutor:
         sets: dict[str, ExampleSet],
         acts: Arrays,
         grads: Arrays,
-        targets: list[str],
+        targets: dict[str, int],
         timings: dict[str, float],
     ) -> tuple[pd.DataFrame, CavTable]:
         ray = self.ray
+        names = list(targets)
         options = self.options
         remote = ray.remote(
             num_cpus=options.cpus_per_worker,
@@ -536,7 +535,7 @@ class RayExecutor:
         pending: dict[Any, tuple[str, int, int]] = {}
         for layer in ctx.layers:
             tasks, runs = plan.layer_tasks(layer)
-            grad_keys = [gradient_keys(ctx, sets[t], self.targets[t])[layer] for t in targets]
+            grad_keys = [gradient_keys(ctx, sets[t], k)[layer] for t, k in targets.items()]
             dim = self._dim(ctx, grad_keys[0])
             key = ctx.keys.cavs(layer, tasks, sets, ctx.cav)
             cached = cached_cavs(ctx, key, len(tasks))
@@ -548,7 +547,7 @@ class RayExecutor:
                 "key": key,
                 "cached": cached,
                 "parts": {},
-                "scores": LayerScores.empty(len(targets), len(tasks)),
+                "scores": LayerScores.empty(len(names), len(tasks)),
             }
             for start, stop in chunks:
                 job = CavJob(
@@ -607,9 +606,9 @@ class RayExecutor:
                 device=ctx.adapter.device,
             )
             table.add_layer(layer, tasks, entry["runs"], coefficients, stats, rebuild)
-            frames.append(layer_rows(plan, layer, tasks, targets, entry["scores"], stats))
+            frames.append(layer_rows(plan, layer, tasks, names, entry["scores"], stats))
         timings["cavs"] = time.perf_counter() - began
-        return runs_table(frames, targets), table
+        return runs_table(frames, names), table
 
     @staticmethod
     def _dim(ctx: RunContext, key: str) -> int:
