@@ -522,7 +522,7 @@ class RayExecutor:
         timings: dict[str, float],
     ) -> tuple[pd.DataFrame, CavTable]:
         ray = self.ray
-        names = list(targets)
+        target_names = list(targets)
         options = self.options
         remote = ray.remote(
             num_cpus=options.cpus_per_worker,
@@ -547,7 +547,7 @@ class RayExecutor:
                 "key": key,
                 "cached": cached,
                 "parts": {},
-                "scores": LayerScores.empty(len(names), len(tasks)),
+                "scores": LayerScores.empty(len(target_names), len(tasks)),
             }
             for start, stop in chunks:
                 job = CavJob(
@@ -606,9 +606,9 @@ class RayExecutor:
                 device=ctx.adapter.device,
             )
             table.add_layer(layer, tasks, entry["runs"], coefficients, stats, rebuild)
-            frames.append(layer_rows(plan, layer, tasks, names, entry["scores"], stats))
+            frames.append(layer_rows(plan, layer, tasks, target_names, entry["scores"], stats))
         timings["cavs"] = time.perf_counter() - began
-        return runs_table(frames, names), table
+        return runs_table(frames, target_names), table
 
     @staticmethod
     def _dim(ctx: RunContext, key: str) -> int:
