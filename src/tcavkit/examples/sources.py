@@ -63,8 +63,10 @@ def stable_order(keys: Sequence[str], seed: int, name: str) -> list[int]:
     return sorted(range(len(keys)), key=rank)
 
 
-def _selection_record(name: str, selection: Selection) -> dict[str, Any]:
-    """The selection fields that enter a fingerprint."""
+def selection_record(name: str, selection: Selection) -> dict[str, Any]:
+    """The selection fields that enter a set's fingerprint: the record every source
+    (here, :mod:`~tcavkit.examples.tables`, :mod:`~tcavkit.examples.text`) extends with its
+    content before :func:`record_digest`."""
     return {
         "name": name,
         "seed": int(selection.seed),
@@ -73,13 +75,14 @@ def _selection_record(name: str, selection: Selection) -> dict[str, Any]:
     }
 
 
-def _digest(record: dict[str, Any]) -> str:
+def record_digest(record: dict[str, Any]) -> str:
     """sha256 hex digest of a JSON-serialisable record (canonical key order)."""
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def _tensor_sha256(data: torch.Tensor | np.ndarray) -> str:
-    """sha256 hex digest of a tensor/array's dtype, shape and bytes."""
+def tensor_sha256(data: torch.Tensor | np.ndarray) -> str:
+    """sha256 hex digest of a tensor/array's dtype, shape and bytes (``data``: any shape;
+    a tensor and an array of the same values digest differently)."""
     if isinstance(data, np.ndarray):
         array = np.ascontiguousarray(data)
         header, payload = f"numpy|{array.dtype.str}|{array.shape}", array.reshape(-1).view(np.uint8)
@@ -116,7 +119,7 @@ def _float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.float32) if tensor.dtype == torch.float64 else tensor
 
 
-def _chosen_indices(name: str, n: int, selection: Selection, what: str) -> list[int]:
+def chosen_indices(name: str, n: int, selection: Selection, what: str) -> list[int]:
     """The sorted row indices a seeded subset of ``n`` rows keeps (at most max_examples).
 
     Raises:
@@ -224,14 +227,14 @@ class ImageFolder(ExampleSource):
                     missing, pool.map(hashing, [paths[i] for i in missing]), strict=True
                 ):
                     found[i] = digest
-        record = _selection_record(name, selection)
+        record = selection_record(name, selection)
         record.update(
             source="image_folder", files=[[f, d] for f, d in zip(files, found, strict=True)]
         )
         order = stable_order(files, selection.seed, name)
         return ImageFolderSet(
             name=name,
-            fingerprint=_digest(record),
+            fingerprint=record_digest(record),
             description=str(self.path),
             folder=self.path,
             files=tuple(files[i] for i in order),
@@ -435,12 +438,12 @@ class TensorSource(ExampleSource):
         Raises:
             TooFewExamplesError: fewer rows than ``selection.min_examples``.
         """
-        indices = _chosen_indices(name, int(self.data.shape[0]), selection, "the tensor")
-        record = _selection_record(name, selection)
-        record.update(source="tensor", rows=_tensor_sha256(_take(self.data, indices)))
+        indices = chosen_indices(name, int(self.data.shape[0]), selection, "the tensor")
+        record = selection_record(name, selection)
+        record.update(source="tensor", rows=tensor_sha256(_take(self.data, indices)))
         return TensorSet(
             name=name,
-            fingerprint=_digest(record),
+            fingerprint=record_digest(record),
             description=f"tensor {tuple(self.data.shape)} {self.data.dtype}",
             data=self.data,
             indices=tuple(indices),
@@ -533,10 +536,10 @@ class SequenceSource(ExampleSource):
                 without ``collate=``.
             TooFewExamplesError: fewer items than ``selection.min_examples``.
         """
-        indices = _chosen_indices(name, len(self.items), selection, "the sequence")
+        indices = chosen_indices(name, len(self.items), selection, "the sequence")
         chosen = [self.items[i] for i in indices]
         self._check_items(name, chosen, indices)
-        record = _selection_record(name, selection)
+        record = selection_record(name, selection)
         record.update(source="sequence", n=len(self.items), indices=indices)
         if self.user_fingerprint is not None:
             record["user"] = self.user_fingerprint
@@ -544,7 +547,7 @@ class SequenceSource(ExampleSource):
             record["items"] = [_item_sha256(item) for item in chosen]
         return SequenceSet(
             name=name,
-            fingerprint=_digest(record),
+            fingerprint=record_digest(record),
             description=f"sequence of {len(self.items)} items",
             items=chosen,
             indices=tuple(indices),
@@ -580,7 +583,7 @@ def _item_sha256(item: Any) -> str:
     """sha256 hex digest of one tensor, array or PIL image."""
     if isinstance(item, Image.Image):
         return _image_sha256(item)
-    return _tensor_sha256(item)
+    return tensor_sha256(item)
 
 
 @dataclass(eq=False)

@@ -20,7 +20,7 @@ import pandas as pd
 from tcavkit.errors import DataError, one_line
 from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
 from tcavkit.examples.digests import FileDigests
-from tcavkit.examples.sources import _chosen_indices, _digest, _selection_record, _tensor_sha256
+from tcavkit.examples.sources import chosen_indices, record_digest, selection_record, tensor_sha256
 from tcavkit.options import Preprocessing
 
 if TYPE_CHECKING:  # torch is imported where tensors are made
@@ -97,13 +97,13 @@ class CsvTable(ExampleSource):
             TooFewExamplesError: fewer rows than ``selection.min_examples``.
         """
         features = read_feature_table(self.path, self.columns, name)
-        indices = _chosen_indices(name, len(features), selection, f"file {self.path}")
+        indices = chosen_indices(name, len(features), selection, f"file {self.path}")
         rows = features[np.asarray(indices, dtype=np.int64)]
-        record = _selection_record(name, selection)
-        record.update(source="csv_table", columns=self.columns, rows=_tensor_sha256(rows))
+        record = selection_record(name, selection)
+        record.update(source="csv_table", columns=self.columns, rows=tensor_sha256(rows))
         return TableSet(
             name=name,
-            fingerprint=_digest(record),
+            fingerprint=record_digest(record),
             description=f"{self.path} ({features.shape[1]} columns)",
             rows=rows,
         )

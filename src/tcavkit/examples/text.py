@@ -25,7 +25,7 @@ import pandas as pd
 from tcavkit.errors import DataError, one_line
 from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
 from tcavkit.examples.digests import FileDigests
-from tcavkit.examples.sources import _chosen_indices, _digest, _selection_record
+from tcavkit.examples.sources import chosen_indices, record_digest, selection_record
 from tcavkit.options import Preprocessing
 
 if TYPE_CHECKING:  # torch is imported where tensors are made
@@ -173,9 +173,9 @@ class TextSource(ExampleSource):
             TooFewExamplesError: fewer texts than ``selection.min_examples``.
         """
         texts = read_texts(self.path, name)
-        indices = _chosen_indices(name, len(texts), selection, str(self.path))
+        indices = chosen_indices(name, len(texts), selection, str(self.path))
         chosen = [texts[i] for i in indices]
-        record = _selection_record(name, selection)
+        record = selection_record(name, selection)
         record.update(
             source="text",
             texts=hashlib.sha256(json.dumps(chosen).encode()).hexdigest(),
@@ -183,7 +183,7 @@ class TextSource(ExampleSource):
         )
         return TextSet(
             name=name,
-            fingerprint=_digest(record),
+            fingerprint=record_digest(record),
             description=f"{self.path} ({len(texts)} texts)",
             texts=chosen,
             encoder=self.encoder,

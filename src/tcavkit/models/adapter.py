@@ -209,7 +209,13 @@ def select_output(output: Any, selector: OutputSelector) -> torch.Tensor:
     return picked
 
 
-def _first_tensor(value: Any, layer: str) -> torch.Tensor:
+def first_tensor(value: Any, layer: str) -> torch.Tensor:
+    """What a forward hook at ``layer`` captured, as a tensor: the output itself, or
+    the first element of a tuple or list output (the shape is the layer's).
+
+    Raises:
+        LayerError: the output is neither.
+    """
     import torch
 
     if isinstance(value, torch.Tensor):
@@ -222,8 +228,9 @@ def _first_tensor(value: Any, layer: str) -> torch.Tensor:
     )
 
 
-class _StopForward(Exception):
-    """Raised from a hook once every requested layer is captured: the rest is not needed."""
+class StopForward(Exception):
+    """Raised from a hook once every requested layer is captured: the rest of the forward
+    pass is not needed (the adapter that runs the pass catches it)."""
 
 
 class ModelAdapter(ABC):
@@ -398,7 +405,7 @@ class ModelAdapter(ABC):
 
     def _logits_of(self, output: Any, captured: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.logits_layer is not None:
-            logits = _first_tensor(captured[self.logits_layer], self.logits_layer)
+            logits = first_tensor(captured[self.logits_layer], self.logits_layer)
         else:
             logits = select_output(output, self.output)
         if logits.ndim != 2:
@@ -542,7 +549,7 @@ class TorchModel(ModelAdapter):
             def hook(_module: nn.Module, _inputs: Any, out: Any) -> Any:
                 if name in captured:  # a module called twice: keep its first output
                     return None
-                tensor = _first_tensor(out, name)
+                tensor = first_tensor(out, name)
                 replaced = None
                 if tracking:
                     captured[name], replaced = _tracked(tensor)
@@ -551,7 +558,7 @@ class TorchModel(ModelAdapter):
                     # standard layout: flattening it later then copies nothing).
                     captured[name] = tensor.detach().clone(memory_format=torch.contiguous_format)
                 if not need_output and wanted.issubset(captured):
-                    raise _StopForward
+                    raise StopForward
                 if replaced is None:
                     return None
                 return replaced if isinstance(out, torch.Tensor) else (replaced, *out[1:])
@@ -562,7 +569,7 @@ class TorchModel(ModelAdapter):
         output = None
         try:
             output = self.module(**x) if isinstance(x, Mapping) else self.module(x)
-        except _StopForward:
+        except StopForward:
             pass
         finally:
             for handle in handles:

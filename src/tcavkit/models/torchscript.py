@@ -23,8 +23,8 @@ from tcavkit.errors import LayerError, ModelError
 from tcavkit.models.adapter import (
     ModelAdapter,
     OutputSelector,
-    _first_tensor,
-    _StopForward,
+    StopForward,
+    first_tensor,
     module_fingerprint,
 )
 
@@ -186,11 +186,11 @@ class ScriptedSequentialModel(ModelAdapter):
         def keep(name: str, value: Any) -> Any:
             if name in captured:  # the same module twice in a Sequential: keep the first
                 return value
-            tensor = _first_tensor(value, name)
+            tensor = first_tensor(value, name)
             # Hand the model a copy so that later in-place ops cannot alter what we keep.
             captured[name] = tensor if tracking else tensor.detach().clone()
             if not need_output and wanted.issubset(captured):
-                raise _StopForward
+                raise StopForward
             if not tracking:
                 return value
             replaced = tensor.clone()
@@ -211,7 +211,7 @@ class ScriptedSequentialModel(ModelAdapter):
             return value
 
         output = None
-        with contextlib.suppress(_StopForward):
+        with contextlib.suppress(StopForward):
             output = forward(self._steps, x)
         missing = wanted.difference(captured)
         if missing:

@@ -6,6 +6,10 @@ scores, and gives back what the local code gives: loaders of cached arrays, the 
 and the :class:`~tcavkit.cav.table.CavTable`. The statistics, results and report stay on
 the caller's machine whatever the executor.
 
+The seam is stateless: everything the second stage needs is passed to it (the first
+stage's loaders, and the same targets, from which it derives the targets' gradient cache
+keys), so an executor keeps no state of a run between its two calls.
+
 - :class:`LocalExecutor` (``executor: local``, the default): this process, in order.
 - :class:`~tcavkit.pipeline.ray_executor.RayExecutor` (``executor: ray``): a Ray cluster,
   imported only when chosen.
@@ -63,20 +67,21 @@ class Executor(Protocol):
         sets: dict[str, ExampleSet],
         acts: Arrays,
         grads: Arrays,
-        targets: list[str],
+        targets: dict[str, int],
         timings: dict[str, float],
     ) -> tuple[pd.DataFrame, CavTable]:
-        """The runs table and every CAV, as :func:`tcavkit.pipeline.training.train_and_score`."""
+        """The runs table and every CAV, as :func:`tcavkit.pipeline.training.train_and_score`.
+
+        ``acts``, ``grads``: what :meth:`passes` returned; ``targets``: what it was given
+        (name → class index), whose order is the runs table's. Adds ``cavs`` and ``scores``
+        to ``timings``."""
         ...
 
 
 class LocalExecutor:
     """Everything in this process: one set after another through the model (the next set
-    decoded meanwhile), then the CAVs layer by layer. The targets' gradient keys of the
-    passes let a layer whose CAVs, stats and scores are all cached be read whole."""
-
-    def __init__(self) -> None:
-        self._gradient_keys: dict[str, dict[str, str]] | None = None
+    decoded meanwhile), then the CAVs layer by layer. The targets' gradient keys let a
+    layer whose CAVs, stats and scores are all cached be read whole."""
 
     def passes(
         self,
@@ -92,9 +97,6 @@ class LocalExecutor:
                 acts = activation_pass(ctx, sets, example_sets)
             with timed(timings, "gradients"):
                 grads = gradient_pass(ctx, sets, targets)
-        self._gradient_keys = {
-            name: gradient_keys(ctx, sets[name], k) for name, k in targets.items()
-        }
         return acts, grads
 
     def train_and_score(
@@ -104,10 +106,11 @@ class LocalExecutor:
         sets: dict[str, ExampleSet],
         acts: Arrays,
         grads: Arrays,
-        targets: list[str],
+        targets: dict[str, int],
         timings: dict[str, float],
     ) -> tuple[pd.DataFrame, CavTable]:
-        return train_and_score(ctx, plan, sets, acts, grads, targets, timings, self._gradient_keys)
+        keys = {name: gradient_keys(ctx, sets[name], k) for name, k in targets.items()}
+        return train_and_score(ctx, plan, sets, acts, grads, list(targets), timings, keys)
 
 
 @contextmanager

@@ -263,7 +263,7 @@ class Experiment:
                 with open_executor(self.executor, self.ray, ctx, model) as executor:
                     acts, grads = executor.passes(ctx, sets, example_sets, targets, timings)
                     runs, cavs = executor.train_and_score(
-                        ctx, plan, sets, acts, grads, list(self.targets), timings
+                        ctx, plan, sets, acts, grads, targets, timings
                     )
                 with timed(timings, "stats"):
                     summary = summarize(runs, **asdict(self.stats))

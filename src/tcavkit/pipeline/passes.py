@@ -43,10 +43,10 @@ def sets_to_compute(
         examples = sets[name]
         if examples.fingerprint not in seen:
             seen.add(examples.fingerprint)
-            if not _cached(ctx, ctx.keys.activations(ctx.layers, examples)):
+            if not in_cache(ctx, ctx.keys.activations(ctx.layers, examples)):
                 order.append(examples)
     for name, index in targets.items():
-        if not _cached(ctx, gradient_keys(ctx, sets[name], index)):
+        if not in_cache(ctx, gradient_keys(ctx, sets[name], index)):
             order.append(sets[name])
     return order
 
@@ -111,7 +111,9 @@ def gradient_keys(ctx: RunContext, examples: ExampleSet, index: int) -> dict[str
     )
 
 
-def _cached(ctx: RunContext, keys: dict[str, str]) -> bool:
+def in_cache(ctx: RunContext, keys: dict[str, str]) -> bool:
+    """Whether every entry of ``keys`` (layer → cache key, as :func:`gradient_keys` or
+    :meth:`~tcavkit.pipeline.keys.KeyMaker.activations` give them) is in the cache."""
     return all(ctx.store.get(key) is not None for key in keys.values())
 
 

@@ -58,17 +58,17 @@ from tcavkit.pipeline.executor import ModelLoader, timed
 from tcavkit.pipeline.keys import KeyMaker
 from tcavkit.pipeline.passes import (
     Arrays,
-    _cached,
     activation_pass,
     gradient_keys,
     gradient_pass,
+    in_cache,
     layer_loader,
 )
 from tcavkit.pipeline.plan import Plan
 from tcavkit.pipeline.training import (
-    _layer_rows,
-    _plausible_stats,
+    cached_cavs,
     cav_chunks,
+    layer_rows,
     runs_table,
     store_cavs,
 )
@@ -314,7 +314,6 @@ class RayExecutor:
         self.model = model
         self.settings = settings
         self.fingerprint = ctx.keys.model
-        self.targets: dict[str, int] = {}
         self._arguments: tuple[Any, ...] = ()
 
     @classmethod
@@ -390,7 +389,6 @@ class RayExecutor:
         targets: dict[str, int],
         timings: dict[str, float],
     ) -> tuple[Arrays, Arrays]:
-        self.targets = dict(targets)
         jobs = self._missing(ctx, sets, example_sets, targets)
         with timed(timings, "ray passes"):
             computed = self._compute(ctx, jobs) if jobs else 0
@@ -420,10 +418,10 @@ class RayExecutor:
             if examples.fingerprint in seen:
                 continue
             seen.add(examples.fingerprint)
-            if not _cached(ctx, ctx.keys.activations(ctx.layers, examples)):
+            if not in_cache(ctx, ctx.keys.activations(ctx.layers, examples)):
                 jobs.append(PassJob(examples))
         for name, index in targets.items():
-            if not _cached(ctx, gradient_keys(ctx, sets[name], index)):
+            if not in_cache(ctx, gradient_keys(ctx, sets[name], index)):
                 jobs.append(PassJob(sets[name], index))
         return jobs
 
@@ -520,10 +518,11 @@ class RayExecutor:
         sets: dict[str, ExampleSet],
         acts: Arrays,
         grads: Arrays,
-        targets: list[str],
+        targets: dict[str, int],
         timings: dict[str, float],
     ) -> tuple[pd.DataFrame, CavTable]:
         ray = self.ray
+        target_names = list(targets)
         options = self.options
         remote = ray.remote(
             num_cpus=options.cpus_per_worker,
@@ -536,10 +535,10 @@ class RayExecutor:
         pending: dict[Any, tuple[str, int, int]] = {}
         for layer in ctx.layers:
             tasks, runs = plan.layer_tasks(layer)
-            grad_keys = [gradient_keys(ctx, sets[t], self.targets[t])[layer] for t in targets]
+            grad_keys = [gradient_keys(ctx, sets[t], k)[layer] for t, k in targets.items()]
             dim = self._dim(ctx, grad_keys[0])
             key = ctx.keys.cavs(layer, tasks, sets, ctx.cav)
-            cached = _cached_cavs(ctx, key, len(tasks))
+            cached = cached_cavs(ctx, key, len(tasks))
             names = sorted({name for task in tasks for name in (task.positive, task.negative)})
             chunks = cav_chunks(len(tasks), dim)
             layers[layer] = {
@@ -548,7 +547,7 @@ class RayExecutor:
                 "key": key,
                 "cached": cached,
                 "parts": {},
-                "scores": LayerScores.empty(len(targets), len(tasks)),
+                "scores": LayerScores.empty(len(target_names), len(tasks)),
             }
             for start, stop in chunks:
                 job = CavJob(
@@ -607,9 +606,9 @@ class RayExecutor:
                 device=ctx.adapter.device,
             )
             table.add_layer(layer, tasks, entry["runs"], coefficients, stats, rebuild)
-            frames.append(_layer_rows(plan, layer, tasks, targets, entry["scores"], stats))
+            frames.append(layer_rows(plan, layer, tasks, target_names, entry["scores"], stats))
         timings["cavs"] = time.perf_counter() - began
-        return runs_table(frames, targets), table
+        return runs_table(frames, target_names), table
 
     @staticmethod
     def _dim(ctx: RunContext, key: str) -> int:
@@ -617,23 +616,6 @@ class RayExecutor:
         if array is None:
             raise CacheError(f"cache entry {key} disappeared during the run; run again")
         return int(array.shape[1])
-
-
-def _cached_cavs(ctx: RunContext, key: str, m: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """A layer's cached coefficients and stats, when both are whole and plausible (as a
-    local run decides)."""
-    stats_key = ctx.keys.cav_stats(key)
-    cached = ctx.store.get(key)
-    cached_stats = ctx.store.get(stats_key)
-    if (
-        cached is not None
-        and cached_stats is not None
-        and len(cached) == m
-        and cached_stats.shape == (m, 3)
-        and _plausible_stats(ctx, stats_key, cached_stats)
-    ):
-        return np.array(cached), np.array(cached_stats)
-    return None
 
 
 def _place(into: LayerScores, part: LayerScores, start: int) -> None:

@@ -83,12 +83,12 @@ def train_and_score(
                     meta = {"kind": "cav-scores", "layer": layer, "cavs": key}
                     ctx.store.put(scores_key, scores.to_array(), meta=meta)
             table.add_layer(layer, tasks, runs, coefficients, stats, _rebuilder(ctx, acts, layer))
-            frames.append(_layer_rows(plan, layer, tasks, targets, scores, stats))
+            frames.append(layer_rows(plan, layer, tasks, targets, scores, stats))
     return runs_table(frames, targets), table
 
 
 def runs_table(frames: list[pd.DataFrame], targets: list[str]) -> pd.DataFrame:
-    """The runs table from each layer's rows (:func:`_layer_rows`, in layer order): by
+    """The runs table from each layer's rows (:func:`layer_rows`, in layer order): by
     target in ``targets`` order, each target's concept rows before its null rows."""
     runs = pd.concat(frames, ignore_index=True)[[*RUN_COLUMNS, *EXTRA_RUN_COLUMNS]]
     order = {name: i for i, name in enumerate(targets)}
@@ -114,6 +114,25 @@ def store_cavs(
     meta = {"layer": layer, "cavs": len(coefficients), "method": ctx.cav.method}
     ctx.store.put(key, coefficients, meta=meta)
     ctx.store.put(ctx.keys.cav_stats(key), stats, meta={"cavs": key})
+
+
+def cached_cavs(ctx: RunContext, key: str, m: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A layer's ``m`` cached CAVs (as :func:`store_cavs` wrote them under ``key``):
+    coefficients ``(m, n_train)`` and stats ``(m, 3)``, when both are whole and the stats
+    plausible; else ``None`` (impossible stats are named in a warning; the CAVs are then
+    trained again)."""
+    stats_key = ctx.keys.cav_stats(key)
+    cached = ctx.store.get(key)
+    cached_stats = ctx.store.get(stats_key)
+    if (
+        cached is not None
+        and cached_stats is not None
+        and len(cached) == m
+        and cached_stats.shape == (m, 3)
+        and _plausible_stats(ctx, stats_key, cached_stats)
+    ):
+        return np.array(cached), np.array(cached_stats)
+    return None
 
 
 def _train_and_score_layer(
@@ -227,22 +246,14 @@ def _layer_cavs(
     from tcavkit.cav.batch import cav_directions, train_cav_batch
 
     key = ctx.keys.cavs(layer, tasks, sets, ctx.cav)
-    stats_key = ctx.keys.cav_stats(key)
     chunks = cav_chunks(len(tasks), dim)
     step = chunks[0][1] - chunks[0][0] if chunks else 1
     load = layer_loader(ctx, acts, layer)
     device = ctx.adapter.device
     buffer = torch.empty(min(step, len(tasks)), dim, dtype=torch.float32, device=device)
-    cached = ctx.store.get(key)
-    cached_stats = ctx.store.get(stats_key)
-    if (
-        cached is not None
-        and cached_stats is not None
-        and len(cached) == len(tasks)
-        and cached_stats.shape == (len(tasks), 3)
-        and _plausible_stats(ctx, stats_key, cached_stats)
-    ):
-        coefficients = np.array(cached)
+    cached = cached_cavs(ctx, key, len(tasks))
+    if cached is not None:
+        coefficients, stats = cached
         for start, stop in chunks:
             directions = cav_directions(
                 tasks[start:stop],
@@ -256,8 +267,7 @@ def _layer_cavs(
             score(directions, start)
             bar.update(stop - start)
         ctx.counts.cavs_from_cache += len(tasks)
-        return coefficients, np.array(cached_stats)
-    del cached, cached_stats
+        return coefficients, stats
     stats = np.empty((len(tasks), 3))
     parts: list[np.ndarray] = []
     for start, stop in chunks:
@@ -299,7 +309,7 @@ def _plausible_stats(ctx: RunContext, key: str, stats: np.ndarray) -> bool:
     return False
 
 
-def _layer_rows(
+def layer_rows(
     plan: Plan,
     layer: str,
     tasks: list[CavTask],
@@ -307,7 +317,14 @@ def _layer_rows(
     scores: LayerScores,
     stats: np.ndarray,
 ) -> pd.DataFrame:
-    """The runs-table rows of one layer: every planned row for every target."""
+    """The runs-table rows of one layer: every planned row for every target (target by
+    target, in plan order), to be joined by :func:`runs_table`.
+
+    Args:
+        tasks: the layer's ``m`` distinct CAV tasks (:meth:`Plan.layer_tasks`).
+        scores: each target's scores of each task, ``(k, m)`` per field, ``k = len(targets)``.
+        stats: each task's intercept, accuracy and separation, ``(m, 3)``.
+    """
     position = {task: i for i, task in enumerate(tasks)}
     rows = plan.rows
     index = np.array([position[at_layer(row.task, layer)] for row in rows])
