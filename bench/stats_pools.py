@@ -6,17 +6,20 @@ hundreds of simulated experiments affordable.
 
     python bench/stats_pools.py [--size 32] [--per-kind 400] [--random 4000]
 
-Writes ``bench/.data/stats-pools-<size>.npz`` (reused when it exists).
+Writes ``bench/.data/stats-pools-<size>-<digest>.npz`` (reused when it exists; the digest is of
+the image generator's and the starter CNN's sources, so either changing builds new pools).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tcavkit.demo import starters, synthetic
 from tcavkit.demo.starters import CLASSES, train_starter_cnn
 from tcavkit.demo.synthetic import COLOURS, TEXTURES, make_images, set_rng
 from tcavkit.examples.images import preprocess
@@ -28,7 +31,12 @@ DATA = Path(__file__).resolve().parent / ".data"
 
 
 def pools_path(size: int) -> Path:
-    return DATA / f"stats-pools-{size}.npz"
+    """The pools' file, named by the image size and the generator and CNN sources, so that a
+    change to either builds fresh pools instead of reusing stale ones."""
+    digest = hashlib.sha256()
+    for module in (synthetic, starters):
+        digest.update(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
+    return DATA / f"stats-pools-{size}-{digest.hexdigest()[:12]}.npz"
 
 
 def build(size: int, per_kind: int, n_random: int, seed: int = 0) -> Path:
