@@ -6,17 +6,20 @@ hundreds of simulated experiments affordable.
 
     python bench/stats_pools.py [--size 32] [--per-kind 400] [--random 4000]
 
-Writes ``bench/.data/stats-pools-<size>.npz`` (reused when it exists).
+Writes ``bench/.data/stats-pools-<size>-<digest>.npz`` (reused when it exists; the digest is of
+the image generator's and the starter CNN's sources, so either changing builds new pools).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tcavkit.demo import starters, synthetic
 from tcavkit.demo.starters import CLASSES, train_starter_cnn
 from tcavkit.demo.synthetic import COLOURS, TEXTURES, make_images, set_rng
 from tcavkit.examples.images import preprocess
@@ -27,8 +30,14 @@ LAYERS = ("block2", "block3")
 DATA = Path(__file__).resolve().parent / ".data"
 
 
-def pools_path(size: int) -> Path:
-    return DATA / f"stats-pools-{size}.npz"
+def pools_path(size: int, seed: int = 0) -> Path:
+    """The pools' file, named by the image size and the generator and CNN sources, so that a
+    change to either builds fresh pools instead of reusing stale ones."""
+    digest = hashlib.sha256()
+    for module in (synthetic, starters):
+        digest.update(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
+    seeded = f"-seed{seed}" if seed else ""
+    return DATA / f"stats-pools-{size}{seeded}-{digest.hexdigest()[:12]}.npz"
 
 
 def build(size: int, per_kind: int, n_random: int, seed: int = 0) -> Path:
@@ -66,17 +75,19 @@ def build(size: int, per_kind: int, n_random: int, seed: int = 0) -> Path:
                 for layer in LAYERS:
                     arrays[f"grad/{kind}/{target}/{layer}"] = np.concatenate(grads[layer])
         print(f"  {kind}: {n} images", flush=True)
-    path = pools_path(size)
+    path = pools_path(size, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return path
 
 
-def load(size: int = 32, per_kind: int = 400, n_random: int = 4000) -> dict[str, np.ndarray]:
-    """The pools (built on first use)."""
-    path = pools_path(size)
+def load(
+    size: int = 32, per_kind: int = 400, n_random: int = 4000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """The pools of the CNN trained from ``seed`` (built on first use)."""
+    path = pools_path(size, seed)
     if not path.exists():
-        build(size, per_kind, n_random)
+        build(size, per_kind, n_random, seed)
     with np.load(path) as stored:
         return {key: stored[key] for key in stored.files}
 
@@ -86,5 +97,6 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--per-kind", type=int, default=400)
     parser.add_argument("--random", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0, help="the CNN's and the images' seed")
     args = parser.parse_args()
-    print(build(args.size, args.per_kind, args.random))
+    print(build(args.size, args.per_kind, args.random, args.seed))

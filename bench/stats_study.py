@@ -8,6 +8,8 @@ Every experiment is simulated by index selection into the activation pools of
     python bench/stats_study.py replication [--method hinge] [--images 20] [--samples 12]
     python bench/stats_study.py power       [--method hinge] [--samples 20]
 
+``--model-seed S`` runs any study on the starter CNN trained from seed ``S`` (its own pools).
+
 - ``calibration``: families of 240 truly null rows (60 concepts made of random images x 2
   targets x 2 layers) against 20 random sets; the family-wise error after Holm, and the
   per-test rates at p <= alpha and p <= alpha / 240, with 95% Clopper-Pearson intervals.
@@ -212,9 +214,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=12)
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--model-seed", type=int, default=0, help="the starter CNN's seed (its own pools)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
-    pools = stats_pools.load()
+    pools = stats_pools.load(seed=args.model_seed)
     {
         "calibration": calibration,
         "relative": relative,

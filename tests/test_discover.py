@@ -4,8 +4,9 @@ one-line errors, and planted ground truth on the starter creatures.
 Planted ground truth: the starter CNN is trained in the test on creatures whose class is
 decided by body colour alone (fire = red). Discovering on ``fire`` must find a concept whose
 patches are at least 80% plain body-colour pixels (measured with the generator's own
-masks), significant and positive for fire, and no concept dominated by background pixels
-may be significant. The same seed gives the same ``concepts.json``, and a second run reads
+masks), significant and positive for fire, and no concept dominated by background or texture
+pixels may be significant (the texture overlay's pattern and colour are independent of the
+class). The same seed gives the same ``concepts.json``, and a second run reads
 every patch activation from the cache.
 """
 
@@ -291,16 +292,10 @@ def test_planted_body_colour_is_discovered_and_background_is_not(demo):
         and c.result["direction"] == "positive"
     ]
     assert body, {c.name: (shares[c.name], c.result["direction"]) for c in outcome.concepts}
-    background = [c for c in outcome.concepts if shares[c.name]["background"] > 0.5]
-    assert background, "expected a background concept among the discovered ones"
-    assert not any(c.result["significant"] for c in background)
-    # Texture overlays are drawn in a shade of the body colour (darker or lighter red on a
-    # fire creature), so a texture-dominated concept is still reddish; it may be
-    # significant, but never ahead of the plain body colour.
-    best_body = max(c.result["statistic_mean"] for c in body)
-    for c in outcome.concepts:
-        if shares[c.name]["texture"] > 0.5 and c.result["significant"]:
-            assert c.result["statistic_mean"] < best_body
+    for kind in ("background", "texture"):
+        dominated = [c for c in outcome.concepts if shares[c.name][kind] > 0.5]
+        assert dominated, f"expected a {kind} concept among the discovered ones"
+        assert not any(c.result["significant"] for c in dominated), kind
     # the gallery and the concept folders
     report = outcome.report.read_text(encoding="utf-8")
     assert 'id="discovered"' in report
@@ -367,8 +362,12 @@ def test_nmf_finds_the_planted_body_colour_and_writes_the_same_outputs(demo, tmp
         and c.result["direction"] == "positive"
     ]
     assert body, {c.name: (shares[c.name], c.result["direction"]) for c in outcome.concepts}
-    background = [c for c in outcome.concepts if shares[c.name]["background"] > 0.5]
-    assert not any(c.result["significant"] for c in background)
+    dominated = [
+        c
+        for c in outcome.concepts
+        if shares[c.name]["background"] > 0.5 or shares[c.name]["texture"] > 0.5
+    ]
+    assert not any(c.result["significant"] for c in dominated)
     # every patch is a square crop of its grid
     for concept in outcome.concepts:
         for patch in concept.patches:

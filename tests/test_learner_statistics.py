@@ -8,8 +8,8 @@ The full-size studies, with binomial intervals, are ``bench/stats_study.py``; he
 - **calibration**: concepts made of random images (truly null) against 10 random sets;
   over 8 independent draws, the share of null rows with p <= alpha, the draws with any
   rejection after Holm, and the far tail p <= alpha/m that Holm relies on;
-- **replication and power**: 4 independent samples of the same concept, random (20 sets)
-  and target distributions for the same model; no (target, concept, layer) cell is
+- **replication and power**: 4 independent samples of the same concept, random (20 sets,
+  20 runs) and target distributions for the same model; no (target, concept, layer) cell is
   significant in both directions, the planted colour is found for its class (red for fire,
   blue for water, at both layers) at the issue's power of 95%, and textures (drawn
   independently of the class) almost never are.
@@ -70,8 +70,10 @@ def tensor_sets(kind: str, names: list[str], n: int, seed: int) -> dict[str, Ten
     }
 
 
-def run(model, method: str, seed: int, concepts: dict, targets: dict, n_random: int = 10):
-    """The experiment with ``n_random`` random sets of 20 images and 10 runs."""
+def run(
+    model, method: str, seed: int, concepts: dict, targets: dict, n_random: int = 10, runs: int = 10
+):
+    """The experiment with ``n_random`` random sets of 20 images and ``runs`` runs."""
     random = tensor_sets("random", [f"random500_{i}" for i in range(n_random)], 20, seed)
     return Experiment(
         model,
@@ -80,7 +82,7 @@ def run(model, method: str, seed: int, concepts: dict, targets: dict, n_random: 
         concepts=concepts,
         random=random,
         labels=["fire", "water", "grass"],
-        runs=10,
+        runs=runs,
         cav=CavOptions(method=method),
         stats=StatsOptions(correction="holm"),
         seed=seed,
@@ -125,7 +127,10 @@ def test_verdicts_replicate_across_image_samples(model, method):
         seed = 200 + sample
         concepts = {c: tensor_sets(c, [c], 20, seed)[c] for c in CONCEPTS}
         targets = {t: tensor_sets(t, [t], 20, seed)[t] for t in ("fire", "water", "grass")}
-        summary = run(model, method, sample, concepts, targets, n_random=20).summary
+        # 20 random sets and 20 runs: the setting the power claim (README, power table) is
+        # about. With 10 runs hinge CAVs found the planted colour in 48 of 64 checks
+        # [0.63, 0.85] on this model, against 64 of 64 [0.94, 1] with 20 (16 samples each).
+        summary = run(model, method, sample, concepts, targets, n_random=20, runs=20).summary
         sign = summary.direction.map({"positive": 1, "negative": -1, "none": 0})
         directions.append(summary.assign(sign=sign)[["target", "concept", "layer", "sign"]])
     table = pd.concat(directions)

@@ -2,9 +2,10 @@
 counterexamples and "starter creatures".
 
 The creature classes (fire, water, grass) are decided *only* by the body colour (red, blue,
-green). Texture is drawn independently of the class and backgrounds avoid the three class
-colours, so a model that separates the classes must use colour; TCAV should then find the
-class colour significant for its class and the textures not. Texture and random images use
+green). A creature's texture overlay (its pattern and its colour) is drawn independently of
+the class, and backgrounds and overlays avoid the three class colours, so a model that
+separates the classes must use the body colour; TCAV should then find the class colour
+significant for its class and the textures not. Texture and random images use
 colours drawn uniformly from the RGB cube, so they favour no colour.
 
 All randomness comes from a :class:`numpy.random.Generator`; sizes are ``(height, width)``
@@ -56,6 +57,15 @@ _BACKGROUNDS: tuple[RGB, ...] = (
     (130, 70, 160),
     (190, 170, 220),
     (245, 240, 215),
+)
+# Creature texture overlays: class-neutral colours (near-black, near-white, grey, yellow,
+# purple), drawn independently of the class so that texture pixels carry no class cue.
+_OVERLAYS: tuple[RGB, ...] = (
+    (25, 25, 25),
+    (240, 240, 240),
+    (128, 128, 128),
+    (235, 215, 70),
+    (130, 70, 160),
 )
 _COLOUR_JITTER = 20  # per-channel jitter of a concept's or body's base colour
 _NOISE = 6  # light pixel noise (uniform, +-6) added to every image
@@ -316,7 +326,7 @@ class Creature:
     Attributes:
         image: the RGB image.
         body: pixels of the body in its plain body colour (the class cue).
-        texture: pixels of the body covered by the texture overlay (a shade of the colour).
+        texture: pixels of the body covered by the texture overlay (a class-neutral colour).
         eyes: the eyes (white with dark pupils).
         background: everything else.
     """
@@ -332,8 +342,8 @@ def creature(kind: str, size: Size, rng: np.random.Generator) -> Creature:
     """A creature whose body is the class colour (fire=red, water=blue, grass=green), with
     its ground-truth masks.
 
-    The body has a random texture overlay (or none) in a shade of the body colour, and the
-    background avoids the class colours: body colour is the only class cue.
+    The body has a random texture overlay (or none) in a random class-neutral colour, and
+    the background avoids the class colours: the plain body colour is the only class cue.
     """
     if kind not in CREATURE_COLOURS:
         raise _unknown("creature kind", kind, CREATURE_COLOURS)
@@ -348,8 +358,8 @@ def creature(kind: str, size: Size, rng: np.random.Generator) -> Creature:
     choice = int(rng.integers(len(TEXTURES) + 1))  # last choice: plain body
     if choice < len(TEXTURES):
         pattern = texture_mask(TEXTURES[choice], (h, w), rng)
-        darker = rng.random() < 0.5
-        fill[pattern] = body_rgb * 0.6 if darker else body_rgb + 0.45 * (255.0 - body_rgb)
+        overlay = _OVERLAYS[int(rng.integers(len(_OVERLAYS)))]
+        fill[pattern] = np.asarray(_jitter(overlay, rng, 12), dtype=np.float32)
     arr[body] = fill[body]
     img = Image.fromarray(arr.astype(np.uint8))
     eye_img = Image.new("L", (w, h), 0)
