@@ -576,18 +576,20 @@ def _forward(
     known = None if segment is not None else sum(len(s.kept) for s in segments)
     forward = waiting = 0.0
     with closing(stream), _progress(decoded, known, progress) as advance:
-        tick = time.perf_counter()
+        asked = time.perf_counter()
         for batch in stream:
             started = time.perf_counter()
+            waiting += started - asked
             out = model.adapter.pooled_activations(
                 batch.x, model.layers, channels_last=model.prep.channels_last
             )
             for layer in model.layers:
                 parts[layer].append(out[layer])
-            tick, waiting = time.perf_counter(), waiting + started - tick
-            forward += tick - started
+            asked = time.perf_counter()
+            forward += asked - started
             advance(batch)
-    clock.update({**made, "forward": forward, "waiting": waiting})
+    for step, seconds in {**made, "forward": forward, "waiting": waiting}.items():
+        clock[step] = clock.get(step, 0.0) + seconds
     return {layer: torch.cat(parts[layer]).numpy() for layer in model.layers}
 
 
@@ -665,6 +667,7 @@ def _progress(
             patches.update(len(batch.x))
 
         yield advance
+        images.update(n_images - images.n)  # the last images may have had no patch
 
 
 # ------------------------------------------------------------------ clustering
