@@ -6,9 +6,11 @@ Runs the demo as the command does (64x64 starter creatures, 30 fire images segme
 and 50 segments, 12 clusters per layer at block2 and block3, 12 random sets), cold (empty
 cache), then ``tcavkit discover`` on the same file again, warm (segmentations and patch
 activations from the cache), and prints the seconds of each phase of both: the discovery's
-own phases (segmentation, patch activations, k-means, writing the concept folders) and the
-experiment that tests the concepts (its usual phases). The demo's data generation and model
-training are reported apart.
+own phases (decoding; the patch pass, ``activations``, with its steps: segmenting and
+building patches in the background thread, the model's forward passes, and the time the
+model waited for a batch; k-means; writing the concept folders) and the experiment that
+tests the concepts (its usual phases). The demo's data generation and model training are
+reported apart.
 """
 
 from __future__ import annotations

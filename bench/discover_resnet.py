@@ -52,6 +52,17 @@ output: results
 """
 
 
+def prepare(out: Path, images: int, segments: str) -> Path:
+    """Write the data, the ResNet-18's weights and the experiment file under ``out``; the
+    file's path."""
+    make_dataset(out / "data", size=(224, 224), n_per_set=max(20, images), n_random_sets=10)
+    torch.manual_seed(0)
+    torch.save(ResNet18(3).state_dict(), out / "resnet18.pt")
+    path = out / "experiment.yaml"
+    path.write_text(EXPERIMENT.format(images=images, segments=segments.replace(",", ", ")))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=40)
@@ -59,12 +70,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="tcavkit-discover-resnet-"))
-    make_dataset(out / "data", size=(224, 224), n_per_set=max(20, args.images), n_random_sets=10)
-    torch.manual_seed(0)
-    torch.save(ResNet18(3).state_dict(), out / "resnet18.pt")
-    (out / "experiment.yaml").write_text(
-        EXPERIMENT.format(images=args.images, segments=args.segments.replace(",", ", "))
-    )
+    prepare(out, args.images, args.segments)
     report: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "torch_threads": torch.get_num_threads(),

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from tcavkit import CavOptions, Experiment
 from tcavkit.config import ModelSpec
-from tcavkit.models.loading import load_model
 from tcavkit.demo.starters import starter_cnn
+from tcavkit.models.loading import load_model
 
 FAILED: list[str] = []
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a dry run of the script

@@ -37,13 +37,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from tcavkit.demo.starters import CLASSES, starter_cnn, train_starter_cnn
 from tcavkit.demo.synthetic import (
     DEFAULT_CONCEPTS,
     make_images,
     set_rng,
     write_image_set,
 )
-from tcavkit.demo.starters import CLASSES, starter_cnn, train_starter_cnn
 
 
 @dataclass(frozen=True)

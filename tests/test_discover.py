@@ -8,16 +8,23 @@ masks), significant and positive for fire, and no concept dominated by backgroun
 pixels may be significant (the texture overlay's pattern and colour are independent of the
 class). The same seed gives the same ``concepts.json``, and a second run reads
 every patch activation from the cache.
+
+Overlap: on a cold run the images are segmented and the patch batches built in a background
+thread while the model runs; the batches, and so the activations and ``concepts.json``, are
+those of the serial order.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -26,6 +33,7 @@ from tcavkit.config import parse_config
 from tcavkit.demo.run import run_discover_demo
 from tcavkit.demo.synthetic import creatures, set_rng
 from tcavkit.discover import discover
+from tcavkit.discover import run as discover_run
 from tcavkit.discover.clusters import acceptable, keep_clusters, nmf
 from tcavkit.discover.segments import (
     bounding_box,
@@ -37,8 +45,10 @@ from tcavkit.discover.segments import (
     segment_image,
 )
 from tcavkit.errors import ConfigError, DataError, LayerError
+from tcavkit.examples.images import arrays_to_tensor
 from tcavkit.models.adapter import ModelAdapter
 from tcavkit.options import DiscoverOptions, Preprocessing
+from tcavkit.store import ArrayStore
 
 needs_skimage = pytest.mark.skipif(
     find_spec("skimage") is None, reason="scikit-image is not installed (tcavkit[discover])"
@@ -244,6 +254,105 @@ def test_discover_block_is_typed_and_checked():
         DiscoverOptions(images=4, min_images=5)
 
 
+# ------------------------------------------------------------------ overlap
+
+
+class RecordingModel:
+    """A stand-in model: records each batch and whether it ran in the main thread; a
+    patch's activation at any layer is its mean value per channel."""
+
+    def __init__(self) -> None:
+        self.batches: list[torch.Tensor] = []
+        self.in_main: list[bool] = []
+
+    def pooled_activations(self, x, layers, *, channels_last=False):
+        self.batches.append(x.clone())
+        self.in_main.append(threading.current_thread() is threading.main_thread())
+        return {layer: x.mean(dim=(2, 3)) for layer in layers}
+
+
+@needs_skimage
+@pytest.mark.parametrize("overlap", [True, False])
+def test_patch_batches_are_the_serial_ones_whether_made_in_the_background_or_not(
+    monkeypatch, overlap
+):
+    rng = np.random.default_rng(1)
+    arrays = [rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8) for _ in range(4)]
+    options = DiscoverOptions(segments=(4, 9), compactness=20, min_area=0.001)
+    prep = Preprocessing(size=(16, 16), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    fill, batch_size = (10, 20, 30), 5
+    segmented_in_main: list[bool] = []
+
+    def recording(*args):
+        segmented_in_main.append(threading.current_thread() is threading.main_thread())
+        return segment_image(*args)
+
+    monkeypatch.setattr(discover_run, "segment_image", recording)
+    monkeypatch.setattr(discover_run, "OVERLAP", overlap)
+    model = RecordingModel()
+    patch_model = discover_run._PatchModel(
+        model, "fp", ["a", "b"], prep, fill, batch_size, ArrayStore(None)
+    )
+    decoded = discover_run._Decoded("fire", [f"{i}.png" for i in range(4)], arrays, "key")
+    segments: list = []
+    clock: dict[str, float] = {}
+    segment = discover_run._segmenter(options)
+    acts = discover_run._forward(decoded, segments, segment, patch_model, False, clock)
+
+    # the serial reference: every image segmented, every patch made, cut into batches
+    reference = [segment_image(a, (4, 9), 20, 0.001) for a in arrays]
+    patches = [
+        make_patch(a, s.mask(j), fill, (16, 16))
+        for a, s in zip(arrays, reference, strict=True)
+        for j in range(len(s.kept))
+    ]
+    expected = [
+        arrays_to_tensor(patches[k : k + batch_size], prep)
+        for k in range(0, len(patches), batch_size)
+    ]
+    assert len(patches) % batch_size  # the last batch is a short one
+    assert [len(x) for x in model.batches] == [len(x) for x in expected]
+    for got, want in zip(model.batches, expected, strict=True):
+        assert torch.equal(got, want)
+    for got, want in zip(segments, reference, strict=True):
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_array_equal(got.kept, want.kept)
+    want_acts = torch.cat([x.mean(dim=(2, 3)) for x in expected]).numpy()
+    np.testing.assert_array_equal(acts["a"], want_acts)
+    np.testing.assert_array_equal(acts["b"], want_acts)
+    assert all(model.in_main)
+    assert segmented_in_main == [not overlap] * 4
+    assert set(clock) == {"segment", "patches", "forward", "waiting"}
+
+
+def test_patch_activation_keys_change_with_everything_that_decides_them():
+    prep = Preprocessing(size=(16, 16))
+    base = {
+        "adapter": None,
+        "fingerprint": "model",
+        "layers": ["a"],
+        "prep": prep,
+        "fill": (1, 2, 3),
+        "batch_size": 4,
+        "store": ArrayStore(None),
+    }
+    decoded = discover_run._Decoded("fire", [], [], "segments-key")
+    key = discover_run._PatchModel(**base).keys(decoded)["a"]
+    changed = [
+        {"fingerprint": "other model"},
+        {"layers": ["b"]},
+        {"prep": Preprocessing(size=(16, 16), mean=(0.5, 0.5, 0.5))},
+        {"fill": (1, 2, 4)},
+    ]
+    others = [
+        next(iter(discover_run._PatchModel(**{**base, **change}).keys(decoded).values()))
+        for change in changed
+    ]
+    other_images = discover_run._Decoded("fire", [], [], "other segments-key")
+    others.append(discover_run._PatchModel(**base).keys(other_images)["a"])
+    assert len({key, *others}) == len(changed) + 2
+
+
 # ------------------------------------------------------------------ end to end
 
 DEMO = {
@@ -275,6 +384,19 @@ def _shares(root: Path, concept) -> dict[str, float]:
         n = patch.mask.sum()
         shares.append([(patch.mask & getattr(creature, k)).sum() / n for k in kinds])
     return dict(zip(kinds, np.mean(shares, axis=0), strict=True))
+
+
+def _forward_calls(monkeypatch) -> list[int]:
+    """The batch sizes of every forward pass of the patches (and of the layer check)."""
+    calls: list[int] = []
+    original = ModelAdapter.pooled_activations
+
+    def counting(self, x, layers, **kwargs):
+        calls.append(len(x))
+        return original(self, x, layers, **kwargs)
+
+    monkeypatch.setattr(ModelAdapter, "pooled_activations", counting)
+    return calls
 
 
 @pytest.mark.slow
@@ -310,14 +432,7 @@ def test_planted_body_colour_is_discovered_and_background_is_not(demo):
 @pytest.mark.slow
 @needs_skimage
 def test_same_seed_same_concepts_and_no_forward_pass_when_warm(demo, tmp_path, monkeypatch):
-    calls = []
-    original = ModelAdapter.pooled_activations
-
-    def counting(self, x, layers, **kwargs):
-        calls.append(len(x))
-        return original(self, x, layers, **kwargs)
-
-    monkeypatch.setattr(ModelAdapter, "pooled_activations", counting)
+    calls = _forward_calls(monkeypatch)
     again = discover(demo.experiment_file, out=tmp_path / "again", progress=False)
     assert calls == [1]  # the layer check's single input: every patch came from the cache
     first = json.loads(demo.discovery.concepts_file.read_text())
@@ -384,6 +499,91 @@ def test_nmf_finds_the_planted_body_colour_and_writes_the_same_outputs(demo, tmp
     assert first.name in outcome.report.read_text(encoding="utf-8")
     again = discover(path, out=tmp_path / "again", progress=False)  # same seed, warm cache
     assert again.concepts_file.read_bytes() == outcome.concepts_file.read_bytes()
+
+
+def _with_demo_cache(demo, tmp_path: Path, *, cold_discovery: bool = False) -> Path:
+    """The demo's experiment on a copy of its (warm) cache; with ``cold_discovery``, the
+    copy has no segments and no patch activations (the experiment's entries stay)."""
+    path = _experiment(demo, tmp_path)
+    shutil.copytree(demo.experiment_file.parent / ".tcavkit-cache", tmp_path / "cache")
+    if cold_discovery:
+        for name, (_, meta) in _discovery_entries(tmp_path / "cache").items():
+            for suffix in (".npy", ".json"):
+                (meta.parent / name).with_suffix(suffix).unlink()
+    return path
+
+
+def _discovery_entries(cache: Path, kind: str = "discover-") -> dict[str, tuple[np.ndarray, Path]]:
+    """Every cached array of discovery (segments, patch activations), with its metadata file,
+    by file name."""
+    found = {}
+    for meta in cache.rglob("*.json"):
+        if str(json.loads(meta.read_text()).get("kind", "")).startswith(kind):
+            found[meta.stem] = (np.load(meta.with_suffix(".npy")), meta)
+    return found
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_serial_reference_gives_the_same_activations_and_concepts(demo, tmp_path, monkeypatch):
+    monkeypatch.setattr(discover_run, "OVERLAP", False)
+    path = _with_demo_cache(demo, tmp_path, cold_discovery=True)
+    serial = discover(path, out=tmp_path / "serial", progress=False)
+    assert serial.concepts_file.read_bytes() == demo.discovery.concepts_file.read_bytes()
+    overlapped = _discovery_entries(demo.experiment_file.parent / ".tcavkit-cache")
+    reference = _discovery_entries(tmp_path / "cache")
+    kinds = [json.loads(meta.read_text())["kind"] for _, meta in reference.values()]
+    assert sorted(kinds) == ["discover-activations"] * 2 + ["discover-segments"] * 2
+    assert set(reference) == set(overlapped)
+    for name, (array, _) in reference.items():
+        np.testing.assert_array_equal(overlapped[name][0], array)
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_an_error_while_segmenting_in_the_background_keeps_its_message(demo, tmp_path, monkeypatch):
+    path = _experiment(demo, tmp_path)  # a cold cache: images are segmented beside the model
+    in_main: list[bool] = []
+
+    def failing(*args):
+        in_main.append(threading.current_thread() is threading.main_thread())
+        if len(in_main) == 3:
+            raise DataError("discover: image 3 cannot be segmented")
+        return segment_image(*args)
+
+    monkeypatch.setattr(discover_run, "segment_image", failing)
+    with pytest.raises(DataError) as info:
+        discover(path, out=tmp_path / "out", progress=False)
+    assert str(info.value) == "discover: image 3 cannot be segmented"
+    assert in_main == [False, False, False]
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_cached_activations_whose_segments_were_lost_need_no_forward_pass(
+    demo, tmp_path, monkeypatch
+):
+    path = _with_demo_cache(demo, tmp_path)
+    monkeypatch.setattr(discover_run, "_cached_segments", lambda store, decoded: None)
+    calls = _forward_calls(monkeypatch)
+    again = discover(path, out=tmp_path / "again", progress=False)
+    assert calls == [1]  # segmented again (no model beside), every patch from the cache
+    assert again.result.meta["timings"]["discover fire: activations, segment"] > 0
+    assert again.concepts_file.read_bytes() == demo.discovery.concepts_file.read_bytes()
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_cached_activations_of_other_content_are_computed_again(demo, tmp_path, monkeypatch):
+    path = _with_demo_cache(demo, tmp_path)
+    # as if the cached segments no longer matched what the activations were made from
+    monkeypatch.setattr(discover_run, "_content_digest", lambda images: "0" * 64)
+    calls = _forward_calls(monkeypatch)
+    again = discover(path, out=tmp_path / "again", progress=False)
+    entries = _discovery_entries(tmp_path / "cache", "discover-activations").values()
+    n_patches = {len(array) for array, _ in entries}
+    assert [sum(calls[1:])] == list(n_patches)  # every patch through the model again
+    assert again.concepts_file.read_bytes() == demo.discovery.concepts_file.read_bytes()
 
 
 # ------------------------------------------------------------------ bad input

@@ -1,4 +1,5 @@
-"""Sets decode one ahead of the model, in order, each exactly once."""
+"""Sets decode one ahead of the model, in order, each exactly once; any stream of inputs is
+produced a few items ahead in one background thread."""
 
 import threading
 
@@ -7,7 +8,7 @@ import torch
 
 from tcavkit.errors import DataError
 from tcavkit.examples.base import ExampleSet
-from tcavkit.examples.prefetch import Prefetcher
+from tcavkit.examples.prefetch import Prefetcher, in_background
 from tcavkit.options import Preprocessing
 
 
@@ -55,3 +56,41 @@ def test_a_decoding_error_is_raised_when_that_set_is_asked_for():
         assert bad.started.wait(5)
         with pytest.raises(DataError, match="'b' is broken"):
             loads.load(bad)
+
+
+def _produced(log: list, count: int, fail_at: int | None = None):
+    """Yields 0..count-1, recording each item and whether it was made in the main thread."""
+    try:
+        for i in range(count):
+            log.append((i, threading.current_thread() is threading.main_thread()))
+            if i == fail_at:
+                raise DataError(f"image {i} cannot be segmented")
+            yield i
+    finally:
+        log.append("closed")
+
+
+def test_in_background_gives_every_item_in_order_made_in_one_other_thread():
+    log: list = []
+    assert list(in_background(_produced(log, 5), ahead=2)) == [0, 1, 2, 3, 4]
+    assert log == [(i, False) for i in range(5)] + ["closed"]
+
+
+def test_in_background_raises_the_producers_error_at_its_item():
+    log: list = []
+    got = []
+    with pytest.raises(DataError, match=r"^image 2 cannot be segmented$"):
+        for item in in_background(_produced(log, 5, fail_at=2)):
+            got.append(item)
+    assert got == [0, 1]
+    assert [entry for entry in log if entry != "closed"] == [(0, False), (1, False), (2, False)]
+
+
+def test_in_background_closed_early_stops_producing_and_closes_the_producer():
+    log: list = []
+    stream = in_background(_produced(log, 100), ahead=2)
+    assert next(stream) == 0
+    stream.close()
+    made = [entry for entry in log if entry != "closed"]
+    assert len(made) <= 3  # the item handed over and at most two ahead of it
+    assert log[-1] == "closed"

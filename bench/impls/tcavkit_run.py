@@ -6,9 +6,8 @@ from common import Measure, parse_args, warm_up, write_result
 from workloads import load_model, read_spec
 
 from tcavkit import Experiment
-from tcavkit.options import CavOptions
-from tcavkit.options import Preprocessing
 from tcavkit.examples.sources import ImageFolder
+from tcavkit.options import CavOptions, Preprocessing
 
 
 def main() -> None:

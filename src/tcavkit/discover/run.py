@@ -12,9 +12,22 @@ own target at its own layer, with the same calibrated test and correction as han
 concepts. ``concepts.json`` lists the concepts and their results; ``report.html`` shows
 them in a gallery.
 
-Segmentations and patch activations are cached by content (the target images' digests, the
-segmentation settings, the model, the preprocessing), so a second run with other
-clustering settings runs no forward pass.
+Segmentations and patch activations are cached by what decides them (the target images'
+digests, the size, the segmentation settings, the scikit-image and Pillow versions; for the
+activations also the model, the layer, the preprocessing and the fill colour), so the cache
+is looked up before anything is segmented, and a second run with other clustering settings
+runs no forward pass. A cached activation entry also holds the digest of the pixels and
+segments it was made from, and is used only with exactly those.
+
+On a cold run the work overlaps: a background thread segments the images one by one and
+cuts, fills and resizes each batch's patches while the model runs on the batch before
+(:func:`~tcavkit.examples.prefetch.in_background`). The batches are the serial ones (patches
+image by image, ``batch_size`` a batch), so the activations are identical.
+
+Arrays: images ``(H, W, 3)`` uint8 at the model's input size; per image, label maps
+``(R, H, W)`` int32 (one per resolution) and kept segments ``(m_i, 2)`` int32; a batch of
+patches ``(b, 3, H, W)`` float32 (``(b, H, W, 3)`` channels last); activations
+``{layer: (m, C)}`` float32 for the target's ``m`` patches.
 
 ``method: nmf`` (CRAFT, Fel et al. CVPR 2023) runs the same pipeline with two steps
 swapped: the patches are square crops on a regular grid at each ``discover.crops`` scale
@@ -32,13 +45,15 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import PIL
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
@@ -61,6 +76,7 @@ from tcavkit.errors import ConfigError, DataError, TcavWarning
 from tcavkit.examples.base import Selection
 from tcavkit.examples.digests import remembered_digests
 from tcavkit.examples.images import arrays_to_tensor
+from tcavkit.examples.prefetch import in_background
 from tcavkit.examples.sources import ImageFolder, list_image_files
 from tcavkit.models.adapter import ModelAdapter
 from tcavkit.options import DiscoverOptions, Preprocessing
@@ -77,6 +93,11 @@ PATCH_PATTERN = "patch_{:03d}.png"
 GALLERY_SIDE = 128
 """Source images in the gallery are enlarged (nearest neighbour) to at least this side."""
 _DIRECTION_ORDER = {"positive": 0, "none": 1, "negative": 2}
+
+OVERLAP = True
+"""Whether the patches' batches are made (images segmented, patches cut and resized) in a
+background thread while the model runs on the batch before. The batches are the same either
+way; ``False`` makes them in the main thread (the benchmark's serial reference)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +163,8 @@ class DiscoveryOutcome:
 
 @dataclass(frozen=True)
 class _TargetImages:
+    """A target's decoded images ``(H, W, 3)`` uint8, their file names and segments."""
+
     name: str
     files: list[str]
     arrays: list[np.ndarray]
@@ -195,23 +218,29 @@ def discover(
         check_image_size(preprocessing.size, options.segments, "discover.segments")
     _check_spatial(adapter, layers, preprocessing)
     store = ArrayStore(args["cache_dir"])
-    model_fp = adapter.fingerprint()
-    fill = fill_colour(preprocessing)
+    model = _PatchModel(
+        adapter=adapter,
+        fingerprint=adapter.fingerprint(),
+        layers=layers,
+        prep=preprocessing,
+        fill=fill_colour(preprocessing),
+        batch_size=int(args["batch_size"]),
+        store=store,
+    )
     timings: dict[str, float] = {}
     concepts: list[DiscoveredConcept] = []
     for target in chosen:
         tick = time.perf_counter()
-        images = _target_images(
-            target, args["targets"][target], options, preprocessing, config.seed, store, progress
+        decoded = _decode_target(
+            target, args["targets"][target], options, preprocessing, config.seed, store
         )
-        timings[f"discover {target}: segment"] = time.perf_counter() - tick
+        timings[f"discover {target}: decode"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        images, acts, steps = _segments_and_activations(decoded, model, options, progress)
+        timings[f"discover {target}: activations"] = time.perf_counter() - tick
+        timings.update({f"discover {target}: activations, {k}": v for k, v in steps.items()})
         n_patches = sum(len(s.kept) for s in images.segments)
         say(f"{target}: {n_patches} patches from {len(images.files)} images")
-        tick = time.perf_counter()
-        acts = _patch_activations(
-            adapter, store, model_fp, images, layers, preprocessing, fill, args, progress
-        )
-        timings[f"discover {target}: activations"] = time.perf_counter() - tick
         tick = time.perf_counter()
         found = _cluster(images, acts, layers, options, config.seed, out_dir)
         timings[f"discover {target}: cluster"] = time.perf_counter() - tick
@@ -222,7 +251,7 @@ def discover(
                 "discover.min_images or discover.clusters, or raise discover.images"
             )
         tick = time.perf_counter()
-        _write_concepts(found, images, fill, preprocessing.size, out_dir)
+        _write_concepts(found, images, model.fill, preprocessing.size, out_dir)
         timings[f"discover {target}: write"] = time.perf_counter() - tick
         say(f"{target}: {len(found)} concepts kept at {', '.join(layers)}")
         concepts.extend(found)
@@ -287,18 +316,33 @@ def _check_spatial(adapter: ModelAdapter, layers: list[str], prep: Preprocessing
 # ------------------------------------------------------------------ segmentation
 
 
-def _target_images(
+@dataclass(frozen=True)
+class _Decoded:
+    """A target's images, decoded, before segmentation.
+
+    Attributes:
+        arrays: the images ``(H, W, 3)`` uint8 at the model's input size, seeded order.
+        files: their file names.
+        key: the cache key of their segments: what decides them (the images' content, the
+            size, the discover settings, the scikit-image and Pillow versions).
+    """
+
+    name: str
+    files: list[str]
+    arrays: list[np.ndarray]
+    key: str
+
+
+def _decode_target(
     target: str,
     source: Any,
     options: DiscoverOptions,
     prep: Preprocessing,
     seed: int,
     store: ArrayStore,
-    progress: bool,
-) -> _TargetImages:
+) -> _Decoded:
     """The target's first ``discover.images`` images (seeded order), decoded at the model's
-    input size, and their segments (from the cache when the same images were segmented
-    with the same settings before)."""
+    input size."""
     folder = Path(source.path) if isinstance(source, ImageFolder) else None
     if folder is not None and folder.is_dir():
         count = len(list_image_files(folder))
@@ -318,32 +362,9 @@ def _target_images(
         size=list(prep.size),  # type: ignore[arg-type]
         settings=options.fingerprint(),
         skimage=_skimage_version(),
+        pillow=PIL.__version__,
     )
-    labels, kept = store.get(key), store.get(key + "-kept")
-    if labels is not None and kept is not None and len(labels) == len(arrays):
-        labels = np.asarray(labels)
-        segments = [
-            Segments(labels[i], np.asarray(kept[kept[:, 0] == i][:, 1:]))
-            for i in range(len(arrays))
-        ]
-    else:
-        segments = []
-        for array in tqdm(arrays, desc=f"segment {target}", unit="image", disable=not progress):
-            if options.method == "nmf":
-                segments.append(crop_grid(array.shape[:2], options.crops))
-            else:
-                segments.append(
-                    segment_image(array, options.segments, options.compactness, options.min_area)
-                )
-        table = np.concatenate(
-            [
-                np.column_stack([np.full(len(s.kept), i, dtype=np.int32), s.kept])
-                for i, s in enumerate(segments)
-            ]
-        )
-        store.put(key, np.stack([s.labels for s in segments]), meta={"target": target})
-        store.put(key + "-kept", table, meta={"target": target})
-    return _TargetImages(target, files, arrays, segments)
+    return _Decoded(target, files, arrays, key)
 
 
 def _skimage_version() -> str:
@@ -352,79 +373,301 @@ def _skimage_version() -> str:
     return str(skimage.__version__)
 
 
+def _segmenter(options: DiscoverOptions) -> Callable[[np.ndarray], Segments]:
+    """Segments one image ``(H, W, 3)`` uint8: SLIC (``ace``) or the crop grid (``nmf``)."""
+    if options.method == "nmf":
+        return lambda array: crop_grid(array.shape[:2], options.crops)
+    return lambda array: segment_image(
+        array, options.segments, options.compactness, options.min_area
+    )
+
+
+def _cached_segments(store: ArrayStore, decoded: _Decoded) -> list[Segments] | None:
+    """Every image's segments from the cache, or ``None``."""
+    labels, kept = store.get(decoded.key), store.get(decoded.key + "-kept")
+    if labels is None or kept is None or len(labels) != len(decoded.arrays):
+        return None
+    labels = np.asarray(labels)
+    return [
+        Segments(labels[i], np.asarray(kept[kept[:, 0] == i][:, 1:]))
+        for i in range(len(decoded.arrays))
+    ]
+
+
+def _put_segments(store: ArrayStore, decoded: _Decoded, segments: list[Segments]) -> None:
+    """Cache every image's segments: the label maps ``(n, R, H, W)`` int32 and the kept
+    table ``(m, 3)`` int32 rows ``(image, resolution index, label)``."""
+    table = np.concatenate(
+        [
+            np.column_stack([np.full(len(s.kept), i, dtype=np.int32), s.kept])
+            for i, s in enumerate(segments)
+        ]
+    )
+    meta = {"kind": "discover-segments", "target": decoded.name}
+    store.put(decoded.key, np.stack([s.labels for s in segments]), meta=meta)
+    store.put(decoded.key + "-kept", table, meta=meta)
+
+
+def _segment_all(
+    decoded: _Decoded, options: DiscoverOptions, progress: bool, clock: dict[str, float]
+) -> list[Segments]:
+    """Every image's segments, one image after the other (no model running beside)."""
+    segment = _segmenter(options)
+    tick = time.perf_counter()
+    arrays = tqdm(
+        decoded.arrays, desc=f"segment {decoded.name}", unit="image", disable=not progress
+    )
+    segments = [segment(array) for array in arrays]
+    clock["segment"] = time.perf_counter() - tick
+    return segments
+
+
 def _patch_list(images: _TargetImages) -> list[tuple[int, int]]:
     """Every patch as ``(image index, kept-segment index)``, image by image."""
     return [(i, j) for i, s in enumerate(images.segments) for j in range(len(s.kept))]
 
 
-def _patch_array(
-    images: _TargetImages, i: int, j: int, fill: tuple[int, int, int], size: tuple[int, int]
-) -> np.ndarray:
-    return make_patch(images.arrays[i], images.segments[i].mask(j), fill, size)
+def _content_digest(images: _TargetImages) -> str:
+    """SHA-256 of exactly what the patches are made of: every image's pixels, label maps
+    and kept table (shapes included)."""
+    digest = hashlib.sha256()
+    for array, segs in zip(images.arrays, images.segments, strict=True):
+        for part in (array, segs.labels, segs.kept):
+            part = np.ascontiguousarray(part)
+            digest.update(f"{part.dtype.str}{part.shape}".encode())
+            digest.update(memoryview(part).cast("B"))
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ activations
 
 
-def _patch_activations(
-    adapter: ModelAdapter,
-    store: ArrayStore,
-    model_fp: str,
-    images: _TargetImages,
-    layers: list[str],
-    prep: Preprocessing,
-    fill: tuple[int, int, int],
-    args: dict[str, Any],
-    progress: bool,
-) -> dict[str, np.ndarray]:
-    """{layer: ``(m, C)``} spatially averaged activations of every patch, from the cache or
-    from one forward pass per batch for all layers."""
-    content = cache_key(
-        segments=[s.kept.tolist() for s in images.segments],
-        labels=[cache_key(array=s.labels.tobytes().hex()) for s in images.segments],
-        pixels=[cache_key(array=a.tobytes().hex()) for a in images.arrays],
-    )
-    keys = {
-        layer: cache_key(
-            kind="discover-activations",
-            model=model_fp,
-            layer=layer,
-            patches=content,
-            preprocessing=prep.fingerprint(),
-            fill=list(fill),
-        )
-        for layer in layers
-    }
-    cached = {layer: store.get_float32(key) for layer, key in keys.items()}
-    if all(a is not None for a in cached.values()):
-        return {layer: np.asarray(a) for layer, a in cached.items()}  # type: ignore[misc]
-    patches = _patch_list(images)
-    batch_size = int(args["batch_size"])
-    parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
-    size = prep.size
-    assert size is not None
-    with tqdm(
-        total=len(patches), desc=f"patches {images.name}", unit="patch", disable=not progress
-    ) as bar:
-        for start in range(0, len(patches), batch_size):
-            chunk = patches[start : start + batch_size]
-            arrays = [_patch_array(images, i, j, fill, size) for i, j in chunk]
-            x = arrays_to_tensor(arrays, prep)
-            out = adapter.pooled_activations(x, layers, channels_last=prep.channels_last)
-            for layer in layers:
-                parts[layer].append(out[layer])
-            bar.update(len(chunk))
-    result = {}
-    for layer in layers:
-        array = torch.cat(parts[layer]).numpy()
+@dataclass(frozen=True)
+class _PatchModel:
+    """What the patches' forward pass needs: the model at its layers, its inputs' form, the
+    fill colour, the batch size and the cache."""
+
+    adapter: ModelAdapter
+    fingerprint: str
+    layers: list[str]
+    prep: Preprocessing
+    fill: tuple[int, int, int]
+    batch_size: int
+    store: ArrayStore
+
+    def keys(self, decoded: _Decoded) -> dict[str, str]:
+        """Each layer's cache key for the target's patch activations: what decides them
+        (the segments' key, the model, the layer, the preprocessing, the fill colour), known
+        before anything is segmented."""
+        return {
+            layer: cache_key(
+                kind="discover-activations",
+                model=self.fingerprint,
+                layer=layer,
+                segments=decoded.key,
+                preprocessing=self.prep.fingerprint(),
+                fill=list(self.fill),
+            )
+            for layer in self.layers
+        }
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One batch of patches for the model.
+
+    Attributes:
+        x: the model's inputs ``(b, 3, H, W)`` float32 (``(b, H, W, 3)`` channels last).
+        images: how many images are segmented so far.
+        known: how many patches those images have.
+    """
+
+    x: torch.Tensor
+    images: int
+    known: int
+
+
+def _segments_and_activations(
+    decoded: _Decoded, model: _PatchModel, options: DiscoverOptions, progress: bool
+) -> tuple[_TargetImages, dict[str, np.ndarray], dict[str, float]]:
+    """The target's segments, the {layer: ``(m, C)``} spatially averaged activations of
+    its ``m`` patches, and the seconds of each step (``segment``, ``patches``, ``forward``,
+    ``waiting``: what ran).
+
+    Both come from the cache when they can. The activations are looked up before anything is
+    segmented; an entry is used only if it was computed from exactly these pixels and
+    segments (their digest, in its metadata). On a cold run each image is segmented when
+    its patches are first needed, in the background while the model runs (:func:`_forward`).
+    """
+    store, keys, clock = model.store, model.keys(decoded), {}
+    segments = _cached_segments(store, decoded)
+    if segments is None and all(store.get_meta(key) for key in keys.values()):
+        segments = _segment_all(decoded, options, progress, clock)  # activations are kept
+        _put_segments(store, decoded, segments)
+    if segments is not None:
+        images = _TargetImages(decoded.name, decoded.files, decoded.arrays, segments)
+        digest = _content_digest(images)
+        cached = _cached_activations(store, keys, digest)
+        if cached is not None:
+            return images, cached, clock
+        acts = _forward(decoded, segments, None, model, progress, clock)
+    else:
+        segments = []
+        acts = _forward(decoded, segments, _segmenter(options), model, progress, clock)
+        _put_segments(store, decoded, segments)
+        images = _TargetImages(decoded.name, decoded.files, decoded.arrays, segments)
+        digest = _content_digest(images)
+    _put_activations(store, keys, acts, decoded.name, digest)
+    return images, acts, clock
+
+
+def _cached_activations(
+    store: ArrayStore, keys: dict[str, str], digest: str
+) -> dict[str, np.ndarray] | None:
+    """Every layer's cached activations if each entry was made from content ``digest``."""
+    found = {}
+    for layer, key in keys.items():
+        array = store.get_float32(key)
+        if array is None or store.get_meta(key).get("content") != digest:
+            return None
+        found[layer] = np.asarray(array)
+    return found
+
+
+def _put_activations(
+    store: ArrayStore, keys: dict[str, str], acts: dict[str, np.ndarray], name: str, digest: str
+) -> None:
+    """Check that every activation is finite, and cache each layer's with the digest of the
+    content it was made from."""
+    for layer, array in acts.items():
         if not np.isfinite(array).all():
             raise DataError(
                 f"discover: the model produced NaN or infinite values at layer {layer!r} for "
-                f"patches of {images.name!r}; check the preprocessing and the model weights"
+                f"patches of {name!r}; check the preprocessing and the model weights"
             )
-        store.put(keys[layer], array, meta={"target": images.name, "layer": layer})
-        result[layer] = array
-    return result
+        meta = {
+            "kind": "discover-activations",
+            "target": name,
+            "layer": layer,
+            "content": digest,
+            "patches": len(array),
+        }
+        store.put(keys[layer], array, meta=meta)
+
+
+def _forward(
+    decoded: _Decoded,
+    segments: list[Segments],
+    segment: Callable[[np.ndarray], Segments] | None,
+    model: _PatchModel,
+    progress: bool,
+    clock: dict[str, float],
+) -> dict[str, np.ndarray]:
+    """{layer: ``(m, C)``}: every patch through the model, all layers in one pass a batch.
+
+    The batches (:func:`_patch_batches`) are made in a background thread while the model
+    runs on the one before (in the main thread when :data:`OVERLAP` is off); they are the
+    same either way, so the activations are too. ``clock`` gets the seconds spent
+    segmenting, building patches, in the model, and waiting for a batch."""
+    made = {"segment": 0.0, "patches": 0.0}
+    batches = _patch_batches(decoded.arrays, segments, segment, model, made)
+    stream = in_background(batches) if OVERLAP else batches
+    parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in model.layers}
+    known = None if segment is not None else sum(len(s.kept) for s in segments)
+    forward = waiting = 0.0
+    with closing(stream), _progress(decoded, known, progress) as advance:
+        asked = time.perf_counter()
+        for batch in stream:
+            started = time.perf_counter()
+            waiting += started - asked
+            out = model.adapter.pooled_activations(
+                batch.x, model.layers, channels_last=model.prep.channels_last
+            )
+            for layer in model.layers:
+                parts[layer].append(out[layer])
+            asked = time.perf_counter()
+            forward += asked - started
+            advance(batch)
+    for step, seconds in {**made, "forward": forward, "waiting": waiting}.items():
+        clock[step] = clock.get(step, 0.0) + seconds
+    return {layer: torch.cat(parts[layer]).numpy() for layer in model.layers}
+
+
+def _patch_batches(
+    arrays: list[np.ndarray],
+    segments: list[Segments],
+    segment: Callable[[np.ndarray], Segments] | None,
+    model: _PatchModel,
+    clock: dict[str, float],
+) -> Iterator[_Batch]:
+    """Every patch (image by image, each image's kept segments in order) as model inputs,
+    ``model.batch_size`` patches a batch, the last batch smaller.
+
+    With ``segment``, each image is segmented when its patches are first needed and its
+    segments appended to ``segments`` (given empty); without, ``segments`` holds every
+    image's. ``clock`` adds up the seconds segmenting (``segment``) and building the
+    patches and their tensors (``patches``)."""
+    size = model.prep.size
+    assert size is not None
+    pending: list[np.ndarray] = []
+    known = 0
+    for i, array in enumerate(arrays):
+        if segment is not None:
+            with _adding(clock, "segment"):
+                segments.append(segment(array))
+        segs = segments[i]
+        known += len(segs.kept)
+        for j in range(len(segs.kept)):
+            with _adding(clock, "patches"):
+                pending.append(make_patch(array, segs.mask(j), model.fill, size))
+            if len(pending) == model.batch_size:
+                with _adding(clock, "patches"):
+                    x = arrays_to_tensor(pending, model.prep)
+                pending = []
+                yield _Batch(x, i + 1, known)
+    if pending:
+        with _adding(clock, "patches"):
+            x = arrays_to_tensor(pending, model.prep)
+        yield _Batch(x, len(arrays), known)
+
+
+@contextmanager
+def _adding(clock: dict[str, float], step: str) -> Iterator[None]:
+    """Adds the block's wall time to ``clock[step]``."""
+    tick = time.perf_counter()
+    try:
+        yield
+    finally:
+        clock[step] = clock.get(step, 0.0) + time.perf_counter() - tick
+
+
+@contextmanager
+def _progress(
+    decoded: _Decoded, known: int | None, progress: bool
+) -> Iterator[Callable[[_Batch], None]]:
+    """Progress of the patches' pass, updated from the main thread as each batch is done:
+    the images segmented (when the patch count is not ``known`` yet), and the patches."""
+    n_images = len(decoded.arrays)
+    with (
+        tqdm(
+            total=n_images,
+            desc=f"segment {decoded.name}",
+            unit="image",
+            disable=not progress or known is not None,
+        ) as images,
+        tqdm(
+            total=known, desc=f"patches {decoded.name}", unit="patch", disable=not progress
+        ) as patches,
+    ):
+
+        def advance(batch: _Batch) -> None:
+            images.update(batch.images - images.n)
+            if patches.total is None and batch.images == n_images:
+                patches.total = batch.known  # every image segmented: the count is known
+            patches.update(len(batch.x))
+
+        yield advance
+        images.update(n_images - images.n)  # the last images may have had no patch
 
 
 # ------------------------------------------------------------------ clustering

@@ -1,18 +1,26 @@
-"""Decode example sets one ahead of the model.
+"""Decode example sets one ahead of the model, and produce any stream of model inputs a
+few items ahead.
 
 While the model runs on one set, the next set of a known order is read and decoded in a
 background thread (image decoding and tensor maths both release the GIL), so decoding
-hides behind the model's passes instead of adding to them.
+hides behind the model's passes instead of adding to them. :func:`in_background` does the
+same for any iterator (concept discovery's segmentation and patch batches).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
+from typing import TypeVar
 
 from tcavkit.examples.base import ExampleSet, Inputs
 from tcavkit.options import Preprocessing
+
+T = TypeVar("T")
+
+_END = object()
 
 
 class Prefetcher:
@@ -61,3 +69,30 @@ class Prefetcher:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def in_background(items: Iterable[T], ahead: int = 2) -> Iterator[T]:
+    """The items of ``items`` in their order, each produced once, in one background thread
+    up to ``ahead`` items before the consumer asks for them.
+
+    An error raised while producing an item is raised here when that item is asked for
+    (the same exception, its message unchanged). Closing the iterator early waits for the
+    item being produced, drops the rest and closes ``items`` when it is a generator.
+    """
+    iterator = iter(items)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tcavkit-ahead")
+    pending: deque[Future[object]] = deque(
+        pool.submit(next, iterator, _END) for _ in range(max(1, ahead))
+    )
+    try:
+        while True:
+            item = pending.popleft().result()
+            if item is _END:
+                return
+            pending.append(pool.submit(next, iterator, _END))
+            yield item  # type: ignore[misc]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
