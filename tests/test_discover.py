@@ -44,7 +44,7 @@ from tcavkit.discover.segments import (
     make_patch,
     segment_image,
 )
-from tcavkit.errors import ConfigError, DataError, LayerError
+from tcavkit.errors import ConfigError, DataError, LayerError, TooFewExamplesError
 from tcavkit.examples.images import arrays_to_tensor
 from tcavkit.models.adapter import ModelAdapter
 from tcavkit.options import DiscoverOptions, Preprocessing
@@ -619,6 +619,44 @@ def test_too_few_target_images_is_one_line_naming_the_fix(demo, tmp_path):
     path = _experiment(demo, tmp_path, data=str(data))
     with pytest.raises(DataError, match=r"has 3 images .* lower discover.min_images"):
         discover(path, out=tmp_path / "out", progress=False)
+
+
+@pytest.mark.slow
+@needs_skimage
+def test_small_concepts_do_not_lower_the_other_sets_minimum(demo, tmp_path):
+    """Concepts of 6 patches are tested although examples.min is 10, but a random set of 8
+    images is still refused: only the concept folders get the lower minimum."""
+    settings = {"discover.max_patches": 6, "discover.min_images": 5}
+    outcome = discover(_experiment(demo, tmp_path, **settings), out=tmp_path / "ok", progress=False)
+    assert outcome.concepts and all(len(c.patches) <= 6 for c in outcome.concepts)
+    data = tmp_path / "data"
+    shutil.copytree(demo.experiment_file.parent / "data", data)
+    for file in sorted((data / "random500_0").glob("*.png"))[8:]:
+        file.unlink()
+    path = _experiment(demo, tmp_path, data=str(data), **settings)
+    with pytest.raises(
+        TooFewExamplesError, match=r"'random500_0'.* 8 image files .* 10 are needed"
+    ):
+        discover(path, out=tmp_path / "out", progress=False)
+
+
+def test_concept_folder_lowers_only_its_own_minimum(tmp_path):
+    from PIL import Image
+
+    from tcavkit.discover.run import ConceptFolder
+    from tcavkit.examples.base import Selection
+    from tcavkit.examples.sources import ImageFolder
+
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"patch_{i:03d}.png")
+    selection = Selection(min_examples=10)
+    with pytest.raises(TooFewExamplesError, match="3 image files but at least 10"):
+        ImageFolder(tmp_path).resolve("c", selection)
+    resolved = ConceptFolder(tmp_path, 3).resolve("c", selection)
+    assert len(resolved.files) == 3 and resolved.min_examples == 3
+    # a folder that lost patches since discovery is still refused at the usual minimum
+    with pytest.raises(TooFewExamplesError, match="3 image files but at least 10"):
+        ConceptFolder(tmp_path, 50).resolve("c", selection)
 
 
 @pytest.mark.slow

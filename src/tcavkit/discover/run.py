@@ -47,7 +47,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,10 @@ from tcavkit.discover.segments import (
 )
 from tcavkit.errors import ConfigError, DataError, TcavWarning
 from tcavkit.examples.base import Selection
-from tcavkit.examples.digests import remembered_digests
+from tcavkit.examples.digests import FileDigests, remembered_digests
 from tcavkit.examples.images import arrays_to_tensor
 from tcavkit.examples.prefetch import in_background
-from tcavkit.examples.sources import ImageFolder, list_image_files
+from tcavkit.examples.sources import ImageFolder, ImageFolderSet, list_image_files
 from tcavkit.models.adapter import ModelAdapter
 from tcavkit.options import DiscoverOptions, Preprocessing
 from tcavkit.pipeline.experiment import Experiment, experiment_arguments
@@ -260,9 +260,8 @@ def discover(
         **{
             **args,
             "targets": {name: args["targets"][name] for name in chosen},
-            "concepts": {c.name: ImageFolder(c.folder) for c in concepts},
+            "concepts": {c.name: ConceptFolder(c.folder, len(c.patches)) for c in concepts},
             "relative": [],
-            "min_examples": min(args["min_examples"], *(len(c.patches) for c in concepts)),
         }
     )
     tested = experiment.run()
@@ -288,6 +287,24 @@ def discover(
         report=report,
         seconds=time.perf_counter() - started,
     )
+
+
+class ConceptFolder(ImageFolder):
+    """A discovered concept's folder of ``patches`` patches, resolved with at most that many
+    as its minimum: its size is set by the cluster and ``discover.max_patches``, not by the
+    user, so it may hold fewer than ``examples.min``. Every other set (targets, random sets)
+    keeps the experiment's minimum, and so its selection and its cache keys."""
+
+    def __init__(self, path: str | Path, patches: int) -> None:
+        super().__init__(path)
+        self.patches = patches
+
+    def resolve(
+        self, name: str, selection: Selection, *, digests: FileDigests | None = None
+    ) -> ImageFolderSet:
+        """As :meth:`ImageFolder.resolve`, with ``min_examples`` lowered to ``patches``."""
+        lowered = replace(selection, min_examples=min(selection.min_examples, self.patches))
+        return super().resolve(name, lowered, digests=digests)
 
 
 # ------------------------------------------------------------------ checks
