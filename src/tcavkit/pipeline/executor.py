@@ -91,7 +91,7 @@ class LocalExecutor:
         targets: dict[str, int],
         timings: dict[str, float],
     ) -> tuple[Arrays, Arrays]:
-        order = sets_to_compute(ctx, sets, example_sets, targets)
+        order = [examples for examples, _ in sets_to_compute(ctx, sets, example_sets, targets)]
         with Prefetcher(ctx.keys.preprocessing, order) as ctx.loads:
             with timed(timings, "activations"):
                 acts = activation_pass(ctx, sets, example_sets)

@@ -34,20 +34,21 @@ def sets_to_compute(
     sets: dict[str, ExampleSet],
     example_sets: Sequence[str],
     targets: dict[str, int],
-) -> list[ExampleSet]:
+) -> list[tuple[ExampleSet, int | None]]:
     """The sets that go through the model in this run, in the order they will: concept
-    and random sets missing from the cache (each content once), then targets."""
-    order: list[ExampleSet] = []
+    and random sets missing from the cache (each content once; class index ``None``: their
+    activations), then targets (with their class index: activations and gradients)."""
+    order: list[tuple[ExampleSet, int | None]] = []
     seen: set[str] = set()
     for name in example_sets:
         examples = sets[name]
         if examples.fingerprint not in seen:
             seen.add(examples.fingerprint)
             if not in_cache(ctx, ctx.keys.activations(ctx.layers, examples)):
-                order.append(examples)
+                order.append((examples, None))
     for name, index in targets.items():
         if not in_cache(ctx, gradient_keys(ctx, sets[name], index)):
-            order.append(sets[name])
+            order.append((sets[name], index))
     return order
 
 

@@ -61,8 +61,8 @@ from tcavkit.pipeline.passes import (
     activation_pass,
     gradient_keys,
     gradient_pass,
-    in_cache,
     layer_loader,
+    sets_to_compute,
 )
 from tcavkit.pipeline.plan import Plan
 from tcavkit.pipeline.training import (
@@ -389,7 +389,7 @@ class RayExecutor:
         targets: dict[str, int],
         timings: dict[str, float],
     ) -> tuple[Arrays, Arrays]:
-        jobs = self._missing(ctx, sets, example_sets, targets)
+        jobs = [PassJob(e, k) for e, k in sets_to_compute(ctx, sets, example_sets, targets)]
         with timed(timings, "ray passes"):
             computed = self._compute(ctx, jobs) if jobs else 0
         # Every set is in the cache now: read them as a local run reads a warm cache (a
@@ -401,29 +401,6 @@ class RayExecutor:
                 grads = gradient_pass(ctx, sets, targets)
         ctx.counts.sets_from_cache -= min(computed, ctx.counts.sets_from_cache)
         return acts, grads
-
-    @staticmethod
-    def _missing(
-        ctx: RunContext,
-        sets: dict[str, ExampleSet],
-        example_sets: Sequence[str],
-        targets: dict[str, int],
-    ) -> list[PassJob]:
-        """The sets whose entries are not all cached: each concept and random content once,
-        then the targets (as :func:`~tcavkit.pipeline.passes.sets_to_compute`)."""
-        jobs: list[PassJob] = []
-        seen: set[str] = set()
-        for name in example_sets:
-            examples = sets[name]
-            if examples.fingerprint in seen:
-                continue
-            seen.add(examples.fingerprint)
-            if not in_cache(ctx, ctx.keys.activations(ctx.layers, examples)):
-                jobs.append(PassJob(examples))
-        for name, index in targets.items():
-            if not in_cache(ctx, gradient_keys(ctx, sets[name], index)):
-                jobs.append(PassJob(sets[name], index))
-        return jobs
 
     def _compute(self, ctx: RunContext, jobs: list[PassJob]) -> int:
         """Sends ``jobs`` to a pool of model actors; returns the number of sets they
