@@ -76,7 +76,7 @@ def train_and_score(
                 timings["cavs"] += time.perf_counter() - began
             else:
                 coefficients, stats, scores = _train_and_score_layer(
-                    ctx, sets, layer, tasks, acts, grads, targets, timings, bar
+                    ctx, key, layer, tasks, acts, grads, targets, timings, bar
                 )
                 timings["cavs"] += time.perf_counter() - began
                 if scores_key is not None:
@@ -121,23 +121,25 @@ def cached_cavs(ctx: RunContext, key: str, m: int) -> tuple[np.ndarray, np.ndarr
     coefficients ``(m, n_train)`` and stats ``(m, 3)``, when both are whole and the stats
     plausible; else ``None`` (impossible stats are named in a warning; the CAVs are then
     trained again)."""
-    stats_key = ctx.keys.cav_stats(key)
-    cached = ctx.store.get(key)
-    cached_stats = ctx.store.get(stats_key)
-    if (
-        cached is not None
-        and cached_stats is not None
-        and len(cached) == m
-        and cached_stats.shape == (m, 3)
-        and _plausible_stats(ctx, stats_key, cached_stats)
-    ):
-        return np.array(cached), np.array(cached_stats)
-    return None
+    found = _whole_cavs(ctx, key, m)
+    if found is None or not _plausible_stats(ctx, ctx.keys.cav_stats(key), found[1]):
+        return None
+    return found
+
+
+def _whole_cavs(ctx: RunContext, key: str, m: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A layer's ``m`` cached coefficients and stats ``(m, 3)`` when both are there with
+    those shapes (their values unchecked); else ``None``."""
+    coefficients = ctx.store.get(key)
+    stats = ctx.store.get(ctx.keys.cav_stats(key))
+    if coefficients is None or stats is None or len(coefficients) != m or stats.shape != (m, 3):
+        return None
+    return np.array(coefficients), np.array(stats)
 
 
 def _train_and_score_layer(
     ctx: RunContext,
-    sets: dict[str, ExampleSet],
+    key: str,
     layer: str,
     tasks: list[CavTask],
     acts: Arrays,
@@ -148,7 +150,7 @@ def _train_and_score_layer(
 ) -> tuple[np.ndarray, np.ndarray, LayerScores]:
     """Coefficients, stats and scores of one layer's CAVs, trained (or their coefficients
     read and their directions rebuilt) and scored for every target; the time spent
-    scoring is added to ``timings["scores"]``."""
+    scoring is added to ``timings["scores"]``; ``key``: the CAVs' cache key."""
     import torch
 
     device = ctx.adapter.device
@@ -158,7 +160,7 @@ def _train_and_score_layer(
     del target_grads
     scores = LayerScores.empty(len(targets), len(tasks))
     score = partial(_score_batch, g, bounds, scores, timings)
-    coefficients, stats = _layer_cavs(ctx, sets, layer, tasks, acts, g.shape[1], score, bar)
+    coefficients, stats = _layer_cavs(ctx, key, layer, tasks, acts, g.shape[1], score, bar)
     return coefficients, stats, scores
 
 
@@ -169,21 +171,13 @@ def _cached_layer(
     cache, when all three are there and plausible; else ``None``."""
     if scores_key is None:
         return None
-    stats_key = ctx.keys.cav_stats(key)
     scores = ctx.store.get(scores_key)
     if scores is None or scores.shape != (2, len(fields(Scores)), k, m):
         return None
-    coefficients = ctx.store.get(key)
-    stats = ctx.store.get(stats_key)
-    if (
-        coefficients is None
-        or stats is None
-        or len(coefficients) != m
-        or stats.shape != (m, 3)
-        or not _possible(stats)  # the training path below warns and retrains
-    ):
+    found = _whole_cavs(ctx, key, m)
+    if found is None or not _possible(found[1]):  # the training path warns and retrains
         return None
-    return np.array(coefficients), np.array(stats), LayerScores.from_array(scores)
+    return *found, LayerScores.from_array(scores)
 
 
 def _rebuilder(
@@ -224,7 +218,7 @@ def _score_batch(
 
 def _layer_cavs(
     ctx: RunContext,
-    sets: dict[str, ExampleSet],
+    key: str,
     layer: str,
     tasks: list[CavTask],
     acts: Arrays,
@@ -234,8 +228,8 @@ def _layer_cavs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients ``(m, n_train)`` and stats ``(m, 3)`` (intercept, accuracy,
     separation) of ``tasks`` at ``layer``, trained batch by batch, or read from the cache
-    (then only the directions are rebuilt from the activations). Each batch's directions
-    are scored by ``score``.
+    (then only the directions are rebuilt from the activations), under the cache key
+    ``key``. Each batch's directions are scored by ``score``.
 
     The cache keeps the learners' coefficients, not the directions: a few hundred bytes
     per CAV instead of four bytes per activation value, and the same scores, since the
@@ -245,7 +239,6 @@ def _layer_cavs(
 
     from tcavkit.cav.batch import cav_directions, train_cav_batch
 
-    key = ctx.keys.cavs(layer, tasks, sets, ctx.cav)
     chunks = cav_chunks(len(tasks), dim)
     step = chunks[0][1] - chunks[0][0] if chunks else 1
     load = layer_loader(ctx, acts, layer)
