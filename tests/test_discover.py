@@ -399,6 +399,20 @@ def _forward_calls(monkeypatch) -> list[int]:
     return calls
 
 
+def _planted_body(concepts, shares: dict[str, dict[str, float]]) -> list:
+    """The concepts at least 80% plain body colour, significant and positive (asserted
+    non-empty, showing every concept's shares and direction when it is not)."""
+    body = [
+        c
+        for c in concepts
+        if shares[c.name]["body"] >= 0.8
+        and c.result["significant"]
+        and c.result["direction"] == "positive"
+    ]
+    assert body, {c.name: (shares[c.name], c.result["direction"]) for c in concepts}
+    return body
+
+
 @pytest.mark.slow
 @needs_skimage
 def test_planted_body_colour_is_discovered_and_background_is_not(demo):
@@ -406,14 +420,7 @@ def test_planted_body_colour_is_discovered_and_background_is_not(demo):
     outcome = demo.discovery
     assert demo.test_accuracy > 0.9
     shares = {c.name: _shares(root, c) for c in outcome.concepts}
-    body = [
-        c
-        for c in outcome.concepts
-        if shares[c.name]["body"] >= 0.8
-        and c.result["significant"]
-        and c.result["direction"] == "positive"
-    ]
-    assert body, {c.name: (shares[c.name], c.result["direction"]) for c in outcome.concepts}
+    body = _planted_body(outcome.concepts, shares)
     for kind in ("background", "texture"):
         dominated = [c for c in outcome.concepts if shares[c.name][kind] > 0.5]
         assert dominated, f"expected a {kind} concept among the discovered ones"
@@ -444,8 +451,6 @@ def test_same_seed_same_concepts_and_no_forward_pass_when_warm(demo, tmp_path, m
 @pytest.mark.slow
 @needs_skimage
 def test_gallery_is_shown_only_beside_its_own_tables(demo, tmp_path):
-    import shutil
-
     from tcavkit.report import build_report
 
     folder = tmp_path / "copy"
@@ -469,14 +474,7 @@ def test_nmf_finds_the_planted_body_colour_and_writes_the_same_outputs(demo, tmp
     path = _experiment(demo, tmp_path, **{"discover.method": "nmf", "discover.crops": NMF_CROPS})
     outcome = discover(path, out=tmp_path / "out", progress=False)
     shares = {c.name: _shares(root, c) for c in outcome.concepts}
-    body = [
-        c
-        for c in outcome.concepts
-        if shares[c.name]["body"] >= 0.8
-        and c.result["significant"]
-        and c.result["direction"] == "positive"
-    ]
-    assert body, {c.name: (shares[c.name], c.result["direction"]) for c in outcome.concepts}
+    _planted_body(outcome.concepts, shares)  # asserts the planted body concept is found
     dominated = [
         c
         for c in outcome.concepts
