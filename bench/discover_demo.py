@@ -16,12 +16,11 @@ reported apart.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from reporting import emit, machine
 
 from tcavkit.demo.run import run_discover_demo
 from tcavkit.discover import discover
@@ -40,7 +39,7 @@ def main() -> None:
     warm = discover(demo.experiment_file, out=out / "warm", progress=False)
     n_patches = sum(len(c.patches) for c in cold.concepts)
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "machine": machine(),
         "demo_total_s": round(cold_total, 2),
         "generate_and_train_s": round(cold_total - cold.seconds, 2),
         "cold_discover_s": round(cold.seconds, 2),
@@ -50,10 +49,7 @@ def main() -> None:
         "cold_phases_s": {k: round(v, 2) for k, v in cold.result.meta["timings"].items()},
         "warm_phases_s": {k: round(v, 2) for k, v in warm.result.meta["timings"].items()},
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from reporting import emit, machine
 
 WALL_PHASES = ("decode", "segment", "activations")
 """The discovery phases before clustering that the new and the old code record (the new
@@ -157,7 +157,7 @@ def main() -> None:
     warm = run_variant(path, out / "warm", "overlap", here)
     assert warm["concepts"] == first["concepts"]
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "machine": machine(),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "torch_threads": first["torch_threads"],
         "workload": args.workload,
@@ -171,10 +171,7 @@ def main() -> None:
         "warm_s": warm["phases"],
         "same_concepts_json": True,
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

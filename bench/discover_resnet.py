@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from reporting import emit, machine
 from workloads import ResNet18
 
 from tcavkit.demo.synthetic import make_dataset
@@ -72,7 +71,7 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="tcavkit-discover-resnet-"))
     prepare(out, args.images, args.segments)
     report: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "machine": machine(),
         "torch_threads": torch.get_num_threads(),
     }
     for name in ("cold", "warm"):
@@ -85,7 +84,7 @@ def main() -> None:
             "phases_s": {k: round(v, 2) for k, v in found.result.meta["timings"].items()},
         }
         print(json.dumps({name: report[name]}), flush=True)
-    print(json.dumps(report, indent=1))
+    emit(report)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ local run's bytes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from reporting import emit, machine
 
 from tcavkit.demo.run import write_experiment_file
 from tcavkit.demo.starters import train_starter_cnn
@@ -80,7 +78,7 @@ def main() -> None:
     ray.shutdown()
     after = timed_run(experiment, "local-after-ray", "cache-ray", "local")
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "machine": machine(),
         "torch_threads": torch.get_num_threads(),
         "images": f"{args.size}x{args.size}, {args.per_set} per set",
         "ray_init_s": round(ray_start, 2),
@@ -94,10 +92,7 @@ def main() -> None:
     ):
         run.pop("tables")
         report[name] = run
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":
