@@ -37,7 +37,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +60,15 @@ from tcavkit.pipeline.passes import (
     activation_pass,
     gradient_keys,
     gradient_pass,
-    layer_loader,
     sets_to_compute,
 )
 from tcavkit.pipeline.plan import Plan
 from tcavkit.pipeline.training import (
     cached_cavs,
     cav_chunks,
+    join_coefficients,
     layer_rows,
+    rebuilder,
     runs_table,
     store_cavs,
 )
@@ -567,21 +567,11 @@ class RayExecutor:
                 ctx.counts.cavs_from_cache += len(tasks)
             else:
                 parts = [entry["parts"][start] for start in sorted(entry["parts"])]
-                blocks = [part["coefficients"] for part in parts]
-                width = max(block.shape[1] for block in blocks)
-                coefficients = np.concatenate(
-                    [np.pad(block, ((0, 0), (0, width - block.shape[1]))) for block in blocks]
-                )
+                coefficients = join_coefficients([part["coefficients"] for part in parts])
                 stats = np.concatenate([part["stats"] for part in parts])
                 store_cavs(ctx, layer, entry["key"], coefficients, stats)
                 ctx.counts.cavs_trained += len(tasks)
-            rebuild = partial(
-                cav_directions,
-                load=layer_loader(ctx, acts, layer),
-                sizes=ctx.sizes,
-                options=ctx.cav,
-                device=ctx.adapter.device,
-            )
+            rebuild = rebuilder(ctx, acts, layer)
             table.add_layer(layer, tasks, entry["runs"], coefficients, stats, rebuild)
             frames.append(layer_rows(plan, layer, tasks, target_names, entry["scores"], stats))
         timings["cavs"] = time.perf_counter() - began

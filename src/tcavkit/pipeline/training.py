@@ -82,7 +82,7 @@ def train_and_score(
                 if scores_key is not None:
                     meta = {"kind": "cav-scores", "layer": layer, "cavs": key}
                     ctx.store.put(scores_key, scores.to_array(), meta=meta)
-            table.add_layer(layer, tasks, runs, coefficients, stats, _rebuilder(ctx, acts, layer))
+            table.add_layer(layer, tasks, runs, coefficients, stats, rebuilder(ctx, acts, layer))
             frames.append(layer_rows(plan, layer, tasks, targets, scores, stats))
     return runs_table(frames, targets), table
 
@@ -104,6 +104,13 @@ def cav_chunks(n_tasks: int, dim: int) -> list[tuple[int, int]]:
     (at most :data:`CAV_BATCH_BYTES` of float32 directions each)."""
     step = max(1, CAV_BATCH_BYTES // (4 * dim))
     return [(start, min(start + step, n_tasks)) for start in range(0, n_tasks, step)]
+
+
+def join_coefficients(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """One layer's coefficients ``(m, n_train)`` from its batches' ``(b_i, n_i)`` in order,
+    each zero-padded on the right to the widest batch's ``n_train``."""
+    width = max(part.shape[1] for part in parts)
+    return np.concatenate([np.pad(part, ((0, 0), (0, width - part.shape[1]))) for part in parts])
 
 
 def store_cavs(
@@ -180,7 +187,7 @@ def _cached_layer(
     return *found, LayerScores.from_array(scores)
 
 
-def _rebuilder(
+def rebuilder(
     ctx: RunContext, acts: Arrays, layer: str
 ) -> Callable[[Sequence[CavTask], np.ndarray], torch.Tensor]:
     """``(tasks, coefficients) -> directions``: a layer's CAVs rebuilt from the (cached)
@@ -273,10 +280,7 @@ def _layer_cavs(
         ctx.counts.cavs_trained += stop - start
         bar.update(stop - start)
         del batch
-    width = max(part.shape[1] for part in parts)
-    coefficients = np.concatenate(
-        [np.pad(part, ((0, 0), (0, width - part.shape[1]))) for part in parts]
-    )
+    coefficients = join_coefficients(parts)
     store_cavs(ctx, layer, key, coefficients, stats)
     return coefficients, stats
 
