@@ -80,6 +80,7 @@ from tcavkit.examples.prefetch import in_background
 from tcavkit.examples.sources import ImageFolder, ImageFolderSet, list_image_files
 from tcavkit.models.adapter import ModelAdapter
 from tcavkit.options import DiscoverOptions, Preprocessing
+from tcavkit.pipeline.executor import timed
 from tcavkit.pipeline.experiment import Experiment, experiment_arguments
 from tcavkit.report.build import build_report, discard_report
 from tcavkit.results import TcavResult, check_output_folder
@@ -230,29 +231,25 @@ def discover(
     timings: dict[str, float] = {}
     concepts: list[DiscoveredConcept] = []
     for target in chosen:
-        tick = time.perf_counter()
-        decoded = _decode_target(
-            target, args["targets"][target], options, preprocessing, config.seed, store
-        )
-        timings[f"discover {target}: decode"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        images, acts, steps = _segments_and_activations(decoded, model, options, progress)
-        timings[f"discover {target}: activations"] = time.perf_counter() - tick
+        with timed(timings, f"discover {target}: decode"):
+            decoded = _decode_target(
+                target, args["targets"][target], options, preprocessing, config.seed, store
+            )
+        with timed(timings, f"discover {target}: activations"):
+            images, acts, steps = _segments_and_activations(decoded, model, options, progress)
         timings.update({f"discover {target}: activations, {k}": v for k, v in steps.items()})
         n_patches = sum(len(s.kept) for s in images.segments)
         say(f"{target}: {n_patches} patches from {len(images.files)} images")
-        tick = time.perf_counter()
-        found = _cluster(images, acts, layers, options, config.seed, out_dir)
-        timings[f"discover {target}: cluster"] = time.perf_counter() - tick
+        with timed(timings, f"discover {target}: cluster"):
+            found = _cluster(images, acts, layers, options, config.seed, out_dir)
         if not found:
             raise DataError(
                 f"discover: no cluster of target {target!r} came from at least "
                 f"{options.min_images} different images at any layer: lower "
                 "discover.min_images or discover.clusters, or raise discover.images"
             )
-        tick = time.perf_counter()
-        _write_concepts(found, images, model.fill, preprocessing.size, out_dir)
-        timings[f"discover {target}: write"] = time.perf_counter() - tick
+        with timed(timings, f"discover {target}: write"):
+            _write_concepts(found, images, model.fill, preprocessing.size, out_dir)
         say(f"{target}: {len(found)} concepts kept at {', '.join(layers)}")
         concepts.extend(found)
 
@@ -430,13 +427,11 @@ def _segment_all(
 ) -> list[Segments]:
     """Every image's segments, one image after the other (no model running beside)."""
     segment = _segmenter(options)
-    tick = time.perf_counter()
     arrays = tqdm(
         decoded.arrays, desc=f"segment {decoded.name}", unit="image", disable=not progress
     )
-    segments = [segment(array) for array in arrays]
-    clock["segment"] = time.perf_counter() - tick
-    return segments
+    with timed(clock, "segment"):
+        return [segment(array) for array in arrays]
 
 
 def _patch_list(images: _TargetImages) -> list[tuple[int, int]]:
@@ -630,32 +625,22 @@ def _patch_batches(
     known = 0
     for i, array in enumerate(arrays):
         if segment is not None:
-            with _adding(clock, "segment"):
+            with timed(clock, "segment"):
                 segments.append(segment(array))
         segs = segments[i]
         known += len(segs.kept)
         for j in range(len(segs.kept)):
-            with _adding(clock, "patches"):
+            with timed(clock, "patches"):
                 pending.append(make_patch(array, segs.mask(j), model.fill, size))
             if len(pending) == model.batch_size:
-                with _adding(clock, "patches"):
+                with timed(clock, "patches"):
                     x = arrays_to_tensor(pending, model.prep)
                 pending = []
                 yield _Batch(x, i + 1, known)
     if pending:
-        with _adding(clock, "patches"):
+        with timed(clock, "patches"):
             x = arrays_to_tensor(pending, model.prep)
         yield _Batch(x, len(arrays), known)
-
-
-@contextmanager
-def _adding(clock: dict[str, float], step: str) -> Iterator[None]:
-    """Adds the block's wall time to ``clock[step]``."""
-    tick = time.perf_counter()
-    try:
-        yield
-    finally:
-        clock[step] = clock.get(step, 0.0) + time.perf_counter() - tick
 
 
 @contextmanager

@@ -142,9 +142,9 @@ def open_executor(
 
 @contextmanager
 def timed(timings: dict[str, float], phase: str) -> Iterator[None]:
-    """Records the block's wall time as ``timings[phase]``."""
+    """Adds the block's wall time to ``timings[phase]`` (0 when absent)."""
     start = time.perf_counter()
     try:
         yield
     finally:
-        timings[phase] = time.perf_counter() - start
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
