@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import importlib.metadata
 import json
 import math
 import platform
@@ -21,7 +20,7 @@ import pandas as pd
 from tcavkit.atomic import atomic_write
 from tcavkit.errors import DataError, one_line
 from tcavkit.tables import NAME_COLUMNS
-from tcavkit.version import __version__
+from tcavkit.version import __version__, installed_versions
 
 if TYPE_CHECKING:  # importing tcavkit.cav loads torch, which `tcavkit report` does not need
     from tcavkit.cav.vector import CAV
@@ -387,10 +386,9 @@ def package_versions() -> dict[str, str]:
     """Versions of the packages behind a result (read from their metadata: importing
     scikit-learn and matplotlib here alone took 0.4 s of a run, and a run read whole from
     the cache does not import torch)."""
-    found = {"tcavkit": __version__, "python": platform.python_version()}
-    for package in ("torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
+    packages = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib")
+    return {
+        "tcavkit": __version__,
+        "python": platform.python_version(),
+        **installed_versions(packages),
+    }

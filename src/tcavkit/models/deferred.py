@@ -25,7 +25,6 @@ classes' code), and any model without a cache folder.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from tcavkit.examples.digests import remembered_digests
 from tcavkit.models.adapter import ModelAdapter, resolve_device
 from tcavkit.models.loading import KERAS_SUFFIXES, check_spec, load_model, model_file_kind
 from tcavkit.store import ArrayStore, cache_key
+from tcavkit.version import installed_versions
 
 if TYPE_CHECKING:
     import torch
@@ -90,13 +90,7 @@ def open_model(
 def _versions(kind: str) -> dict[str, str]:
     """The versions of the packages that load a ``kind`` file (from their metadata)."""
     packages = {"torchscript": ["torch"], "onnx": ["torch", "onnx", "onnx2torch"]}
-    found = {}
-    for package in packages.get(kind, ["torch", "keras"]):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
+    return installed_versions(packages.get(kind, ["torch", "keras"]))
 
 
 class DeferredModel(ModelAdapter):
