@@ -183,22 +183,22 @@ def plot_all(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     concept_runs = _concept_runs(runs)
-    caching = cache is not None and cache.root is not None
+    store = cache if cache is not None and cache.root is not None else None
     paths: list[Path] = []
     for spec in plan_plots(summary):
         path = out_dir / spec.filename
         rows, run_rows = plot_data(spec, summary, concept_runs)
-        key = plot_key(spec, rows, run_rows) if caching else None
-        found = cache.get(key) if cache is not None and key is not None else None
+        key = plot_key(spec, rows, run_rows) if store is not None else ""
+        found = store.get(key) if store is not None else None
         if found is not None:
             atomic_write(path, found.tobytes())
         else:
             from tcavkit.report.plots import draw_plot  # matplotlib: only to draw
 
             draw_plot(spec, rows, run_rows, path)
-            if cache is not None and key is not None:
+            if store is not None:
                 png = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-                cache.put(key, png, meta={"plot": spec.filename})
+                store.put(key, png, meta={"plot": spec.filename})
         paths.append(path)
     return paths
 
