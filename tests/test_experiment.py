@@ -207,12 +207,18 @@ def test_float16_cache_halves_the_disk_and_keeps_the_results(axis_experiment_inp
 def test_every_trained_cav_is_in_the_result_relative_runs_included(
     axis_experiment_inputs, tmp_path
 ):
-    result = make(axis_experiment_inputs, tmp_path, relative=[("up", "side")]).run()
+    hinge = CavOptions(method="hinge")
+    result = make(axis_experiment_inputs, tmp_path, relative=[("up", "side")], cav=hinge).run()
     assert len(result.cavs) == result.counts.cavs_trained > 0
     pair = [key for key in result.cavs if key.positive == "up" and key.negative == "side"]
     assert sorted(key.run for key in pair) == list(range(10))  # one CAV per run, each kept
     directions = np.stack([result.cavs[key].direction for key in pair])
-    assert len(np.unique(directions.round(6), axis=0)) == 10
+    assert len(np.unique(directions.round(6), axis=0)) == 10  # each run its own split
+    # Mean-difference directions come from every example: a pair's runs agree exactly.
+    whole = make(axis_experiment_inputs, tmp_path / "md", relative=[("up", "side")]).run()
+    pair = [key for key in whole.cavs if key.positive == "up" and key.negative == "side"]
+    directions = np.stack([whole.cavs[key].direction for key in pair])
+    assert len(pair) == 10 and len(np.unique(directions.round(6), axis=0)) == 1
 
 
 def test_runs_leave_no_state_on_the_experiment(axis_experiment_inputs, tmp_path):

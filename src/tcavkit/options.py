@@ -20,7 +20,9 @@ CavMethod = Literal["hinge", "logistic", "mean-difference"]
 CavMethodAlias = Literal["sgd"]
 CavMethodName = Literal[CavMethod, CavMethodAlias]  # every accepted name
 GradientName = Literal["logit", "log_softmax"]
-TestName = Literal["concept-t", "concept-rank", "ttest", "welch", "one-sample"]
+TestName = Literal[
+    "auto", "concept-resample", "concept-t", "concept-rank", "ttest", "welch", "one-sample"
+]
 StatisticName = Literal["effect", "tcav_score", "magnitude"]
 CorrectionName = Literal["holm", "bonferroni", "bh", "none"]
 CacheDtype = Literal["float32", "float16"]
@@ -191,8 +193,10 @@ class StatsOptions:
     """Significance testing (the experiment file's ``stats``; see :mod:`tcavkit.stats`).
 
     Attributes:
-        test: ``concept-t`` (default), ``concept-rank``, or a classic per-run test
-            (``ttest``, ``welch``, ``one-sample``).
+        test: ``auto`` (default: ``concept-resample`` where the tested effect is linear
+            in the examples, i.e. mean-difference CAVs and ``statistic: effect``, else
+            ``concept-t``), ``concept-resample``, ``concept-t``, ``concept-rank``, or a
+            classic per-run test (``ttest``, ``welch``, ``one-sample``).
         alpha: significance level after correction.
         correction: multiple-testing correction over every summary row.
         confidence: level of the interval of the mean TCAV score.
@@ -201,7 +205,7 @@ class StatsOptions:
 
     __pydantic_config__ = _FORBID_EXTRA
 
-    test: TestName = "concept-t"
+    test: TestName = "auto"
     alpha: float = 0.05
     correction: CorrectionName = "holm"
     confidence: float = 0.95

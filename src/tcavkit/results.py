@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # importing tcavkit.cav loads torch, which `tcavkit report` d
 
 RUNS_FILE = "runs.csv"
 SUMMARY_FILE = "summary.csv"
+PROJECTIONS_FILE = "projections.csv"
+"""Written when the run tested against the measured null (``concept-resample``)."""
 RESULTS_FILE = "results.json"
 MANIFEST_FILE = "manifest.json"
 """Written last by :meth:`TcavResult.save`: the run id and the sha256 of every file it wrote."""
@@ -121,12 +123,16 @@ class TcavResult:
         cavs: every trained :class:`~tcavkit.cav.CAV` by :class:`~tcavkit.cav.CavKey`
             ``(positive, negative, layer, run)`` (rebuilt from the cache on demand, or kept
             in memory without a cache; not written by :meth:`save`).
+        projections: every concept and random example's projection on each target's mean
+            gradient (:mod:`tcavkit.pipeline.projections`), what ``concept-resample``
+            tested; ``None`` for other tests. Written as ``projections.csv``.
     """
 
     runs: pd.DataFrame
     summary: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
     cavs: Mapping[tuple[str, str, str, int], CAV] = field(default_factory=dict, repr=False)
+    projections: pd.DataFrame | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.meta.get("run_id"):
@@ -175,6 +181,8 @@ class TcavResult:
             SUMMARY_FILE: self.summary.to_csv(index=False).encode("utf-8"),
             RESULTS_FILE: dumps_indented(_jsonable(document)).encode("utf-8"),
         }
+        if self.projections is not None:
+            contents[PROJECTIONS_FILE] = self.projections.to_csv(index=False).encode("utf-8")
         manifest = {
             "manifest": _MANIFEST_FORMAT,
             "run_id": self.run_id,
@@ -210,10 +218,18 @@ class TcavResult:
         meta.pop("summary", None)
         meta.pop("runs", None)
         names = {column: str for column in NAME_COLUMNS}
+        projections = None
+        if (out / PROJECTIONS_FILE).exists():
+            projections = pd.read_csv(
+                out / PROJECTIONS_FILE,
+                dtype={"target": str, "layer": str, "set": str},
+                keep_default_na=False,
+            )
         return cls(
             runs=pd.read_csv(out / RUNS_FILE, dtype=names, keep_default_na=False),
             summary=pd.read_csv(out / SUMMARY_FILE, dtype=names, keep_default_na=False),
             meta=meta,
+            projections=projections,
         )
 
 

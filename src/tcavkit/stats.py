@@ -172,14 +172,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 from scipy import special as _sp
 
-from tcavkit.errors import DataError, TcavWarning
+from tcavkit.errors import ConfigError, DataError, TcavWarning
 from tcavkit.options import (
     CORRECTIONS,
     STATISTICS,
@@ -188,6 +189,7 @@ from tcavkit.options import (
     check_choice,
     check_open_unit,
 )
+from tcavkit.resample import MIN_DRAWS, ImagePool, draws_for
 from tcavkit.tables import CORE_SUMMARY_COLUMNS, SUMMARY_COLUMNS
 
 __all__ = [
@@ -198,13 +200,15 @@ __all__ = [
     "TESTS",
     "ConceptTestResult",
     "adjust_pvalues",
+    "chosen_test",
     "concept_test",
     "confidence_interval",
+    "detectable_effects",
     "negative_controls",
     "summarize",
 ]
 
-_CONCEPT_TESTS = ("concept-t", "concept-rank")
+_CONCEPT_TESTS = ("concept-resample", "concept-t", "concept-rank")
 _REQUIRED = ("target", "concept", "layer", "tcav_score", "is_null")
 # Scores are fractions in [0, 1]; differences below this are floating-point noise.
 _TOL = 1e-12
@@ -235,6 +239,8 @@ class ConceptTestResult:
     problem: str | None = None
     scale: float = math.nan
     df: float = math.nan
+    null_scale: float = math.nan
+    null_df: float = math.nan
 
     def __iter__(self):
         """Unpack as ``(p_value, null_mean, null_std)``."""
@@ -446,11 +452,21 @@ def _test_core(s: np.ndarray, null: _Null, test: str) -> ConceptTestResult:
             df = (from_null + own) ** 2 / (
                 from_null**2 / null_df + (own**2 / (s.size - 1) if s.size > 1 else 0.0)
             )
+            null_only_df = null_df
             if kappa > 0:
                 df = min(df, 4.0 + 6.0 / kappa)
+                null_only_df = min(null_df, 4.0 + 6.0 / kappa)
             p = float(2.0 * _sp.stdtr(df, -dev / scale))
             return ConceptTestResult(
-                min(p, 1.0), null_mean, null_std, m, n_null_runs, scale=scale, df=df
+                min(p, 1.0),
+                null_mean,
+                null_std,
+                m,
+                n_null_runs,
+                scale=scale,
+                df=df,
+                null_scale=math.sqrt(from_null),
+                null_df=null_only_df,
             )
         return ConceptTestResult(min(p, 1.0), null_mean, null_std, m, n_null_runs)
 
@@ -483,22 +499,31 @@ def _scipy_p(run) -> float:
 def summarize(
     runs: pd.DataFrame,
     *,
-    test: str = "concept-t",
+    test: str = "auto",
     alpha: float = 0.05,
     correction: str = "holm",
     confidence: float = 0.95,
     statistic: str = "effect",
+    projections: pd.DataFrame | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """One row per non-null (target, concept, layer): scores, interval, test, correction.
 
     Args:
         runs: the runs table (see the module docstring); one row per CAV scored.
-        test: one of :data:`TESTS`; default ``"concept-t"`` (calibrated at concept level).
+        test: one of :data:`TESTS`; default ``"auto"`` (``concept-resample`` with
+            ``projections`` and the effect, else ``concept-t``; see :func:`chosen_test`).
         alpha: significance level in (0, 1), applied to the adjusted p-values.
         correction: one of :data:`CORRECTIONS`, applied over all rows of the summary.
         confidence: coverage of the interval of the mean, in (0, 1).
         statistic: the run column the concept-level tests compare (see "Which statistic"
             in the module docstring); the classic tests always use ``tcav_score``.
+        projections: every example's projection on its target's mean gradient (columns
+            ``target, layer, set, projection``, one row per example, sets in their example
+            order): what ``concept-resample`` tests (:mod:`tcavkit.resample`). Give it only
+            when each run's ``effect`` is linear in the examples (mean-difference CAVs);
+            ``auto`` then chooses ``concept-resample`` for ``statistic="effect"``.
+        seed: seeds ``concept-resample``'s draws.
 
     Returns:
         A DataFrame with columns :data:`SUMMARY_COLUMNS`, rows in order of first
@@ -511,6 +536,7 @@ def summarize(
         DataError: the table lacks a required column, or has NaN scores or ``is_null``.
     """
     StatsOptions(test, alpha, correction, confidence, statistic)  # validates the settings
+    test = chosen_test(test, statistic, projections is not None)
     if test not in _CONCEPT_TESTS:
         statistic = "tcav_score"
     missing = [c for c in (*_REQUIRED, statistic) if c not in runs.columns]
@@ -545,6 +571,7 @@ def summarize(
             "magnitude": _optional(runs, "magnitude"),
             "stat": pd.to_numeric(runs[statistic], errors="coerce").to_numpy(dtype=float),
             "kind": runs["kind"].to_numpy() if "kind" in runs.columns else "concept",
+            "random": runs["random"].to_numpy() if "random" in runs.columns else "",
         }
     )
     if not np.all(np.isfinite(df["stat"].to_numpy())):
@@ -565,16 +592,32 @@ def summarize(
             _Null([np.array([v]) for v in g["stat"].to_numpy()], independent=n_sets),
         )
     no_null = (_Null([]), _Null([]), _Null([]))
+    n_rows = real.groupby(["target", "concept", "layer"], sort=False, dropna=False).ngroups
+    first_level = alpha / n_rows if correction != "none" and n_rows else alpha
+    measured = (
+        _measured_nulls(projections, null, draws_for(n_rows, alpha), seed)
+        if test == "concept-resample"
+        else {}
+    )
 
     rows = []
+    halves = []  # per row: level -> half-width of the tested statistic's interval
     warned: set[tuple] = set()
     all_or_nothing: list[str] = []
     for (t, c, layer), g in real.groupby(["target", "concept", "layer"], sort=False, dropna=False):
         s = g["tcav_score"].to_numpy()
         score_null, stat_null, pair_null = null_by_tl.get((t, layer), no_null)
         relative = bool((g["kind"] == "relative").any())
-        res = _test_core(g["stat"].to_numpy(), pair_null if relative else stat_null, test)
-        described = _test_core(s, score_null, test)
+        if test == "concept-resample":
+            res, half, detectable = _resampled_row(
+                measured, t, c, layer, g, relative, stat_null, first_level
+            )
+        else:
+            res = _test_core(g["stat"].to_numpy(), pair_null if relative else stat_null, test)
+            half = partial(_t_half, res)
+            detectable = _t_half(res, first_level, null_only=True)
+        halves.append(half)
+        described = _test_core(s, score_null, "concept-t" if test in _CONCEPT_TESTS else test)
         if (t, layer) not in warned:
             warned.add((t, layer))
             _warn_null(res, t, layer, test, alpha)
@@ -604,18 +647,18 @@ def summarize(
                 "statistic_mean": float(g["stat"].mean()),
                 "statistic_null_mean": res.null_mean,
                 "statistic_null_std": res.null_std,
-                "_scale": res.scale,
-                "_df": res.df,
+                "detectable": detectable,
             }
         )
 
     _warn_all_or_nothing(all_or_nothing, statistic)
-    out = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "_scale", "_df"])
+    out = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     p = out["p_value"].to_numpy(dtype=float)
     out["p_adjusted"] = adjust_pvalues(p, correction)
     out["significant"] = (out["p_adjusted"].to_numpy(dtype=float) <= alpha).astype(bool)
-    low, high = _adjusted_interval(out, alpha)
+    low, high = _adjusted_interval(out, halves, alpha)
     out["statistic_low"], out["statistic_high"] = low, high
+    out["detectable"] = out["detectable"].astype(float)
     above = out["statistic_mean"].to_numpy(float) >= out["statistic_null_mean"].to_numpy(float)
     out["direction"] = np.where(out["significant"], np.where(above, "positive", "negative"), "none")
     out["n_runs"] = out["n_runs"].astype(int)
@@ -629,11 +672,13 @@ def summarize(
 def negative_controls(
     runs: pd.DataFrame,
     *,
-    test: str = "concept-t",
+    test: str = "auto",
     alpha: float = 0.05,
     correction: str = "holm",
     confidence: float = 0.95,
     statistic: str = "effect",
+    projections: pd.DataFrame | None = None,
+    seed: int = 0,
 ) -> dict[str, object] | None:
     """Built-in negative controls: every random set, tested as if it were a concept with
     the same test against the pseudo-concepts of the *other* random sets (leave one out),
@@ -641,15 +686,32 @@ def negative_controls(
     concepts, so about ``alpha`` of them at p <= alpha, and (with Holm or Bonferroni) none
     after correction, is what a calibrated test gives on this model and data.
 
-    Returns ``{"tested", "significant", "at_alpha", "alpha", "correction"}``, or ``None``
-    for the classic tests or with fewer than 3 random sets per (target, layer).
+    With ``concept-resample`` each random set's projections are tested against the pool
+    of the other random sets' images.
+
+    Returns ``{"tested", "significant", "at_alpha", "alpha", "correction", "test"}``, or
+    ``None`` for the classic tests or with fewer than 3 random sets per (target, layer).
     """
     StatsOptions(test, alpha, correction, confidence, statistic)
+    test = chosen_test(test, statistic, projections is not None)
     if test not in _CONCEPT_TESTS or statistic not in runs.columns:
         return None
     null = runs[runs["is_null"].astype(bool)].sort_values("run", kind="stable")
+    groups = [g for _, g in null.groupby(["target", "layer"], sort=False, dropna=False)]
+    arrays = projection_arrays(projections) if test == "concept-resample" else {}
+    tested = sum(g["concept"].nunique() for g in groups)
+    draws = max(MIN_DRAWS, draws_for(tested, alpha) // 4)
     p_values = []
-    for _, g in null.groupby(["target", "layer"], sort=False, dropna=False):
+    for g in groups:
+        if test == "concept-resample":
+            by_set = arrays.get((g["target"].iloc[0], g["layer"].iloc[0]), {})
+            names = list(dict.fromkeys(g["concept"]))
+            if len(names) < 3 or any(n not in by_set for n in names):
+                continue
+            for j, name in enumerate(names):
+                rest = np.concatenate([by_set[n] for k, n in enumerate(names) if k != j])
+                p_values.append(ImagePool(rest, draws, seed + j).test(by_set[name]).p_value)
+            continue
         by_set = [
             pd.to_numeric(v, errors="coerce").to_numpy(float)
             for _, v in g.groupby("concept", sort=False, dropna=False)[statistic]
@@ -668,25 +730,167 @@ def negative_controls(
         "at_alpha": int((p <= alpha).sum()),
         "alpha": alpha,
         "correction": correction,
+        "test": test,
     }
 
 
-def _adjusted_interval(out: pd.DataFrame, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+def _adjusted_interval(
+    out: pd.DataFrame, halves: list[Callable[[float], float]], alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The interval of the tested statistic that agrees with the corrected test: at level
     ``1 - alpha * p / p_adjusted`` per row (the level the correction tests that row at),
-    so that it excludes the null mean exactly when the row is significant. NaN where the
-    test gives no standard error (``concept-rank`` and the classic tests)."""
+    so that it excludes the null mean exactly when the row is significant. ``halves``:
+    each row's half-width at a level. NaN where the test gives no standard error
+    (``concept-rank`` and the classic tests)."""
     p = out["p_value"].to_numpy(float)
     p_adj = out["p_adjusted"].to_numpy(float)
     level = np.where(
         p_adj > 0, alpha * np.divide(p, p_adj, where=p_adj > 0, out=np.ones_like(p)), alpha
     )
-    df = out["_df"].to_numpy(float)
-    scale = out["_scale"].to_numpy(float)
-    with np.errstate(invalid="ignore"):
-        half = t_isf(np.clip(level, 1e-300, 1.0) / 2, np.where(np.isfinite(df), df, 1.0)) * scale
+    half = np.array([h(float(v)) for h, v in zip(halves, level, strict=True)], dtype=float)
     mean = out["statistic_mean"].to_numpy(float)
     return mean - half, mean + half
+
+
+def _t_half(res: ConceptTestResult, level: float, null_only: bool = False) -> float:
+    """Half-width of the t interval at ``level`` (NaN without a standard error); with
+    ``null_only``, of the null's spread alone (the detectable effect)."""
+    scale, df = (res.null_scale, res.null_df) if null_only else (res.scale, res.df)
+    if not (np.isfinite(scale) and np.isfinite(df)):
+        return math.nan
+    with np.errstate(invalid="ignore"):
+        return float(t_isf(np.clip(level, 1e-300, 1.0) / 2, df)) * scale
+
+
+def chosen_test(test: str, statistic: str, linear: bool) -> str:
+    """The test ``summarize`` runs for the setting ``test``: ``auto`` is
+    ``concept-resample`` when the runs' effect is linear in the examples (``linear``: the
+    projections are given) and the statistic is ``effect``, else ``concept-t``.
+
+    Raises:
+        ConfigError: ``concept-resample`` where it cannot run.
+    """
+    resample = linear and statistic == "effect"
+    if test == "auto":
+        return "concept-resample" if resample else "concept-t"
+    if test == "concept-resample" and not resample:
+        raise ConfigError(
+            "stats.test: concept-resample needs statistic 'effect' and mean-difference CAVs "
+            "(cav.method: mean-difference), whose effect is linear in the examples; use "
+            "test: auto or concept-t"
+        )
+    return test
+
+
+def detectable_effects(summary: pd.DataFrame) -> list[dict[str, object]]:
+    """Per (target, layer): the smallest difference of the tested statistic from its null
+    mean that the run could have called significant (``detectable``, at the first level of
+    the correction), as ``{"target", "layer", "statistic", "detectable", "min", "max"}``
+    records (``min``/``max``: over the rows, whose set sizes may differ; ``detectable``
+    their median). Rows without one (``concept-rank``, classic tests) are left out."""
+    out: list[dict[str, object]] = []
+    if summary.empty:
+        return out
+    for (t, layer), g in summary.groupby(["target", "layer"], sort=False, dropna=False):
+        values = g["detectable"].to_numpy(float)
+        values = values[np.isfinite(values)]
+        if not values.size:
+            continue
+        out.append(
+            {
+                "target": t,
+                "layer": layer,
+                "statistic": str(g["statistic"].iloc[0]),
+                "detectable": float(np.median(values)),
+                "min": float(values.min()),
+                "max": float(values.max()),
+            }
+        )
+    return out
+
+
+def projection_arrays(projections: pd.DataFrame) -> dict[tuple, dict[str, np.ndarray]]:
+    """``{(target, layer): {set: (n,) projections}}`` from the long projections table."""
+    out: dict[tuple, dict[str, np.ndarray]] = {}
+    values = pd.to_numeric(projections["projection"], errors="coerce").to_numpy(float)
+    if not np.all(np.isfinite(values)):
+        raise DataError("the projections table has missing or non-finite values")
+    frame = projections.assign(projection=values)
+    for (t, layer, name), g in frame.groupby(["target", "layer", "set"], sort=False):
+        out.setdefault((t, layer), {})[name] = g["projection"].to_numpy(float)
+    return out
+
+
+def _measured_nulls(
+    projections: pd.DataFrame | None, null: pd.DataFrame, draws: int, seed: int
+) -> dict[tuple, tuple[ImagePool, dict[str, np.ndarray]]]:
+    """Per (target, layer): the pool of its random sets' projections (the sets of its null
+    rows) and every set's projections."""
+    assert projections is not None
+    arrays = projection_arrays(projections)
+    out = {}
+    for (t, layer), g in null.groupby(["target", "layer"], sort=False, dropna=False):
+        by_set = arrays.get((t, layer), {})
+        names = list(dict.fromkeys([*g["concept"], *g["random"]]))
+        missing = [n for n in names if n not in by_set]
+        if missing:
+            raise DataError(
+                f"the projections table lacks random set(s) {missing[:3]} at target {t!r}, "
+                f"layer {layer!r}; run again to compute them"
+            )
+        pool = ImagePool(np.concatenate([by_set[n] for n in names]), draws, seed)
+        out[(t, layer)] = (pool, by_set)
+    return out
+
+
+def _resampled_row(
+    measured: dict[tuple, tuple[ImagePool, dict[str, np.ndarray]]],
+    t,
+    concept,
+    layer,
+    g: pd.DataFrame,
+    relative: bool,
+    stat_null: _Null,
+    first_level: float,
+) -> tuple[ConceptTestResult, Callable[[float], float], float]:
+    """One row's ``concept-resample`` test, its interval's half-width at a level, and its
+    detectable effect at ``first_level``."""
+    if (t, layer) not in measured:
+        res = ConceptTestResult(1.0, 0.0, 0.0, 0, 0, "no random-vs-random null runs")
+        return res, lambda level: math.nan, math.nan
+    pool, by_set = measured[(t, layer)]
+    partners = [str(r) for r in g["random"]]
+    if relative:
+        first = str(concept)[: -len(f" vs {partners[0]}")]
+        found = [by_set.get(first), by_set.get(partners[0])]
+    else:
+        found = [by_set.get(str(concept))]
+    if any(v is None for v in found):
+        raise DataError(
+            f"the projections table lacks the examples of {concept!r} at target {t!r}, "
+            f"layer {layer!r}; run again to compute them"
+        )
+    if relative:
+        outcome = pool.test_pair(found[0], found[1])
+        sizes: tuple[int, ...] = (found[0].size, found[1].size)
+        null_mean = float(g["stat"].mean()) - outcome.difference
+    else:
+        outcome = pool.test(found[0])
+        sizes = (found[0].size,)
+        null_mean = float(g["stat"].mean()) - outcome.difference
+    res = ConceptTestResult(
+        outcome.p_value,
+        null_mean,
+        outcome.null_scale,  # the spread of a random set's statistic about the null mean
+        stat_null.m,
+        int(stat_null.all_runs.size),
+        scale=outcome.scale,
+    )
+
+    def half(level: float) -> float:
+        return pool.critical(sizes, level) * outcome.scale
+
+    return res, half, pool.detectable(sizes, first_level)
 
 
 def t_isf(q: np.ndarray, df: np.ndarray) -> np.ndarray:

@@ -51,6 +51,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "statistic_null_std",
     "statistic_low",
     "statistic_high",
+    "detectable",
     "direction",
 )
 

@@ -12,11 +12,21 @@ and the batch's directions, not the experiment):
 3. Projections: ``X_s Dᵀ`` gives every example's position along each direction, from which
    come the intercept, the held-out accuracy and the separation of the class means.
 
-Each task's classes are balanced first (the larger is subsampled to the size of the
-smaller), then each class is split the same way: ``round(test_fraction * n)`` examples of
-each are held out (at least one when ``test_fraction > 0``); with ``test_fraction = 0`` the
-accuracy is measured on the training examples (:func:`balanced_split`). All randomness
-comes from the task's seed.
+Iterative learners (hinge, logistic): each task's classes are balanced first (the larger
+is subsampled to the size of the smaller), then each class is split the same way:
+``round(test_fraction * n)`` examples of each are held out (at least one when
+``test_fraction > 0``); with ``test_fraction = 0`` the accuracy is measured on the training
+examples (:func:`balanced_split`).
+
+``mean-difference``: the direction is the difference of the two sets' means over **all**
+their examples (no balancing, no split), so that its effect is exactly linear in the
+examples (``mean_i grad_i · (mu_concept - mu_negative)``; :mod:`tcavkit.stats` tests it
+against resampled random images), and the threshold is half-way between the class means.
+Its held-out accuracy is still measured on a balanced split: the mean-difference
+classifier of the split's training rows, tested on the held-out rows (a second, cheap
+closed-form fit). Fitting the direction on a split made each run's effect a product of two
+noisy terms with a heavy far tail (``bench/README.md``, "Statistics"). All randomness comes
+from the task's seed.
 """
 
 from __future__ import annotations
@@ -109,6 +119,21 @@ class _Split:
 
 
 def _splits(tasks: Sequence[CavTask], sizes: dict[str, int], options: CavOptions) -> list[_Split]:
+    """The training rows of each task's direction: every row of both sets for
+    ``mean-difference``, a balanced split (:func:`_held_out_splits`) otherwise."""
+    if options.method == "mean-difference":
+        empty = np.empty(0, dtype=np.int64)
+        return [
+            _Split(np.arange(sizes[t.positive]), empty, np.arange(sizes[t.negative]), empty)
+            for t in tasks
+        ]
+    return _held_out_splits(tasks, sizes, options)
+
+
+def _held_out_splits(
+    tasks: Sequence[CavTask], sizes: dict[str, int], options: CavOptions
+) -> list[_Split]:
+    """Each task's balanced train/test split (:func:`balanced_split`), from its seed."""
     out = []
     for task in tasks:
         rng = np.random.default_rng(task.seed)
@@ -283,10 +308,30 @@ def train_cav_batch(
     coef_host = coef.cpu().numpy()
     roles = _roles(tasks, splits)
     directions, norms = _directions(tasks, roles, coef_host, load, device, out)
+    whole = options.method == "mean-difference"
     intercepts, accuracies, separations = _project(
-        len(tasks), roles, load, directions, b0.cpu().numpy() / norms
+        len(tasks), roles, load, directions, b0.cpu().numpy() / norms, midpoint=whole
     )
+    if whole and options.test_fraction > 0:
+        accuracies = _held_out_accuracies(tasks, sizes, options, load, device)
     return CavBatch(directions, intercepts, accuracies, separations, coef_host)
+
+
+def _held_out_accuracies(
+    tasks: Sequence[CavTask],
+    sizes: dict[str, int],
+    options: CavOptions,
+    load: SetLoader,
+    device: torch.device,
+) -> np.ndarray:
+    """``(m,)`` held-out accuracies of mean-difference classifiers fitted on each task's
+    balanced split (the directions the tasks keep are fitted on all rows instead)."""
+    splits = _held_out_splits(tasks, sizes, options)
+    coef, _ = _coefficients(tasks, splits, load, sizes, options, device, 0)
+    roles = _roles(tasks, splits)
+    directions, _ = _directions(tasks, roles, coef.cpu().numpy(), load, device)
+    _, accuracies, _ = _project(len(tasks), roles, load, directions, np.zeros(len(tasks)))
+    return accuracies
 
 
 def cav_directions(
@@ -441,9 +486,12 @@ def _project(
     load: SetLoader,
     directions: torch.Tensor,
     offsets: np.ndarray,
+    midpoint: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 3: intercepts, held-out accuracies and separations of ``m`` CAVs from the
-    projections of every row of their sets."""
+    projections of every row of their sets. The threshold is at the mean of the training
+    rows' projections, or half-way between the two class means with ``midpoint`` (for
+    classes of unequal size)."""
     train_sum = np.zeros(m)
     train_count = np.zeros(m)
     mean_pos = np.zeros(m)
@@ -473,7 +521,8 @@ def _project(
                 role.positive[role.test_task],
             )
         )
-    intercepts = offsets - train_sum / train_count
+    centre = (mean_pos + mean_neg) / 2 if midpoint else train_sum / train_count
+    intercepts = offsets - centre
     correct = np.zeros(m)
     total = np.zeros(m)
     for task, value, positive in held_out:

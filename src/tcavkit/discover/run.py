@@ -797,8 +797,12 @@ def _own_rows(
     runs = runs[keep].reset_index(drop=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TcavWarning)  # already raised by the run
-        summary = summarize(runs, **asdict(experiment.stats))
-    return TcavResult(runs=runs, summary=summary, meta=dict(tested.meta))
+        summary = summarize(
+            runs, **asdict(experiment.stats), projections=tested.projections, seed=experiment.seed
+        )
+    return TcavResult(
+        runs=runs, summary=summary, meta=dict(tested.meta), projections=tested.projections
+    )
 
 
 def _records(summary: pd.DataFrame) -> list[dict[str, Any]]:

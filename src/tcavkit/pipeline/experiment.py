@@ -43,10 +43,11 @@ from tcavkit.options import (
 from tcavkit.pipeline.context import RunContext
 from tcavkit.pipeline.executor import ModelLoader, open_executor, timed
 from tcavkit.pipeline.keys import KeyMaker
-from tcavkit.pipeline.passes import activation_pass, layer_loader
+from tcavkit.pipeline.passes import activation_pass, gradient_keys, layer_loader
 from tcavkit.pipeline.plan import Plan, at_layer, natural_key, plan_runs
+from tcavkit.pipeline.projections import projections_table
 from tcavkit.results import TcavResult, provenance
-from tcavkit.stats import negative_controls, summarize
+from tcavkit.stats import chosen_test, detectable_effects, negative_controls, summarize
 from tcavkit.store import ArrayStore
 
 if TYPE_CHECKING:  # torch is imported where the model runs or CAVs are trained
@@ -157,6 +158,8 @@ class Experiment:
         self.selection = Selection(max_examples, min_examples, seed)
         self.cav = cav or CavOptions()
         self.stats = stats or StatsOptions()
+        linear = self.cav.method == "mean-difference"
+        chosen_test(self.stats.test, self.stats.statistic, linear)  # refused here, not later
         self.preprocessing = preprocessing or Preprocessing()
         self.seed = seed
         self.batch_size = batch_size
@@ -265,9 +268,15 @@ class Experiment:
                     runs, cavs = executor.train_and_score(
                         ctx, plan, sets, acts, grads, targets, timings
                     )
+                    projections = None
+                    if self._linear_effect():
+                        with timed(timings, "projections"):
+                            keys = {t: gradient_keys(ctx, sets[t], k) for t, k in targets.items()}
+                            projections = projections_table(ctx, plan, sets, acts, grads, keys)
                 with timed(timings, "stats"):
-                    summary = summarize(runs, **asdict(self.stats))
-                    controls = negative_controls(runs, **asdict(self.stats))
+                    tested = {**asdict(self.stats), "projections": projections, "seed": self.seed}
+                    summary = summarize(runs, **tested)
+                    controls = negative_controls(runs, **tested)
         finally:
             # Recorded to go into the results, and re-emitted even when the run fails.
             for w in caught:
@@ -275,7 +284,18 @@ class Experiment:
         timings["total"] = time.perf_counter() - started
         messages = list(dict.fromkeys(str(w.message) for w in caught))
         meta = self._provenance(ctx, sets, timings, messages, controls)
-        return TcavResult(runs=runs, summary=summary, meta=meta, cavs=cavs)
+        meta["detectable"] = detectable_effects(summary)
+        return TcavResult(runs=runs, summary=summary, meta=meta, cavs=cavs, projections=projections)
+
+    def _linear_effect(self) -> bool:
+        """Whether each run's effect is linear in the examples (mean-difference CAVs on
+        all examples, the effect tested), so that the measured null can test it: the
+        projections are then computed."""
+        return (
+            self.cav.method == "mean-difference"
+            and self.stats.statistic == "effect"
+            and self.stats.test in ("auto", "concept-resample")
+        )
 
     def concept_cavs(self, concept: str, layer: str) -> list[CAV]:
         """The CAVs of ``concept`` at ``layer`` against each random run (cache-backed).
