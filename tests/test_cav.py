@@ -56,6 +56,28 @@ def test_mean_difference_is_exactly_the_normalised_difference_of_means():
     assert midpoint @ cav.direction + cav.intercept == pytest.approx(0.0, abs=1e-4)
 
 
+def test_mean_difference_uses_every_example_and_measures_accuracy_held_out():
+    """Unequal sets, the default split: the direction is the difference of the means over
+    all the examples (not balanced, not split), the threshold half-way between them; the
+    accuracy is that of the split's own mean-difference classifier on held-out rows."""
+    pos, neg = separable(n_pos=12, n_neg=30)
+    pos[:, 0] -= 2.0  # overlapping classes: held-out accuracy below 1
+    neg[:, 0] += 2.0
+    cav = train_cav(pos, neg, CavOptions(method="mean-difference"), seed=4)
+    expected = pos.astype(np.float64).mean(0) - neg.astype(np.float64).mean(0)
+    np.testing.assert_allclose(cav.direction, expected / np.linalg.norm(expected), atol=1e-6)
+    assert cav.separation == pytest.approx(np.linalg.norm(expected), rel=1e-5)
+    midpoint = (pos.mean(0) + neg.mean(0)) / 2
+    assert midpoint @ cav.direction + cav.intercept == pytest.approx(0.0, abs=1e-4)
+    # the held-out accuracy, by hand: the balanced split of the same seed
+    rng = np.random.default_rng(4)
+    p_tr, p_te, n_tr, n_te = balanced_split(12, 30, 0.33, rng)
+    w = pos[p_tr].mean(0) - neg[n_tr].mean(0)
+    b = -w @ (pos[p_tr].mean(0) + neg[n_tr].mean(0)) / 2
+    right = np.r_[pos[p_te] @ w + b > 0, neg[n_te] @ w + b < 0]
+    assert cav.accuracy == pytest.approx(right.mean())
+
+
 def test_sgd_agrees_with_the_exact_linear_svm():
     from sklearn.svm import SVC
 

@@ -224,13 +224,14 @@ def print_summary(summary: Any, echo: Callable[[str], None] = typer.echo) -> Non
     )
 
 
-def _print_controls(controls: Any) -> None:
-    """The negative controls' sentence (see :func:`tcavkit.report.text.controls_text`)."""
-    from tcavkit.report.text import controls_text
+def _print_controls(meta: dict[str, Any]) -> None:
+    """The negative controls' sentence and what the test could see (see
+    :func:`tcavkit.report.text.controls_text` and ``detectable_text``)."""
+    from tcavkit.report.text import controls_text, detectable_text
 
-    text = controls_text(controls)
-    if text:
-        typer.echo(text)
+    for text in (controls_text(meta.get("controls")), detectable_text(meta.get("detectable"))):
+        if text:
+            typer.echo(text)
 
 
 def executor_overrides(executor: str | None, ray_address: str | None) -> list[str]:
@@ -297,7 +298,7 @@ def run(
                 progress=not quiet,
             )
         print_summary(outcome.result.summary)
-        _print_controls(outcome.result.meta.get("controls"))
+        _print_controls(outcome.result.meta)
         typer.echo(f"report: {outcome.report}")
         _recap(seen)
 
@@ -464,7 +465,7 @@ def discover(
                 echo=typer.echo,
             )
         print_summary(outcome.result.summary)
-        _print_controls(outcome.result.meta.get("controls"))
+        _print_controls(outcome.result.meta)
         _print_concepts(outcome)
         _recap(seen)
 
@@ -501,7 +502,7 @@ def demo(
 
             outcome = run_demo(out, size=size, quick=quick, progress=not quiet, echo=typer.echo)
         print_summary(outcome.run.result.summary)
-        _print_controls(outcome.run.result.meta.get("controls"))
+        _print_controls(outcome.run.result.meta)
         typer.echo(f"experiment: {outcome.experiment_file}")
         typer.echo(f"report: {outcome.run.report}")
         typer.echo(f"time: {outcome.seconds:.1f} s")

@@ -46,7 +46,25 @@ test is then conservative (``T_C`` varies less than the ``T_j``), never liberal.
 
 ``null_mean`` and ``null_std`` are the mean and sample sd (ddof=1) of the ``T_j``.
 
-``"concept-t"`` (default)
+``"concept-resample"`` (what the default ``"auto"`` runs with mean-difference CAVs)
+    The measured null of :mod:`tcavkit.resample`. A mean-difference CAV is fitted on all
+    the examples of its two sets, so a run's effect is exactly ``gbar · (mu_C - mu_R)``
+    (``gbar``: the target's mean gradient at the layer): linear in the examples. The
+    concept's mean effect over its runs then differs from a random set's against the same
+    partners by ``mean(c) - mean(x)``, ``c`` the concept's and ``x`` every random image's
+    projection on ``gbar`` (the ``projections`` table). That difference is studentized
+    by ``sqrt(max(var(x), var(c)) / n + var(x) / N)`` and compared with the same quantity
+    for ``B`` pseudo-concepts of ``n`` images resampled from the random images:
+    ``p = (1 + #{|z_b| >= |z|}) / (B + 1)``, with ``B`` large enough to reach twenty
+    times below Bonferroni's level (:func:`tcavkit.resample.draws_for`). The null's spread
+    comes from hundreds or thousands of images instead of about 20 pseudo-concepts, and its
+    tail is read from draws, not from a model of it: calibration and power measured on
+    three starter CNNs are in the README's statistics section. ``statistic_null_mean`` is
+    what a random set scores against the concept's partners; ``statistic_null_std`` the
+    standard error of a random set's difference. Relative pairs: ``mean(a) - mean(b)``
+    against pairs of pseudo-concepts. Reproducible: the draws are seeded by ``seed`` and
+    the set sizes.
+``"concept-t"`` (the default for hinge and logistic CAVs, and without projections)
     Null hypothesis: the concept's images are drawn like a random set's, so ``T_C`` is
     exchangeable with the ``T_j``. Prediction-interval t-test, with the concept's own
     spread over its ``n`` runs (``s_C``, sd of its run statistics) added::
@@ -159,6 +177,15 @@ Degenerate cases (never NaN; NaN is never significant)
   too few values, e.g. Welch or one-sample with a single run), ``p = 1.0``; if it returns
   ``p = 0`` or an infinite t (zero variance, different means), SciPy's value is kept.
 * ``null_mean``/``null_std`` with no null: 0.5 and 0.0; any sd of fewer than 2 values: 0.
+
+The detectable effect
+---------------------
+``detectable``: the smallest distance between the tested statistic and its null mean that
+the row's test could have called significant at the correction's first level
+(``alpha / m`` for Holm, Bonferroni and BH over ``m`` rows; ``alpha`` without correction),
+for a concept whose runs (``concept-t``) or images (``concept-resample``) spread like the
+null's. A row that is not significant then reads "smaller than about ``detectable``"
+rather than "absent". NaN for ``concept-rank`` and the classic tests.
 
 Multiple testing
 ----------------

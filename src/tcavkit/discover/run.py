@@ -84,7 +84,7 @@ from tcavkit.pipeline.executor import timed
 from tcavkit.pipeline.experiment import Experiment, experiment_arguments
 from tcavkit.report.build import build_report, discard_report
 from tcavkit.results import TcavResult, check_output_folder
-from tcavkit.stats import summarize
+from tcavkit.stats import detectable_effects, summarize
 from tcavkit.store import ArrayStore, cache_key
 
 CONCEPTS_FILE = "concepts.json"
@@ -800,9 +800,8 @@ def _own_rows(
         summary = summarize(
             runs, **asdict(experiment.stats), projections=tested.projections, seed=experiment.seed
         )
-    return TcavResult(
-        runs=runs, summary=summary, meta=dict(tested.meta), projections=tested.projections
-    )
+    meta = {**tested.meta, "detectable": detectable_effects(summary)}
+    return TcavResult(runs=runs, summary=summary, meta=meta, projections=tested.projections)
 
 
 def _records(summary: pd.DataFrame) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ from tcavkit.report.figures import EXPLANATIONS, plan_plots
 from tcavkit.report.text import (
     STATISTIC_MEANINGS,
     controls_text,
+    detectable_text,
     explain_statistic,
     findings,
     headline,
@@ -175,6 +176,7 @@ def render_html(
             for part in (
                 explain_statistic(stat_name, has_interval) if len(summary) else "",
                 controls_text(meta.get("controls")),
+                detectable_text(meta.get("detectable")),
             )
             if part
         ),

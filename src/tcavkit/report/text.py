@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tcavkit.report.common import (
@@ -87,6 +88,39 @@ def controls_text(controls: Any) -> str:
         f"({at_alpha / tested:.0%}) had p \u2264 {alpha} before correction (about "
         f"{alpha:.0%} expected)."
     )
+
+
+def detectable_text(records: Any) -> str:
+    """What a "not significant" means at each (target, layer): the smallest difference from
+    random concepts the run could have called significant (the ``detectable`` records of
+    :func:`tcavkit.stats.detectable_effects`), or an empty string when it has none."""
+    if not isinstance(records, list) or not records:
+        return ""
+    parts = []
+    for record in records:
+        if not isinstance(record, dict) or record.get("detectable") is None:
+            continue
+        value = float(record["detectable"])
+        low, high = record.get("min"), record.get("max")
+        spread = ""
+        if low is not None and high is not None and float(high) > float(low) * 1.05:
+            spread = f" ({_sig(float(low))} to {_sig(float(high))} by set size)"
+        parts.append(f"{record.get('target')} at {record.get('layer')}: {_sig(value)}{spread}")
+    if not parts:
+        return ""
+    label = statistic_label(str(records[0].get("statistic", "effect")))
+    return (
+        f"What the test could see: a concept not marked significant differs from random "
+        f"concepts by less than about this much {label}, or by too little for this run to "
+        f"tell: " + "; ".join(parts) + "."
+    )
+
+
+def _sig(value: float, digits: int = 2) -> str:
+    """``value`` with ``digits`` significant digits (``0.0041``, ``1.3``, ``120``)."""
+    if not np.isfinite(value) or value == 0:
+        return "0" if value == 0 else "-"
+    return f"{value:.{digits}g}" if abs(value) >= 1e-4 else f"{value:.1e}"
 
 
 def finding(row: pd.Series, direction: str | None = None, decimals: int | None = None) -> str:
