@@ -66,7 +66,11 @@ def cav_coefficients(cache: Path) -> Path:
 
 
 def cav_stats(cache: Path) -> Path:
-    return next(path for path, meta in entries(cache) if "cavs" in meta and "method" not in meta)
+    return next(
+        path
+        for path, meta in entries(cache)
+        if "cavs" in meta and "method" not in meta and "kind" not in meta
+    )
 
 
 def invert(path: Path, count: int = 64, skip: int = 8) -> None:
@@ -129,6 +133,27 @@ def test_a_rescaled_activation_array_is_detected(axis_experiment_inputs, tmp_pat
     assert_same_tables(second, first)
     np.testing.assert_array_equal(np.load(path), original)  # rewritten
     assert run(make(axis_experiment_inputs, cache))[1] == []
+
+
+def test_a_whole_entry_swapped_with_another_is_detected(axis_experiment_inputs, tmp_path):
+    """Two entries whose arrays and metadata are swapped as pairs are each whole and
+    checksummed, but under the other's key: each is reported, deleted and recomputed."""
+    cache = tmp_path / "cache"
+    first, _ = run(make(axis_experiment_inputs, cache))
+    up, side = activations_of(cache, "up"), activations_of(cache, "side")
+    for suffix in (".npy", ".json"):
+        a, b = up.with_suffix(suffix), side.with_suffix(suffix)
+        data = a.read_bytes()
+        a.write_bytes(b.read_bytes())
+        b.write_bytes(data)
+    second, notes = run(make(axis_experiment_inputs, cache))
+    assert len(notes) == 2 and all("another key" in note for note in notes)
+    assert all(sum(str(path) in note for note in notes) == 1 for path in (up, side))
+    assert second.counts.sets_computed == 2
+    assert_same_tables(second, first)
+    third, notes = run(make(axis_experiment_inputs, cache))
+    assert notes == [] and third.counts.sets_computed == 0
+    assert_same_tables(third, first)
 
 
 def test_lost_or_damaged_metadata_makes_the_entry_missing(axis_experiment_inputs, tmp_path):
