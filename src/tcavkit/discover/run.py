@@ -91,6 +91,10 @@ CONCEPTS_FILE = "concepts.json"
 DISCOVERED_DIR = "discovered"
 GALLERY_DIR = "gallery"
 PATCH_PATTERN = "patch_{:03d}.png"
+OWN_MARKER = ".tcavkit-discover"
+"""The file ``tcavkit discover`` writes in each folder whose content it replaces (a target's
+``discovered/<target>`` and ``gallery``): a folder is emptied only when it holds it (or
+is empty), and never through a symbolic link."""
 GALLERY_SIDE = 128
 """Source images in the gallery are enlarged (nearest neighbour) to at least this side."""
 _DIRECTION_ORDER = {"positive": 0, "none": 1, "negative": 2}
@@ -203,6 +207,9 @@ def discover(
     chosen = _chosen_targets(config, options, targets)
     out_dir = Path(out) if out is not None else Path(config.output) / "discover"
     check_output_folder(out_dir)
+    for target in chosen:
+        own_folder(out_dir / DISCOVERED_DIR / target, out_dir)
+    own_folder(out_dir / GALLERY_DIR, out_dir)
     args = experiment_arguments(config, trust_model_file=trust_model_file, progress=progress)
     adapter: ModelAdapter = args["model"]
     preprocessing: Preprocessing = args["preprocessing"]
@@ -751,13 +758,16 @@ def _write_concepts(
     """Each concept's patches as ``patch_NNN.png`` in its folder, and its gallery image.
 
     The target's ``discovered/<target>`` folder is tcavkit's own output: it is emptied first,
-    so that concept folders of an earlier run do not stay beside the new ones."""
+    so that concept folders of an earlier run do not stay beside the new ones, and so are
+    the target's gallery images; both only in folders tcavkit wrote (:func:`own_folder`)."""
     assert size is not None
     target_dir = out_dir / DISCOVERED_DIR / images.name
-    if target_dir.is_dir():
+    if own_folder(target_dir, out_dir):
         shutil.rmtree(target_dir)
+    _make_own_folder(target_dir)
     gallery = out_dir / GALLERY_DIR
-    gallery.mkdir(parents=True, exist_ok=True)
+    own_folder(gallery, out_dir)
+    _make_own_folder(gallery)
     for old in gallery.glob(f"{images.name}-*.png"):
         old.unlink()
     for concept in concepts:
@@ -768,6 +778,46 @@ def _write_concepts(
         first = concept.patches[0]
         outlined = outline(images.arrays[first.image], first.mask)
         Image.fromarray(outlined).save(gallery / f"{concept.name}.png")
+
+
+def own_folder(folder: Path, out_dir: Path) -> bool:
+    """Whether ``folder`` (inside ``out_dir``) exists, after checking that tcavkit may
+    replace what it holds: no folder from ``out_dir`` down to it is a symbolic link, and
+    an existing one is a folder that holds :data:`OWN_MARKER` or nothing.
+
+    Raises:
+        DataError: names the link, or the folder tcavkit did not write, and what to do.
+    """
+    current = out_dir
+    for part in folder.relative_to(out_dir).parts:
+        current = current / part
+        if current.is_symlink():
+            raise DataError(
+                f"discover: {current} is a symbolic link, and tcavkit never deletes through "
+                "a link: remove the link or choose another --out folder"
+            )
+    if not folder.exists():
+        return False
+    if not folder.is_dir():
+        raise DataError(
+            f"discover: {folder} is a file, not a folder: move it away or choose another "
+            "--out folder"
+        )
+    if not (folder / OWN_MARKER).is_file() and any(folder.iterdir()):
+        raise DataError(
+            f"discover: {folder} is not empty and was not written by tcavkit discover (no "
+            f"{OWN_MARKER} file in it), so it is not replaced: move it away or choose "
+            "another --out folder"
+        )
+    return True
+
+
+def _make_own_folder(folder: Path) -> None:
+    """Create ``folder`` (if needed) with :data:`OWN_MARKER` in it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / OWN_MARKER
+    if not marker.is_file():
+        atomic_write(marker, "written by tcavkit discover: replaced by its next run\n")
 
 
 def outline(image: np.ndarray, mask: np.ndarray, side: int = GALLERY_SIDE) -> np.ndarray:
