@@ -781,3 +781,32 @@ def test_discover_replaces_only_folders_it_wrote(tmp_path):
     assert not stale.exists()
     assert (theirs / "l" / "fire-l-c01" / "patch_000.png").is_file()
     assert (out / "gallery" / "fire-l-c01.png").is_file()
+
+
+def test_copies_of_one_image_count_once(tmp_path):
+    """20 copies of one image are one image: too few for discover.min_images, in one line;
+    beside different images they are used once, with a warning."""
+    from PIL import Image
+
+    from tcavkit.errors import TcavWarning
+    from tcavkit.examples.sources import ImageFolder
+
+    folder = tmp_path / "fire"
+    folder.mkdir()
+    for i in range(20):
+        Image.new("RGB", (8, 8), (200, 0, 0)).save(folder / f"copy_{i:02d}.png")
+    options = DiscoverOptions(min_images=5, images=50)
+
+    def decode():
+        return discover_run._decode_target(
+            "fire", ImageFolder(folder), options, Preprocessing(size=(8, 8)), 0, ArrayStore(None)
+        )
+
+    with pytest.raises(DataError, match=r"has 20 images .* only 1 distinct image .*min_images = 5"):
+        decode()
+    for i in range(6):
+        Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(folder / f"other_{i}.png")
+    with pytest.warns(TcavWarning, match=r"19 of the 26 images of target 'fire' .* copies"):
+        decoded = decode()
+    assert len(decoded.arrays) == 7
+    assert len({array.tobytes() for array in decoded.arrays}) == 7

@@ -362,8 +362,12 @@ def _decode_target(
     seed: int,
     store: ArrayStore,
 ) -> _Decoded:
-    """The target's first ``discover.images`` images (seeded order), decoded at the model's
-    input size."""
+    """The target's first ``discover.images`` images of different contents (seeded order),
+    decoded at the model's input size.
+
+    Copies (files of identical bytes) count as one image: for ``discover.min_images`` and
+    for the filter on how many different images a concept comes from.
+    """
     folder = Path(source.path) if isinstance(source, ImageFolder) else None
     if folder is not None and folder.is_dir():
         count = len(list_image_files(folder))
@@ -376,16 +380,44 @@ def _decode_target(
     selection = Selection(max_examples=options.images, min_examples=options.min_images, seed=seed)
     with remembered_digests(store.root) as digests:
         resolved = source.resolve(target, selection, digests=digests)
-    arrays, files = resolved.decode(prep.size)
+    _check_distinct(target, resolved, options, folder)
+    arrays, files = resolved.decode(prep.size, distinct=True)
     key = cache_key(
         kind="discover-segments",
         examples=resolved.fingerprint,
+        images="distinct",
         size=list(prep.size),  # type: ignore[arg-type]
         settings=options.fingerprint(),
         skimage=_skimage_version(),
         pillow=PIL.__version__,
     )
     return _Decoded(target, files, arrays, key)
+
+
+def _check_distinct(
+    target: str, resolved: ImageFolderSet, options: DiscoverOptions, folder: Path | None
+) -> None:
+    """Refuse a target with fewer different contents than ``discover.min_images`` (in one
+    line); warn when some of its files are copies of others (each content is used once)."""
+    digests = getattr(resolved, "digests", ())
+    total, distinct = len(digests), len(set(digests))
+    if distinct == total:
+        return
+    where = folder if folder is not None else resolved.description
+    if distinct < options.min_images:
+        raise DataError(
+            f"discover: target {target!r} has {total} images in {where} but only {distinct} "
+            f"distinct {'image' if distinct == 1 else 'images'} (the others are copies), and "
+            "a concept must come from at least "
+            f"discover.min_images = {options.min_images} different images: add different "
+            "images or lower discover.min_images"
+        )
+    warnings.warn(
+        f"discover: {total - distinct} of the {total} images of target {target!r} in {where} "
+        "are copies of other images; each content is used once",
+        TcavWarning,
+        stacklevel=3,
+    )
 
 
 def _skimage_version() -> str:

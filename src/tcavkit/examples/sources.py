@@ -328,21 +328,28 @@ class ImageFolderSet(ExampleSet):
             raise self._too_few(len(arrays))
         return arrays_to_tensor(arrays, preprocessing, [str(self.folder / n) for n in names])
 
-    def decode(self, size: tuple[int, int] | None) -> tuple[list[np.ndarray], list[str]]:
+    def decode(
+        self, size: tuple[int, int] | None, *, distinct: bool = False
+    ) -> tuple[list[np.ndarray], list[str]]:
         """The chosen images as ``(H, W, 3)`` uint8 arrays resized to ``size``, with their
-        file names, in the seeded order (unreadable files skipped with a warning).
+        file names, in the seeded order (unreadable files skipped with a warning). With
+        ``distinct``, a file whose bytes are those of an earlier one is passed over (the
+        next file takes its place), so that every image is a different content.
 
         Raises:
             TooFewExamplesError: fewer than ``min_examples`` files could be decoded.
             DataError: a file changed since the set was resolved.
         """
-        arrays, names = self._decode(size)
+        arrays, names = self._decode(size, distinct)
         if len(arrays) < self.min_examples:
             raise self._too_few(len(arrays))
         return arrays, names
 
-    def _decode(self, size: tuple[int, int] | None) -> tuple[list[np.ndarray], list[str]]:
-        """Decode files in order until ``max_examples`` succeed; record the skipped ones.
+    def _decode(
+        self, size: tuple[int, int] | None, distinct: bool = False
+    ) -> tuple[list[np.ndarray], list[str]]:
+        """Decode files in order until ``max_examples`` succeed (with ``distinct``, of
+        different contents); record the skipped ones.
 
         Warns once when images are far larger than ``size`` (see
         :data:`LARGE_IMAGE_RATIO`), naming the largest.
@@ -353,6 +360,7 @@ class ImageFolderSet(ExampleSet):
         large: list[tuple[int, str, tuple[int, int]]] = []  # (decoded pixels, file, size)
         limit = None if size is None else LARGE_IMAGE_RATIO * size[0] * size[1]
         self._skipped = []
+        seen: set[str] = set()  # contents decoded, with ``distinct``
         position = 0
         read = partial(_read_image, size=size)
         with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
@@ -366,6 +374,10 @@ class ImageFolderSet(ExampleSet):
                     if isinstance(result, UnreadableImage):
                         self._skip(file, result)
                         continue
+                    if distinct:
+                        if result.sha256 in seen:
+                            continue
+                        seen.add(result.sha256)
                     arrays.append(result.array)
                     names.append(file)
                     pixels = result.decoded_size[0] * result.decoded_size[1]
