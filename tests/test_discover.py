@@ -810,3 +810,17 @@ def test_copies_of_one_image_count_once(tmp_path):
         decoded = decode()
     assert len(decoded.arrays) == 7
     assert len({array.tobytes() for array in decoded.arrays}) == 7
+
+
+@needs_skimage
+def test_discover_into_a_held_folder_fails_in_one_line_before_the_model_loads(tmp_path):
+    from tcavkit.results import output_lock
+
+    raw = {"model": {"path": "missing.pt", "layers": ["a"]}, "data": "d", "targets": ["fire"]}
+    config = parse_config(raw, tmp_path)
+    out = tmp_path / "out"
+    with output_lock(out), pytest.raises(DataError) as info:
+        discover(config, out=out, progress=False)
+    message = str(info.value)
+    assert f"results folder {out} is in use by another tcavkit run" in message
+    assert "\n" not in message

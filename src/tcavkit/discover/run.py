@@ -58,7 +58,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from tcavkit.atomic import atomic_write
+from tcavkit.atomic import atomic_write, remove_temporaries
 from tcavkit.config import ExperimentConfig, load_config
 from tcavkit.discover.clusters import keep_clusters, kmeans, nmf
 from tcavkit.discover.segments import (
@@ -82,8 +82,8 @@ from tcavkit.models.adapter import ModelAdapter
 from tcavkit.options import DiscoverOptions, Preprocessing
 from tcavkit.pipeline.executor import timed
 from tcavkit.pipeline.experiment import Experiment, experiment_arguments
-from tcavkit.report.build import build_report, discard_report
-from tcavkit.results import TcavResult, check_output_folder
+from tcavkit.report.build import PLOTS_DIR, build_report, discard_report
+from tcavkit.results import TcavResult, check_output_folder, mark_unfinished, output_lock
 from tcavkit.stats import summarize
 from tcavkit.store import ArrayStore, cache_key
 
@@ -210,6 +210,26 @@ def discover(
     for target in chosen:
         own_folder(out_dir / DISCOVERED_DIR / target, out_dir)
     own_folder(out_dir / GALLERY_DIR, out_dir)
+    with output_lock(out_dir):
+        for folder in (out_dir, out_dir / PLOTS_DIR, out_dir / GALLERY_DIR):
+            remove_temporaries(folder)
+        return _discover_into(
+            out_dir, config, chosen, trust_model_file, progress, say, started=started
+        )
+
+
+def _discover_into(
+    out_dir: Path,
+    config: ExperimentConfig,
+    chosen: list[str],
+    trust_model_file: bool,
+    progress: bool,
+    say: Callable[[str], None],
+    *,
+    started: float,
+) -> DiscoveryOutcome:
+    """:func:`discover` once its output folder is checked and held."""
+    options = config.discover
     args = experiment_arguments(config, trust_model_file=trust_model_file, progress=progress)
     adapter: ModelAdapter = args["model"]
     preprocessing: Preprocessing = args["preprocessing"]
@@ -256,6 +276,9 @@ def discover(
                 "discover.min_images or discover.clusters, or raise discover.images"
             )
         with timed(timings, f"discover {target}: write"):
+            if not concepts:  # the first write: the previous run's files no longer agree
+                discard_report(out_dir)
+                mark_unfinished(out_dir)
             _write_concepts(found, images, model.fill, preprocessing.size, out_dir)
         say(f"{target}: {len(found)} concepts kept at {', '.join(layers)}")
         concepts.extend(found)
@@ -277,7 +300,6 @@ def discover(
     concepts.sort(key=_result_order)
 
     result.save(out_dir)
-    discard_report(out_dir)
     concepts_file = out_dir / CONCEPTS_FILE
     summary_digest = hashlib.sha256(result.summary.to_csv(index=False).encode()).hexdigest()
     document = concepts_document(concepts, options, config.seed, out_dir, summary_digest)
