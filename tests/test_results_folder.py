@@ -455,3 +455,22 @@ def test_a_folder_marked_unfinished_is_refused_until_saved(tmp_path: Path) -> No
     result = make_result(0.9)
     result.save(out)
     assert TcavResult.load(out).run_id == result.run_id
+
+
+def test_a_folder_that_cannot_be_locked_is_used_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system without file locks (some network mounts) does not stop the run; the
+    warning says that a concurrent run would go unnoticed."""
+    fcntl = pytest.importorskip("fcntl")
+    from tcavkit.errors import TcavWarning
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    (experiment,) = fake_experiments(monkeypatch, make_result(0.5))
+    out = tmp_path / "out"
+    with pytest.warns(TcavWarning, match=rf"results folder {out} cannot be locked .*not be"):
+        outcome = workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
+    assert experiment.runs == 1 and outcome.report.exists()

@@ -59,13 +59,16 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[BinaryIO], N
 
 def remove_temporaries(folder: str | Path) -> list[Path]:
     """Remove the temporary files that :func:`atomic_write` left directly in ``folder``
-    (a process killed mid-write); nothing else is touched, links included. Call it only
-    where no other process may be writing (under the folder's lock).
+    (a process killed mid-write); nothing else is touched, links included, and nothing
+    when ``folder`` is itself a link. Call it only where no other process may be writing
+    (under the folder's lock).
 
     Returns:
         the files removed (none when the folder does not exist).
     """
-    removed = []
+    removed: list[Path] = []
+    if os.path.islink(folder):
+        return removed  # never through a link
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):

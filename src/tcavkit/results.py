@@ -12,6 +12,7 @@ import os
 import platform
 import secrets
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from tcavkit.atomic import atomic_write
-from tcavkit.errors import DataError, one_line
+from tcavkit.errors import DataError, TcavWarning, one_line
 from tcavkit.tables import NAME_COLUMNS
 from tcavkit.version import __version__, installed_versions
 
@@ -320,23 +321,33 @@ def output_lock(folder: str | Path) -> Iterator[None]:
     """
     folder = Path(folder)
     created = not folder.exists()
+    handle: int | None = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle = _acquire(folder / LOCK_FILE)
+    except _NoLocks as e:
+        warnings.warn(
+            f"results folder {folder} cannot be locked ({one_line(e.__cause__ or e)}): a "
+            "second run into it at the same time would not be noticed",
+            TcavWarning,
+            stacklevel=3,
+        )
     except OSError as e:
         raise output_error(folder, e) from e
-    if handle is None:
-        holder = _lock_holder(folder / LOCK_FILE)
-        raise DataError(
-            f"results folder {folder} is in use by another tcavkit run{holder}: wait for it to "
-            "end or choose another --out folder."
-        )
+    else:
+        if handle is None:
+            holder = _lock_holder(folder / LOCK_FILE)
+            raise DataError(
+                f"results folder {folder} is in use by another tcavkit run{holder}: wait for "
+                "it to end or choose another --out folder."
+            )
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            (folder / LOCK_FILE).unlink()  # still held: no other process can take this file
-        os.close(handle)
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                (folder / LOCK_FILE).unlink()  # still held: no other process can take it
+            os.close(handle)
         if created:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if nothing was written into it
@@ -365,8 +376,25 @@ def _acquire(path: Path) -> int | None:
         os.close(handle)
 
 
+class _NoLocks(OSError):
+    """The file system of a results folder has no file locks."""
+
+
+_UNSUPPORTED = {
+    errno.ENOLCK,
+    errno.ENOSYS,
+    errno.EINVAL,
+    getattr(errno, "EOPNOTSUPP", errno.ENOSYS),
+    getattr(errno, "ENOTSUP", errno.ENOSYS),
+}
+
+
 def _try_lock(handle: int) -> bool:
-    """Take the exclusive lock of an open file without waiting; ``False`` if it is held."""
+    """Take the exclusive lock of an open file without waiting; ``False`` if it is held.
+
+    Raises:
+        _NoLocks: the file system does not lock files.
+    """
     try:
         import fcntl
     except ImportError:  # Windows
@@ -381,6 +409,10 @@ def _try_lock(handle: int) -> bool:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            raise _NoLocks(e.errno, e.strerror) from e
+        raise
     return True
 
 
