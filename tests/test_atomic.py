@@ -45,3 +45,19 @@ def test_bytes_text_and_writer_functions(tmp_path: Path) -> None:
     assert (tmp_path / "b").read_text(encoding="utf-8") == "é"
     assert (tmp_path / "c").read_bytes() == b"xyz"
     assert (tmp_path / "c").stat().st_mode & 0o777 != 0o600  # a plain file's permissions
+
+
+def test_remove_temporaries_removes_only_atomic_writes_leftovers(tmp_path: Path) -> None:
+    from tcavkit.atomic import remove_temporaries
+
+    ours = tmp_path / ".tmp-runs.csv.k3_9a0zq.tmp"
+    others = [tmp_path / ".tmp-runs.csv", tmp_path / "x.tmp", tmp_path / ".tmp-a.ABCDEFGH.tmp"]
+    for path in [ours, *others]:
+        path.write_text("x")
+    linked = tmp_path / "linked"
+    linked.symlink_to(tmp_path, target_is_directory=True)
+    assert remove_temporaries(linked) == []  # never through a link
+    assert ours.exists()
+    assert remove_temporaries(tmp_path) == [ours]
+    assert all(path.exists() for path in others)
+    assert remove_temporaries(tmp_path / "missing") == []

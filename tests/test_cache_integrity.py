@@ -4,7 +4,9 @@ bytes, a rescaled array, lost or damaged metadata, impossible CAV stats."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ from conftest import axis_model
 from tcavkit import CavOptions, Experiment, ImageFolder, Preprocessing
 from tcavkit.demo.starters import starter_cnn
 from tcavkit.demo.synthetic import make_dataset
+from tcavkit.errors import DataError
+from tcavkit.examples.sources import ImageFolderSet
 from tcavkit.store import INTEGRITY, scan
 
 
@@ -62,7 +66,11 @@ def cav_coefficients(cache: Path) -> Path:
 
 
 def cav_stats(cache: Path) -> Path:
-    return next(path for path, meta in entries(cache) if "cavs" in meta and "method" not in meta)
+    return next(
+        path
+        for path, meta in entries(cache)
+        if "cavs" in meta and "method" not in meta and "kind" not in meta
+    )
 
 
 def invert(path: Path, count: int = 64, skip: int = 8) -> None:
@@ -127,6 +135,27 @@ def test_a_rescaled_activation_array_is_detected(axis_experiment_inputs, tmp_pat
     assert run(make(axis_experiment_inputs, cache))[1] == []
 
 
+def test_a_whole_entry_swapped_with_another_is_detected(axis_experiment_inputs, tmp_path):
+    """Two entries whose arrays and metadata are swapped as pairs are each whole and
+    checksummed, but under the other's key: each is reported, deleted and recomputed."""
+    cache = tmp_path / "cache"
+    first, _ = run(make(axis_experiment_inputs, cache))
+    up, side = activations_of(cache, "up"), activations_of(cache, "side")
+    for suffix in (".npy", ".json"):
+        a, b = up.with_suffix(suffix), side.with_suffix(suffix)
+        data = a.read_bytes()
+        a.write_bytes(b.read_bytes())
+        b.write_bytes(data)
+    second, notes = run(make(axis_experiment_inputs, cache))
+    assert len(notes) == 2 and all("another key" in note for note in notes)
+    assert all(sum(str(path) in note for note in notes) == 1 for path in (up, side))
+    assert second.counts.sets_computed == 2
+    assert_same_tables(second, first)
+    third, notes = run(make(axis_experiment_inputs, cache))
+    assert notes == [] and third.counts.sets_computed == 0
+    assert_same_tables(third, first)
+
+
 def test_lost_or_damaged_metadata_makes_the_entry_missing(axis_experiment_inputs, tmp_path):
     cache = tmp_path / "cache"
     first, _ = run(make(axis_experiment_inputs, cache))
@@ -159,22 +188,27 @@ def test_impossible_cached_cav_stats_are_retrained(axis_experiment_inputs, tmp_p
     assert notes == [] and third.counts.cavs_trained == 0
 
 
-def test_skipped_files_survive_lost_metadata(tmp_path):
-    size = (16, 16)
-    data = make_dataset(
-        tmp_path / "data",
-        size=size,
+SIZE = (16, 16)
+
+
+def image_data(root: Path) -> dict[str, Path]:
+    """Tiny starter-creature folders: fire, red, striped and three random sets of 6."""
+    return make_dataset(
+        root,
+        size=SIZE,
         n_per_set=6,
         n_random_sets=3,
         concepts=("red", "striped"),
         targets=("fire",),
         seed=0,
     )
-    (data["red"] / "zz-broken.png").write_bytes(b"not a png at all")
+
+
+def image_experiment(data: dict[str, Path], cache: Path) -> Callable[[], Experiment]:
+    """A maker of the same small experiment on the starter CNN over ``data``'s folders."""
     folders = {name: ImageFolder(path) for name, path in data.items()}
     torch.manual_seed(0)
     model = starter_cnn()
-    cache = tmp_path / "cache"
 
     def experiment() -> Experiment:
         return Experiment(
@@ -187,11 +221,20 @@ def test_skipped_files_survive_lost_metadata(tmp_path):
             runs=3,
             min_examples=4,
             cav=CavOptions(method="mean-difference"),
-            preprocessing=Preprocessing(size=size),
+            preprocessing=Preprocessing(size=SIZE),
             cache_dir=str(cache),
             progress=False,
             device="cpu",
         )
+
+    return experiment
+
+
+def test_skipped_files_survive_lost_metadata(tmp_path):
+    data = image_data(tmp_path / "data")
+    (data["red"] / "zz-broken.png").write_bytes(b"not a png at all")
+    cache = tmp_path / "cache"
+    experiment = image_experiment(data, cache)
 
     first, _ = run(experiment())
     for path, meta in entries(cache):
@@ -205,3 +248,31 @@ def test_skipped_files_survive_lost_metadata(tmp_path):
         assert [p.endswith("zz-broken.png") for p in skipped] == [True]
         assert result.meta["sets"]["red"]["n_examples"] == 6
     assert_same_tables(second, first)
+
+
+def test_an_image_edited_during_the_run_leaves_no_entry_under_its_old_key(tmp_path, monkeypatch):
+    """A file edited between the fingerprint (resolve) and the decode is an error naming
+    it, and nothing of the edited bytes is cached under the original bytes' key: once the
+    file is restored, a rerun gives the tables of a run that never saw the edit."""
+    data = image_data(tmp_path / "data")
+    reference = image_experiment(data, tmp_path / "reference")().run()
+    victim = sorted(data["red"].glob("*.png"))[0]
+    original = victim.read_bytes()
+    other = sorted(data["fire"].glob("*.png"))[0].read_bytes()
+    decode = ImageFolderSet._decode
+
+    def edited_before_decoding(self, size):
+        if self.name == "red":
+            victim.write_bytes(other)  # the edit lands after the set was fingerprinted
+        return decode(self, size)
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(ImageFolderSet, "_decode", edited_before_decoding)
+    with pytest.raises(DataError, match=rf"'red': file {re.escape(str(victim))} changed during"):
+        image_experiment(data, cache)().run()
+    assert not [path for path, meta in entries(cache) if meta.get("set") == "red"]
+    monkeypatch.undo()
+    victim.write_bytes(original)
+    again, notes = run(image_experiment(data, cache)())
+    assert notes == []
+    assert_same_tables(again, reference)

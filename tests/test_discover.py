@@ -710,3 +710,117 @@ def test_missing_scikit_image_is_named_in_one_line(monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install 'tcavkit\[discover\]'") as info:
         require_skimage()
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ what discover deletes
+
+
+def _one_concept(out: Path):
+    """A target 'fire' of one 8x8 image and a concept of its one patch, to be written
+    into ``out``."""
+    from tcavkit.discover.segments import Segments
+
+    labels = np.zeros((1, 8, 8), dtype=np.int32)
+    labels[0, 2:6, 2:6] = 1
+    segments = Segments(labels, np.asarray([[0, 1]], dtype=np.int32))
+    images = discover_run._TargetImages(
+        "fire", ["a.png"], [np.full((8, 8, 3), 200, dtype=np.uint8)], [segments]
+    )
+    mask = segments.mask(0)
+    patch = discover_run.Patch("a.png", 0, 15, 1, bounding_box(mask), mask)
+    folder = out / "discovered" / "fire" / "l" / "fire-l-c01"
+    concept = discover_run.DiscoveredConcept("fire-l-c01", "fire", "l", folder, [patch], 1, 1)
+    return [concept], images
+
+
+def _write(out: Path) -> None:
+    concepts, images = _one_concept(out)
+    discover_run._write_concepts(concepts, images, (0, 0, 0), (8, 8), out)
+
+
+@needs_skimage
+def test_discover_never_deletes_through_a_link(tmp_path):
+    """``discovered`` linked to the user's images: refused in one line naming the link,
+    and not one of the user's files is touched."""
+    mine = tmp_path / "mine"
+    (mine / "fire").mkdir(parents=True)
+    for i in range(3):
+        (mine / "fire" / f"img_{i}.png").write_bytes(b"the user's image")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "discovered").symlink_to(mine, target_is_directory=True)
+    with pytest.raises(DataError, match=rf"{out / 'discovered'} is a symbolic link") as info:
+        _write(out)
+    assert "\n" not in str(info.value)
+    assert sorted(p.name for p in (mine / "fire").iterdir()) == [f"img_{i}.png" for i in range(3)]
+    (out / "discovered").unlink()
+    (out / "gallery").symlink_to(mine, target_is_directory=True)
+    (mine / "fire-holiday.png").write_bytes(b"named like a gallery image")
+    with pytest.raises(DataError, match=rf"{out / 'gallery'} is a symbolic link"):
+        _write(out)
+    assert (mine / "fire-holiday.png").is_file()
+
+
+@needs_skimage
+def test_discover_replaces_only_folders_it_wrote(tmp_path):
+    """A non-empty ``discovered/<target>`` without tcavkit's marker is refused, naming it;
+    an empty one, or one discover wrote, is replaced."""
+    out = tmp_path / "out"
+    theirs = out / "discovered" / "fire"
+    theirs.mkdir(parents=True)
+    (theirs / "keep.png").write_bytes(b"not tcavkit's")
+    with pytest.raises(DataError, match=rf"{theirs} is not empty and was not written by"):
+        _write(out)
+    assert (theirs / "keep.png").read_bytes() == b"not tcavkit's"
+    (theirs / "keep.png").unlink()  # empty: tcavkit may use it
+    _write(out)
+    assert (theirs / discover_run.OWN_MARKER).is_file()
+    stale = theirs / "old-layer" / "fire-old-c01"
+    stale.mkdir(parents=True)
+    _write(out)  # its own folder: emptied and written again
+    assert not stale.exists()
+    assert (theirs / "l" / "fire-l-c01" / "patch_000.png").is_file()
+    assert (out / "gallery" / "fire-l-c01.png").is_file()
+
+
+def test_copies_of_one_image_count_once(tmp_path):
+    """20 copies of one image are one image: too few for discover.min_images, in one line;
+    beside different images they are used once, with a warning."""
+    from PIL import Image
+
+    from tcavkit.errors import TcavWarning
+    from tcavkit.examples.sources import ImageFolder
+
+    folder = tmp_path / "fire"
+    folder.mkdir()
+    for i in range(20):
+        Image.new("RGB", (8, 8), (200, 0, 0)).save(folder / f"copy_{i:02d}.png")
+    options = DiscoverOptions(min_images=5, images=50)
+
+    def decode():
+        return discover_run._decode_target(
+            "fire", ImageFolder(folder), options, Preprocessing(size=(8, 8)), 0, ArrayStore(None)
+        )
+
+    with pytest.raises(DataError, match=r"has 20 images .* only 1 distinct image .*min_images = 5"):
+        decode()
+    for i in range(6):
+        Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(folder / f"other_{i}.png")
+    with pytest.warns(TcavWarning, match=r"19 of the 26 images of target 'fire' .* copies"):
+        decoded = decode()
+    assert len(decoded.arrays) == 7
+    assert len({array.tobytes() for array in decoded.arrays}) == 7
+
+
+@needs_skimage
+def test_discover_into_a_held_folder_fails_in_one_line_before_the_model_loads(tmp_path):
+    from tcavkit.results import output_lock
+
+    raw = {"model": {"path": "missing.pt", "layers": ["a"]}, "data": "d", "targets": ["fire"]}
+    config = parse_config(raw, tmp_path)
+    out = tmp_path / "out"
+    with output_lock(out), pytest.raises(DataError) as info:
+        discover(config, out=out, progress=False)
+    message = str(info.value)
+    assert f"results folder {out} is in use by another tcavkit run" in message
+    assert "\n" not in message

@@ -344,3 +344,133 @@ def test_results_json_is_written_as_json_dumps_would(document) -> None:
     from tcavkit.results import dumps_indented
 
     assert dumps_indented(document) == json.dumps(document, indent=1)
+
+
+def test_a_run_killed_while_replacing_the_tables_leaves_no_report_of_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous report goes before the first table is replaced; the temporary files a
+    killed run leaves (tcavkit's own names only) are removed by the next run."""
+    first, second, third = make_result(0.5), make_result(0.9), make_result(0.7)
+    fake_experiments(monkeypatch, first, second, third)
+    out = tmp_path / "out"
+    workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
+    replace = os.replace
+
+    def killed_at_the_second_table(src, dst):
+        if Path(dst).name == "summary.csv":
+            raise KeyboardInterrupt
+        replace(src, dst)
+
+    monkeypatch.setattr("tcavkit.atomic.os.replace", killed_at_the_second_table)
+    with pytest.raises(KeyboardInterrupt):
+        workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
+    monkeypatch.setattr("tcavkit.atomic.os.replace", replace)
+    assert not (out / "report.html").exists()
+    with pytest.raises(DataError):
+        build_report(out)  # the tables of two runs are refused, as before
+
+    left = [out / ".tmp-runs.csv.a1b2c3d4.tmp", out / "plots" / ".tmp-x.png.zz_9y8x7.tmp"]
+    theirs = [out / ".tmp-notes.txt", out / ".tmp-runs.csv.abc.tmp", out / "plots" / "a.tmp"]
+    for path in left + theirs:
+        path.write_text("left by a killed process, or the user's")
+    outcome = workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
+    assert third.run_id in outcome.report.read_text(encoding="utf-8")
+    assert not any(path.exists() for path in left)
+    assert all(path.exists() for path in theirs)
+
+
+def test_a_second_run_into_a_held_folder_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tcavkit.results import output_lock
+
+    experiment, _ = fake_experiments(monkeypatch, make_result(0.5), make_result(0.9))
+    out = tmp_path / "out"
+    with output_lock(out):
+        with pytest.raises(DataError) as info:
+            workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
+        assert f"results folder {out} is in use by another tcavkit run" in one_line_error(info)
+        assert experiment.runs == 0
+    outcome = workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
+    assert TcavResult.load(out).run_id == outcome.result.run_id
+    assert not (out / ".tcavkit-lock").exists()
+
+
+def test_the_lock_of_a_killed_process_does_not_block_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the folder: refused, naming the process; once that process is
+    killed (its lock file left behind), the folder is free."""
+    import signal
+    import subprocess
+    import sys
+
+    import tcavkit
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from tcavkit.results import output_lock\n"
+            "with output_lock(sys.argv[1]):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(120)\n",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(tcavkit.__file__).parents[1])},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        fake_experiments(monkeypatch, make_result(0.5))
+        with pytest.raises(
+            DataError, match=rf"in use by another tcavkit run \(process {holder.pid}\)"
+        ):
+            workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert (out / ".tcavkit-lock").exists()  # left by the killed process
+    (experiment,) = fake_experiments(monkeypatch, make_result(0.7))
+    outcome = workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
+    assert experiment.runs == 1 and outcome.report.exists()
+
+
+def test_a_folder_marked_unfinished_is_refused_until_saved(tmp_path: Path) -> None:
+    """``tcavkit discover`` marks its folder before replacing the concept folders that the
+    previous tables describe: killed then, the folder is refused, not reported as whole."""
+    from tcavkit.results import mark_unfinished
+
+    out = tmp_path / "out"
+    make_result(0.5).save(out)
+    mark_unfinished(out)
+    for read in (build_report, TcavResult.load):
+        with pytest.raises(DataError) as info:
+            read(out)
+        assert f"results folder {out} was being rewritten" in one_line_error(info)
+    result = make_result(0.9)
+    result.save(out)
+    assert TcavResult.load(out).run_id == result.run_id
+
+
+def test_a_folder_that_cannot_be_locked_is_used_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system without file locks (some network mounts) does not stop the run; the
+    warning says that a concurrent run would go unnoticed."""
+    fcntl = pytest.importorskip("fcntl")
+    from tcavkit.errors import TcavWarning
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    (experiment,) = fake_experiments(monkeypatch, make_result(0.5))
+    out = tmp_path / "out"
+    with pytest.warns(TcavWarning, match=rf"results folder {out} cannot be locked .*not be"):
+        outcome = workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
+    assert experiment.runs == 1 and outcome.report.exists()

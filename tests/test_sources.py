@@ -389,6 +389,24 @@ def test_fingerprint_does_not_decode(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(ImageFolder(folder).resolve("c", SEL).fingerprint) == 64
 
 
+@pytest.mark.parametrize("change", ["edit", "remove", "corrupt"])
+def test_a_file_changed_after_resolve_is_an_error_naming_it(tmp_path: Path, change: str) -> None:
+    """The bytes decoded must be those the fingerprint was made of: an image edited,
+    removed or damaged between resolve and load is refused, not decoded (or skipped) under
+    the fingerprint of its old content."""
+    folder = make_folder(tmp_path / "c", 3)
+    resolved = ImageFolder(folder).resolve("c", SEL)
+    victim = folder / resolved.files[1]
+    if change == "edit":
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(victim)
+    elif change == "remove":
+        victim.unlink()
+    else:
+        victim.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"'c': file {victim} changed during the run"):
+        resolved.load(Preprocessing(size=(8, 8)))
+
+
 def test_fingerprint_independent_of_folder_location(tmp_path: Path) -> None:
     a = make_folder(tmp_path / "a" / "c", 3)
     b = make_folder(tmp_path / "b" / "c", 3)

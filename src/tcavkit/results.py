@@ -3,14 +3,17 @@ reproduces them (config, seed, package versions, model and data fingerprints).""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import math
+import os
 import platform
 import secrets
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from tcavkit.atomic import atomic_write
-from tcavkit.errors import DataError, one_line
+from tcavkit.errors import DataError, TcavWarning, one_line
 from tcavkit.tables import NAME_COLUMNS
 from tcavkit.version import __version__, installed_versions
 
@@ -32,6 +35,8 @@ PROJECTIONS_FILE = "projections.csv"
 RESULTS_FILE = "results.json"
 MANIFEST_FILE = "manifest.json"
 """Written last by :meth:`TcavResult.save`: the run id and the sha256 of every file it wrote."""
+LOCK_FILE = ".tcavkit-lock"
+"""The lock file of a results folder being written (:func:`output_lock`)."""
 
 _MANIFEST_FORMAT = 1
 _RERUN = "rerun `tcavkit run` to write the folder again"
@@ -256,6 +261,11 @@ def check_manifest(folder: Path) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"{path} cannot be read ({one_line(e)}): {_RERUN}.") from e
+    if isinstance(manifest, dict) and manifest.get("unfinished"):
+        raise DataError(
+            f"results folder {folder} was being rewritten when its run stopped (an "
+            f"interrupted run?), so its files may belong to different runs: {_RERUN}."
+        )
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not all(
         _plain_name(name) and isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
@@ -292,6 +302,141 @@ def check_manifest(folder: Path) -> dict[str, Any] | None:
             f"{'; '.join(problems)}; {_RERUN}."
         )
     return manifest
+
+
+def mark_unfinished(folder: Path) -> None:
+    """Mark the results ``folder`` as being rewritten (a manifest that lists no file and
+    says so), before anything of the previous run in it is replaced: until
+    :meth:`TcavResult.save` writes the new manifest, :func:`check_manifest` refuses it.
+
+    Raises:
+        DataError: the folder cannot be written.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            folder / MANIFEST_FILE,
+            json.dumps({"manifest": _MANIFEST_FORMAT, "unfinished": True, "files": {}}),
+        )
+    except OSError as e:
+        raise output_error(folder, e) from e
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path) -> Iterator[None]:
+    """Hold the results ``folder`` (created if needed) for one run: a second run into it
+    meanwhile fails at once, in one line naming it.
+
+    The lock is an operating-system lock on :data:`LOCK_FILE` in the folder, so it ends
+    with the process, however it ends: a crashed run's lock file does not block the next
+    one. The file is removed on release (and the folder, if this call created it and
+    nothing else was written into it).
+
+    Raises:
+        DataError: another process holds the folder, or it cannot be written.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    handle: int | None = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = _acquire(folder / LOCK_FILE)
+    except _NoLocks as e:
+        warnings.warn(
+            f"results folder {folder} cannot be locked ({one_line(e.__cause__ or e)}): a "
+            "second run into it at the same time would not be noticed",
+            TcavWarning,
+            stacklevel=3,
+        )
+    except OSError as e:
+        raise output_error(folder, e) from e
+    else:
+        if handle is None:
+            holder = _lock_holder(folder / LOCK_FILE)
+            raise DataError(
+                f"results folder {folder} is in use by another tcavkit run{holder}: wait for "
+                "it to end or choose another --out folder."
+            )
+    try:
+        yield
+    finally:
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                (folder / LOCK_FILE).unlink()  # still held: no other process can take it
+            os.close(handle)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if nothing was written into it
+
+
+def _acquire(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive lock (the process id written
+    in it), or ``None`` when another process holds it."""
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if not _try_lock(handle):
+                os.close(handle)
+                return None
+            try:
+                same = os.path.samestat(os.fstat(handle), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file its last holder removed after we opened it
+                os.ftruncate(handle, 0)
+                os.write(handle, f"{os.getpid()}\n".encode())
+                return handle
+        except BaseException:
+            os.close(handle)
+            raise
+        os.close(handle)
+
+
+class _NoLocks(OSError):
+    """The file system of a results folder has no file locks."""
+
+
+_UNSUPPORTED = {
+    errno.ENOLCK,
+    errno.ENOSYS,
+    errno.EINVAL,
+    getattr(errno, "EOPNOTSUPP", errno.ENOSYS),
+    getattr(errno, "ENOTSUP", errno.ENOSYS),
+}
+
+
+def _try_lock(handle: int) -> bool:
+    """Take the exclusive lock of an open file without waiting; ``False`` if it is held.
+
+    Raises:
+        _NoLocks: the file system does not lock files.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            raise _NoLocks(e.errno, e.strerror) from e
+        raise
+    return True
+
+
+def _lock_holder(path: Path) -> str:
+    """`` (process N)`` as the lock file names it, or nothing."""
+    with contextlib.suppress(OSError, ValueError):
+        return f" (process {int(path.read_text().strip())})"
+    return ""
 
 
 def _plain_name(name: Any) -> bool:

@@ -4,7 +4,9 @@ memory-mapped.
 A cache entry is a ``.npy`` array whose file name is the SHA-256 of a canonical JSON of
 its key parts (model fingerprint, layer, example-set fingerprint, preprocessing, and what
 was computed), and a ``.json`` of metadata beside it. Nothing is ever looked up by name
-only, so a change of weights, files or preprocessing misses the cache.
+only, so a change of weights, files or preprocessing misses the cache. The metadata holds
+the entry's own key (under ``"key"``), and an entry is used only under that key: an entry
+moved or copied under another name (both files swapped with another entry's) is damaged.
 
 An entry is valid only when both parts are: the metadata holds the CRC-32 checksum, shape
 and dtype of the array (under ``"array"``), and is written first; the array is written
@@ -42,11 +44,14 @@ import numpy as np
 from tcavkit.atomic import atomic_write
 from tcavkit.errors import CacheError, TcavWarning
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 INTEGRITY = "array"
 """The metadata field that ties an entry's metadata to its array: ``{"checksum", "shape",
 "dtype"}``."""
+
+KEY = "key"
+"""The metadata field that ties an entry to its key: the key it was written under."""
 
 _CHUNK_BYTES = 8 * 2**20  # scanned at a time: the hash and the finiteness test share a pass
 
@@ -131,9 +136,9 @@ class ArrayStore:
         dtype: str = "float32",
     ) -> None:
         """Store ``array`` under ``key`` atomically, and ``meta`` beside it with the
-        array's checksum, shape and dtype. With ``dtype="float16"`` the array is stored at
-        half precision (:func:`to_half`). A float array with non-finite values is not
-        stored (it would be refused when read).
+        array's checksum, shape and dtype, and ``key`` itself. With ``dtype="float16"``
+        the array is stored at half precision (:func:`to_half`). A float array with
+        non-finite values is not stored (it would be refused when read).
 
         Raises:
             CacheError: the cache folder cannot be written (nothing of the entry is left).
@@ -152,6 +157,7 @@ class ArrayStore:
             "shape": list(contiguous.shape),
             "dtype": contiguous.dtype.str,
         }
+        meta[KEY] = key
         path = self.path(key)
         meta_path = path.with_suffix(".json")
         self._verified.pop(path, None)
@@ -205,6 +211,8 @@ class ArrayStore:
             raise CacheError(f"cannot read cache file {meta_path}: {exc}") from exc
         except (OSError, ValueError, TypeError, KeyError):
             return self._damaged(path, "its metadata is unreadable or holds no checksum")
+        if meta.get(KEY) != key:
+            return self._damaged(path, "it was written under another key (a moved entry)")
         if array.shape != shape or array.dtype != dtype:
             return self._damaged(path, "its shape or type differs from its metadata")
         found, finite = scan(array)

@@ -58,7 +58,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from tcavkit.atomic import atomic_write
+from tcavkit.atomic import atomic_write, remove_temporaries
 from tcavkit.config import ExperimentConfig, load_config
 from tcavkit.discover.clusters import keep_clusters, kmeans, nmf
 from tcavkit.discover.segments import (
@@ -82,8 +82,8 @@ from tcavkit.models.adapter import ModelAdapter
 from tcavkit.options import DiscoverOptions, Preprocessing
 from tcavkit.pipeline.executor import timed
 from tcavkit.pipeline.experiment import Experiment, experiment_arguments
-from tcavkit.report.build import build_report, discard_report
-from tcavkit.results import TcavResult, check_output_folder
+from tcavkit.report.build import PLOTS_DIR, build_report, discard_report
+from tcavkit.results import TcavResult, check_output_folder, mark_unfinished, output_lock
 from tcavkit.stats import detectable_effects, summarize
 from tcavkit.store import ArrayStore, cache_key
 
@@ -91,6 +91,10 @@ CONCEPTS_FILE = "concepts.json"
 DISCOVERED_DIR = "discovered"
 GALLERY_DIR = "gallery"
 PATCH_PATTERN = "patch_{:03d}.png"
+OWN_MARKER = ".tcavkit-discover"
+"""The file ``tcavkit discover`` writes in each folder whose content it replaces (a target's
+``discovered/<target>`` and ``gallery``): a folder is emptied only when it holds it (or
+is empty), and never through a symbolic link."""
 GALLERY_SIDE = 128
 """Source images in the gallery are enlarged (nearest neighbour) to at least this side."""
 _DIRECTION_ORDER = {"positive": 0, "none": 1, "negative": 2}
@@ -203,6 +207,29 @@ def discover(
     chosen = _chosen_targets(config, options, targets)
     out_dir = Path(out) if out is not None else Path(config.output) / "discover"
     check_output_folder(out_dir)
+    for target in chosen:
+        own_folder(out_dir / DISCOVERED_DIR / target, out_dir)
+    own_folder(out_dir / GALLERY_DIR, out_dir)
+    with output_lock(out_dir):
+        for folder in (out_dir, out_dir / PLOTS_DIR, out_dir / GALLERY_DIR):
+            remove_temporaries(folder)
+        return _discover_into(
+            out_dir, config, chosen, trust_model_file, progress, say, started=started
+        )
+
+
+def _discover_into(
+    out_dir: Path,
+    config: ExperimentConfig,
+    chosen: list[str],
+    trust_model_file: bool,
+    progress: bool,
+    say: Callable[[str], None],
+    *,
+    started: float,
+) -> DiscoveryOutcome:
+    """:func:`discover` once its output folder is checked and held."""
+    options = config.discover
     args = experiment_arguments(config, trust_model_file=trust_model_file, progress=progress)
     adapter: ModelAdapter = args["model"]
     preprocessing: Preprocessing = args["preprocessing"]
@@ -249,6 +276,9 @@ def discover(
                 "discover.min_images or discover.clusters, or raise discover.images"
             )
         with timed(timings, f"discover {target}: write"):
+            if not concepts:  # the first write: the previous run's files no longer agree
+                discard_report(out_dir)
+                mark_unfinished(out_dir)
             _write_concepts(found, images, model.fill, preprocessing.size, out_dir)
         say(f"{target}: {len(found)} concepts kept at {', '.join(layers)}")
         concepts.extend(found)
@@ -270,7 +300,6 @@ def discover(
     concepts.sort(key=_result_order)
 
     result.save(out_dir)
-    discard_report(out_dir)
     concepts_file = out_dir / CONCEPTS_FILE
     summary_digest = hashlib.sha256(result.summary.to_csv(index=False).encode()).hexdigest()
     document = concepts_document(concepts, options, config.seed, out_dir, summary_digest)
@@ -355,8 +384,12 @@ def _decode_target(
     seed: int,
     store: ArrayStore,
 ) -> _Decoded:
-    """The target's first ``discover.images`` images (seeded order), decoded at the model's
-    input size."""
+    """The target's first ``discover.images`` images of different contents (seeded order),
+    decoded at the model's input size.
+
+    Copies (files of identical bytes) count as one image: for ``discover.min_images`` and
+    for the filter on how many different images a concept comes from.
+    """
     folder = Path(source.path) if isinstance(source, ImageFolder) else None
     if folder is not None and folder.is_dir():
         count = len(list_image_files(folder))
@@ -369,16 +402,44 @@ def _decode_target(
     selection = Selection(max_examples=options.images, min_examples=options.min_images, seed=seed)
     with remembered_digests(store.root) as digests:
         resolved = source.resolve(target, selection, digests=digests)
-    arrays, files = resolved.decode(prep.size)
+    _check_distinct(target, resolved, options, folder)
+    arrays, files = resolved.decode(prep.size, distinct=True)
     key = cache_key(
         kind="discover-segments",
         examples=resolved.fingerprint,
+        images="distinct",
         size=list(prep.size),  # type: ignore[arg-type]
         settings=options.fingerprint(),
         skimage=_skimage_version(),
         pillow=PIL.__version__,
     )
     return _Decoded(target, files, arrays, key)
+
+
+def _check_distinct(
+    target: str, resolved: ImageFolderSet, options: DiscoverOptions, folder: Path | None
+) -> None:
+    """Refuse a target with fewer different contents than ``discover.min_images`` (in one
+    line); warn when some of its files are copies of others (each content is used once)."""
+    digests = getattr(resolved, "digests", ())
+    total, distinct = len(digests), len(set(digests))
+    if distinct == total:
+        return
+    where = folder if folder is not None else resolved.description
+    if distinct < options.min_images:
+        raise DataError(
+            f"discover: target {target!r} has {total} images in {where} but only {distinct} "
+            f"distinct {'image' if distinct == 1 else 'images'} (the others are copies), and "
+            "a concept must come from at least "
+            f"discover.min_images = {options.min_images} different images: add different "
+            "images or lower discover.min_images"
+        )
+    warnings.warn(
+        f"discover: {total - distinct} of the {total} images of target {target!r} in {where} "
+        "are copies of other images; each content is used once",
+        TcavWarning,
+        stacklevel=3,
+    )
 
 
 def _skimage_version() -> str:
@@ -751,13 +812,16 @@ def _write_concepts(
     """Each concept's patches as ``patch_NNN.png`` in its folder, and its gallery image.
 
     The target's ``discovered/<target>`` folder is tcavkit's own output: it is emptied first,
-    so that concept folders of an earlier run do not stay beside the new ones."""
+    so that concept folders of an earlier run do not stay beside the new ones, and so are
+    the target's gallery images; both only in folders tcavkit wrote (:func:`own_folder`)."""
     assert size is not None
     target_dir = out_dir / DISCOVERED_DIR / images.name
-    if target_dir.is_dir():
+    if own_folder(target_dir, out_dir):
         shutil.rmtree(target_dir)
+    _make_own_folder(target_dir)
     gallery = out_dir / GALLERY_DIR
-    gallery.mkdir(parents=True, exist_ok=True)
+    own_folder(gallery, out_dir)
+    _make_own_folder(gallery)
     for old in gallery.glob(f"{images.name}-*.png"):
         old.unlink()
     for concept in concepts:
@@ -768,6 +832,46 @@ def _write_concepts(
         first = concept.patches[0]
         outlined = outline(images.arrays[first.image], first.mask)
         Image.fromarray(outlined).save(gallery / f"{concept.name}.png")
+
+
+def own_folder(folder: Path, out_dir: Path) -> bool:
+    """Whether ``folder`` (inside ``out_dir``) exists, after checking that tcavkit may
+    replace what it holds: no folder from ``out_dir`` down to it is a symbolic link, and
+    an existing one is a folder that holds :data:`OWN_MARKER` or nothing.
+
+    Raises:
+        DataError: names the link, or the folder tcavkit did not write, and what to do.
+    """
+    current = out_dir
+    for part in folder.relative_to(out_dir).parts:
+        current = current / part
+        if current.is_symlink():
+            raise DataError(
+                f"discover: {current} is a symbolic link, and tcavkit never deletes through "
+                "a link: remove the link or choose another --out folder"
+            )
+    if not folder.exists():
+        return False
+    if not folder.is_dir():
+        raise DataError(
+            f"discover: {folder} is a file, not a folder: move it away or choose another "
+            "--out folder"
+        )
+    if not (folder / OWN_MARKER).is_file() and any(folder.iterdir()):
+        raise DataError(
+            f"discover: {folder} is not empty and was not written by tcavkit discover (no "
+            f"{OWN_MARKER} file in it), so it is not replaced: move it away or choose "
+            "another --out folder"
+        )
+    return True
+
+
+def _make_own_folder(folder: Path) -> None:
+    """Create ``folder`` (if needed) with :data:`OWN_MARKER` in it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / OWN_MARKER
+    if not marker.is_file():
+        atomic_write(marker, "written by tcavkit discover: replaced by its next run\n")
 
 
 def outline(image: np.ndarray, mask: np.ndarray, side: int = GALLERY_SIDE) -> np.ndarray:

@@ -25,6 +25,8 @@ pixels being decoded at once, across all threads, are bounded by :data:`DECODE_B
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -125,12 +127,15 @@ class UnreadableImage(DataError):
     Attributes:
         path: the file.
         reason: what Pillow reported.
+        sha256: the digest of the bytes that failed to decode (``None``: the file could not
+            be read at all).
     """
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, sha256: str | None = None) -> None:
         super().__init__(f"cannot decode image {path} ({reason})")
         self.path = path
         self.reason = reason
+        self.sha256 = sha256
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:
@@ -148,11 +153,13 @@ class DecodedImage:
         stored_size: ``(width, height)`` of the image as stored in the file.
         decoded_size: ``(width, height)`` actually decoded (smaller than ``stored_size``
             for a JPEG decoded at a reduced scale).
+        sha256: the digest of the file's bytes that were decoded (the file is read once).
     """
 
     array: np.ndarray
     stored_size: tuple[int, int]
     decoded_size: tuple[int, int]
+    sha256: str = ""
 
 
 def decode_image(
@@ -178,17 +185,35 @@ def decode_image(
 def read_image(path: str | os.PathLike[str], size: tuple[int, int] | None) -> DecodedImage:
     """Decode one file and resize it to ``size = (height, width)`` (``None``: as stored).
 
+    The file is read once, and the digest of exactly the bytes decoded is returned with the
+    pixels (``sha256``), so that a caller can tell a file changed since it was hashed.
+
     Raises:
-        UnreadableImage: the file is missing, corrupt, truncated or not an image.
+        UnreadableImage: the file is missing, corrupt, truncated or not an image (with the
+            digest of the bytes read, when they could be read).
     """
-    img, stored_size, decoded_size = _decode(path, size)
-    return DecodedImage(to_uint8_array(resize_image(img, size)), stored_size, decoded_size)
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except OSError as exc:
+        raise UnreadableImage(os.fspath(path), f"{type(exc).__name__}: {exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        img, stored_size, decoded_size = _decode(io.BytesIO(data), size, os.fspath(path))
+    except UnreadableImage as error:
+        error.sha256 = digest
+        raise
+    array = to_uint8_array(resize_image(img, size))
+    return DecodedImage(array, stored_size, decoded_size, digest)
 
 
 def _decode(
-    path: str | os.PathLike[str], size_hint: tuple[int, int] | None
+    path: str | os.PathLike[str] | io.BytesIO,
+    size_hint: tuple[int, int] | None,
+    label: str | None = None,
 ) -> tuple[Image.Image, tuple[int, int], tuple[int, int]]:
-    """The RGB image, its stored ``(width, height)`` and its decoded ``(width, height)``.
+    """The RGB image, its stored ``(width, height)`` and its decoded ``(width, height)``
+    (``path``: a file, or its bytes with ``label`` naming it in errors).
 
     The decoded pixels are held in :data:`DECODE_BUDGET` until the image is RGB and, for a
     large one, shrunk.
@@ -214,7 +239,8 @@ def _decode(
                 return small, stored_size, decoded_size
     except Exception as exc:  # Pillow raises many types on corrupt data
         reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        raise UnreadableImage(os.fspath(path), reason) from exc
+        name = label if label is not None else os.fspath(path)  # type: ignore[arg-type]
+        raise UnreadableImage(name, reason) from exc
 
 
 def _reduce_factor(size: tuple[int, int], target: tuple[int, int] | None, orientation: int) -> int:

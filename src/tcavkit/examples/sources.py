@@ -241,6 +241,7 @@ class ImageFolder(ExampleSource):
             max_examples=selection.max_examples,
             min_examples=selection.min_examples,
             num_workers=self.num_workers,
+            digests=tuple(str(found[i]) for i in order),
         )
 
     def _candidates(self, name: str) -> list[str]:
@@ -278,10 +279,17 @@ class ImageFolder(ExampleSource):
 class ImageFolderSet(ExampleSet):
     """The resolved images of an :class:`ImageFolder`.
 
+    Each file is read once when it is decoded, and its bytes must have the digest it had
+    when the set was resolved (the digest its fingerprint, and so every cache key, was made
+    of): a file changed in between is a :class:`~tcavkit.errors.DataError`, so that nothing
+    computed from other bytes is stored under the original ones' key.
+
     Attributes:
         folder: the folder.
         files: every candidate file name, in the seeded order; :meth:`load` uses the first
             ones that decode, up to ``max_examples``.
+        digests: the SHA-256 of each of ``files`` when the set was resolved (same order;
+            empty: not checked).
     """
 
     name: str
@@ -292,6 +300,7 @@ class ImageFolderSet(ExampleSet):
     max_examples: int | None
     min_examples: int
     num_workers: int = field(default_factory=_default_workers)
+    digests: tuple[str, ...] = field(default=(), repr=False)
     _skipped: list[str] = field(default_factory=list, repr=False)
 
     @property
@@ -310,7 +319,8 @@ class ImageFolderSet(ExampleSet):
 
         Raises:
             TooFewExamplesError: fewer than ``min_examples`` files could be decoded.
-            DataError: ``preprocessing.size`` is ``None`` and the images differ in size.
+            DataError: ``preprocessing.size`` is ``None`` and the images differ in size, or
+                a file changed since the set was resolved.
         """
         check_preprocessing(preprocessing)
         arrays, names = self._decode(preprocessing.size)
@@ -318,20 +328,28 @@ class ImageFolderSet(ExampleSet):
             raise self._too_few(len(arrays))
         return arrays_to_tensor(arrays, preprocessing, [str(self.folder / n) for n in names])
 
-    def decode(self, size: tuple[int, int] | None) -> tuple[list[np.ndarray], list[str]]:
+    def decode(
+        self, size: tuple[int, int] | None, *, distinct: bool = False
+    ) -> tuple[list[np.ndarray], list[str]]:
         """The chosen images as ``(H, W, 3)`` uint8 arrays resized to ``size``, with their
-        file names, in the seeded order (unreadable files skipped with a warning).
+        file names, in the seeded order (unreadable files skipped with a warning). With
+        ``distinct``, a file whose bytes are those of an earlier one is passed over (the
+        next file takes its place), so that every image is a different content.
 
         Raises:
             TooFewExamplesError: fewer than ``min_examples`` files could be decoded.
+            DataError: a file changed since the set was resolved.
         """
-        arrays, names = self._decode(size)
+        arrays, names = self._decode(size, distinct)
         if len(arrays) < self.min_examples:
             raise self._too_few(len(arrays))
         return arrays, names
 
-    def _decode(self, size: tuple[int, int] | None) -> tuple[list[np.ndarray], list[str]]:
-        """Decode files in order until ``max_examples`` succeed; record the skipped ones.
+    def _decode(
+        self, size: tuple[int, int] | None, distinct: bool = False
+    ) -> tuple[list[np.ndarray], list[str]]:
+        """Decode files in order until ``max_examples`` succeed (with ``distinct``, of
+        different contents); record the skipped ones.
 
         Warns once when images are far larger than ``size`` (see
         :data:`LARGE_IMAGE_RATIO`), naming the largest.
@@ -342,18 +360,24 @@ class ImageFolderSet(ExampleSet):
         large: list[tuple[int, str, tuple[int, int]]] = []  # (decoded pixels, file, size)
         limit = None if size is None else LARGE_IMAGE_RATIO * size[0] * size[1]
         self._skipped = []
+        seen: set[str] = set()  # contents decoded, with ``distinct``
         position = 0
         read = partial(_read_image, size=size)
         with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
             while len(arrays) < wanted and position < len(self.files):
-                batch = self.files[position : position + wanted - len(arrays)]
+                start = position
+                batch = self.files[start : start + wanted - len(arrays)]
                 position += len(batch)
-                for file, result in zip(
-                    batch, pool.map(read, [self.folder / f for f in batch]), strict=True
-                ):
+                results = pool.map(read, [self.folder / f for f in batch])
+                for index, file, result in zip(range(start, position), batch, results, strict=True):
+                    self._check_unchanged(index, result)
                     if isinstance(result, UnreadableImage):
                         self._skip(file, result)
                         continue
+                    if distinct:
+                        if result.sha256 in seen:
+                            continue
+                        seen.add(result.sha256)
                     arrays.append(result.array)
                     names.append(file)
                     pixels = result.decoded_size[0] * result.decoded_size[1]
@@ -362,6 +386,18 @@ class ImageFolderSet(ExampleSet):
         if large and size is not None:
             self._warn_large(large, size)
         return arrays, names
+
+    def _check_unchanged(self, index: int, result: DecodedImage | UnreadableImage) -> None:
+        """Raise a DataError when the bytes read for ``files[index]`` are not those it was
+        fingerprinted with (a file edited, replaced or removed since :meth:`resolve`)."""
+        if not self.digests or result.sha256 == self.digests[index]:
+            return
+        path = self.folder / self.files[index]
+        raise DataError(
+            f"example set '{self.name}': file {path} changed during the run (its content "
+            "differs from when the run started); nothing computed from it was cached: run "
+            "again once the files are no longer being changed"
+        )
 
     def _warn_large(
         self, large: list[tuple[int, str, tuple[int, int]]], size: tuple[int, int]
