@@ -27,7 +27,7 @@ from tcavkit.report.common import (
     as_bool,
     as_list,
     directions,
-    format_float,
+    format_number,
     format_p,
     is_missing,
     sets_of,
@@ -42,7 +42,7 @@ from tcavkit.report.text import (
     explain_statistic,
     findings,
     headline,
-    reading_warnings,
+    report_warnings,
     set_notes,
     statistic_label,
 )
@@ -162,7 +162,6 @@ def render_html(
     sig_dirs = [str(d) for d in dirs if d != "none"]
     stat_name, head_rows = headline(summary)
     has_interval = any(t.has_interval for t in statistics_of(summary))
-    warnings = [str(w) for w in as_list(meta.get("warnings"))] + reading_warnings(summary)
     context = {
         "title": title,
         "subtitle": " · ".join(sub),
@@ -178,7 +177,7 @@ def render_html(
             )
             if part
         ),
-        "warnings": [Item(w) for w in dict.fromkeys(warnings)],
+        "warnings": [Item(w) for w in report_warnings(summary, meta)],
         "shown_warnings": SHOWN_WARNINGS,
         "plot_groups": _plot_groups(summary, plot_paths, stat_name),
         "summary_legend": _summary_legend(stat_name, has_interval),
@@ -300,7 +299,7 @@ def _column_formatter(name: str, column: pd.Series):
         finite = column.dropna()
         if name.startswith("n_") and (finite == finite.round()).all():
             return lambda v: Cell("–" if is_missing(v) else str(int(to_float(v))), "num")
-        return lambda v: Cell(format_float(v), "num")
+        return lambda v: Cell(format_number(v), "num")
     return lambda v: Cell("" if is_missing(v) else str(v))
 
 
