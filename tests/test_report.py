@@ -394,6 +394,38 @@ def test_shown_numbers_keep_an_excluding_bound_apart_from_the_null() -> None:
     assert [t.decimals for t in statistics_of(table)] == [3, 0, 0]
 
 
+def test_every_class_has_a_headline_before_the_details(tmp_path: Path) -> None:
+    """Three classes, the first two with many findings: each class's one-line headline
+    (strongest concept first, with its layers) comes before the first sentence."""
+    rows = []
+    for target, n_sig in (("fire", 6), ("water", 6), ("grass", 2), ("rock", 0)):
+        for k in range(8):
+            sig = k < n_sig
+            p = 10.0 ** -(k + 3) if sig else 0.5
+            rows.append({
+                "target": target, "concept": f"c{k % 4}", "layer": f"l{k // 4}", "n_runs": 10,
+                "mean": 0.9 if sig else 0.5, "p_value": p / 10, "p_adjusted": p,
+                "significant": sig, **statistic_columns(sig, np.random.default_rng(k)),
+            })  # fmt: skip
+    rows[8 * 2 + 1]["direction"] = "negative"  # grass c1 at l0
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
+    html = build_report(tmp_path).read_text(encoding="utf-8")
+    parser = parse(html)
+    assert parser.errors == [] and parser.stack == []
+    findings = html[html.index('<section id="findings">') : html.index('id="warnings"')]
+    details = findings.index("<details")
+    heads = findings[:details]
+    assert [heads.count(f"<strong>{t}</strong>") for t in ("fire", "water", "grass", "rock")] == [
+        1, 1, 1, 1,
+    ]  # fmt: skip
+    text = " ".join("".join(parse(heads).text).split())
+    assert "fire: positive: c1 (l0, l1), c0 (l0, l1), c3 (l0), c2 (l0)" in text  # by p
+    assert "grass: positive: c0 (l0); negative: c1 (l0)" in text
+    assert "rock: no concept differs significantly from random concepts (8 tests)" in text
+    assert "At layer" not in heads and findings.count("At layer") == 14
+    assert "14 findings in full, class by class" in findings
+
+
 def test_numbers_keep_their_significant_digits() -> None:
     """No number is shown as 0.000 unless it is zero, and a zero is shown as 0."""
     assert [format_number(v) for v in (21.73, 0.93, 0.00412, 4.1e-5, 0.0, -0.0, 9.996)] == [

@@ -38,6 +38,7 @@ from tcavkit.report.common import (
 from tcavkit.report.figures import EXPLANATIONS, plan_plots
 from tcavkit.report.text import (
     STATISTIC_MEANINGS,
+    class_findings,
     controls_text,
     explain_statistic,
     findings,
@@ -52,7 +53,8 @@ RUN_ID_META = "tcavkit-run-id"
 
 TEMPLATE = "report.html"
 SHOWN_FINDINGS = 8
-"""Findings listed at the top; the others are one click away (``<details>``)."""
+"""The findings' sentences start open when there are at most this many; each class's
+one-line headline is always shown first."""
 SHOWN_WARNINGS = 6
 OPEN_SETS = 12
 """The example-set table starts open when it has at most this many rows."""
@@ -136,12 +138,13 @@ def render_html(
 ) -> str:
     """The report as one HTML string; the PNGs in ``plot_paths`` are embedded as base64.
 
-    Order: the findings (overview, significant findings, the warnings that bear on reading
-    them), the plots, the summary table (the columns a reader needs first; all columns on
-    demand), then the details (run id, experiment, example sets, timings). ``meta`` is
-    ``results.json`` (may be empty); ``meta["run_id"]`` goes into
-    ``<meta name="tcavkit-run-id">`` and the details. ``gallery``: the discovered
-    concepts (:func:`tcavkit.report.gallery.gallery`), shown after the findings.
+    Order: the findings (overview, one headline line per class, the significant findings
+    class by class, the warnings that bear on reading them), the plots, the summary table
+    (the columns a reader needs first; all columns on demand), then the details (run id,
+    experiment, example sets, timings). ``meta`` is ``results.json`` (may be empty);
+    ``meta["run_id"]`` goes into ``<meta name="tcavkit-run-id">`` and the details.
+    ``gallery``: the discovered concepts (:func:`tcavkit.report.gallery.gallery`), shown
+    after the findings.
     """
     meta = meta if isinstance(meta, dict) else {}
     stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
@@ -158,8 +161,6 @@ def render_html(
         sub.append(f"run {run_id}")
 
     overview, sentences = findings(summary, stats)
-    dirs = directions(summary)
-    sig_dirs = [str(d) for d in dirs if d != "none"]
     stat_name, head_rows = headline(summary)
     has_interval = any(t.has_interval for t in statistics_of(summary))
     context = {
@@ -167,8 +168,16 @@ def render_html(
         "subtitle": " · ".join(sub),
         "run_id": run_id,
         "overview": overview,
-        "findings": [Item(s, _ITEM_CLASS.get(d)) for s, d in zip(sentences, sig_dirs, strict=True)],
-        "shown_findings": SHOWN_FINDINGS,
+        "classes": [
+            {
+                "target": c.target,
+                "headline": c.headline,
+                "findings": [Item(text, _ITEM_CLASS.get(d)) for text, d in c.findings],
+            }
+            for c in class_findings(summary)
+        ],
+        "n_findings": len(sentences),
+        "open_findings": len(sentences) <= SHOWN_FINDINGS,
         "explanation": " ".join(
             part
             for part in (

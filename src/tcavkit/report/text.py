@@ -16,6 +16,7 @@ from tcavkit.report.common import (
     format_number,
     format_p,
     is_missing,
+    ordered_unique,
     sets_of,
     significant_mask,
     skipped_of,
@@ -214,6 +215,56 @@ def findings(summary: pd.DataFrame, stats: dict[str, Any]) -> tuple[str, list[st
         finding(row, dirs[i], decimals) for i, (_, row) in enumerate(summary.iterrows()) if sig[i]
     ]
     return overview, sentences
+
+
+@dataclass(frozen=True)
+class ClassFindings:
+    """One class's findings: ``headline``, one line naming its significant concepts by
+    direction (strongest first, each with its layers), and ``findings``, a
+    :func:`finding` sentence and its direction per significant row, in table order."""
+
+    target: str
+    headline: str
+    findings: list[tuple[str, str]]
+
+
+def class_findings(summary: pd.DataFrame) -> list[ClassFindings]:
+    """:class:`ClassFindings` of every target of ``summary``, in order of appearance, those
+    without a significant row included: a reader sees every class's result in one line
+    before the sentences."""
+    if summary.empty or "target" not in summary.columns:
+        return []
+    sig, dirs, decimals = significant_mask(summary), directions(summary), table_decimals(summary)
+    p_column = "p_adjusted" if "p_adjusted" in summary.columns else "p_value"
+    p = float_column(summary, p_column)
+    targets = [_name(t) for t in summary["target"]]
+    out = []
+    for target in ordered_unique(targets):
+        rows = [i for i, t in enumerate(targets) if t == target]
+        found = [i for i in rows if sig[i]]
+        parts = []
+        for direction in ("positive", "negative"):
+            layers: dict[str, list[str]] = {}
+            strongest: dict[str, float] = {}
+            for i in (i for i in found if dirs[i] == direction):
+                concept = _name(summary["concept"].iloc[i]) if "concept" in summary else ""
+                layers.setdefault(concept, []).append(_name(summary["layer"].iloc[i]))
+                value = p[i] if math.isfinite(p[i]) else 1.0
+                strongest[concept] = min(strongest.get(concept, 1.0), value)
+            if layers:
+                ranked = sorted(layers, key=lambda c: strongest[c])  # stable: table order
+                named = ", ".join(f"{c} ({', '.join(layers[c])})" for c in ranked)
+                parts.append(f"{direction}: {named}")
+        headline = (
+            "; ".join(parts)
+            if parts
+            else f"no concept differs significantly from random concepts ({len(rows)} tests)"
+        )
+        sentences = [
+            (finding(summary.iloc[i], str(dirs[i]), decimals), str(dirs[i])) for i in found
+        ]
+        out.append(ClassFindings(target, headline, sentences))
+    return out
 
 
 @dataclass(frozen=True)
