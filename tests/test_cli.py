@@ -331,8 +331,7 @@ def test_warnings_print_when_raised_and_quiet_keeps_them(project, tmp_path, monk
     html = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
     listed = html[html.index('id="warnings"') : html.index("</section>")].count("<li")
     assert lines[-1] == (
-        f"{listed} warning(s) above bear on how to read these results; report.html lists "
-        "the same"
+        f"{listed} warning(s) above bear on how to read these results; report.html lists the same"
     )
     assert len(printed) == listed, lines
 

@@ -179,8 +179,8 @@ def parse(html: str) -> Collector:
     return parser
 
 
-HEADLINE = ["target", "concept", "layer", "effect [interval]", "random concepts", "TCAV score",
-            "p_adjusted", "significant"]  # fmt: skip
+HEADLINE = ["target", "concept", "layer", "significant", "p_adjusted", "effect [interval]",
+            "random concepts", "TCAV score"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +220,8 @@ def test_summary_table(built: tuple[Path, str, Collector]) -> None:
     for table in ("summary-table", "summary-full"):
         assert [c for c in parser.row_classes[table] if c] == ["sig sig-pos"]
     row = parser.rows["summary-table"][parser.row_classes["summary-table"].index("sig sig-pos")]
-    assert row == ["fire", "red", "block3", "9.1 [6.8, 11.4]", "0 ± 0.6", "0.93",
-                   "1e-06", "+ significant"]  # fmt: skip
+    assert row == ["fire", "red", "block3", "+ significant", "1e-06", "9.1 [6.8, 11.4]",
+                   "0 ± 0.6", "0.93"]  # fmt: skip
     text = "".join(parser.text)
     assert "1e-06" in text and "0.930" in text
 
@@ -527,16 +527,16 @@ def test_results_of_older_versions_still_build(tmp_path: Path, legacy: str) -> N
     headers = parser.headers["summary-table"]
     rows = parser.rows["summary-table"]
     sig = [r for r, c in zip(rows, parser.row_classes["summary-table"], strict=True) if c]
-    assert len(sig) == 1 and sig[0][-1] == "+ significant"
+    assert len(sig) == 1 and sig[0][3] == "+ significant"
     text = " ".join("".join(parser.text).split())
     if legacy == "no-interval":  # the effect was tested; it has no interval to show
-        assert headers[3] == "effect" and "TCAV score" in headers
-        assert sig[0][3] == "9.10" and "raises the logit of class fire by 9.10 (random" in text
-        assert sig[0][4] == "0 ± 0.60"  # two digits of the typical size; the null is 0
+        assert headers[5] == "effect" and "TCAV score" in headers
+        assert sig[0][5] == "9.10" and "raises the logit of class fire by 9.10 (random" in text
+        assert sig[0][6] == "0 ± 0.60"  # two digits of the typical size; the null is 0
         assert any(name.startswith("statistic-") for name in os.listdir(folder / "plots"))
     else:  # the TCAV score was tested: one column for it, no statistic plot
-        assert headers[3] == "TCAV score" and headers.count("TCAV score") == 1
-        assert sig[0][3] == "0.93" and sig[0][4] == "0.51 ± 0.10"
+        assert headers[5] == "TCAV score" and headers.count("TCAV score") == 1
+        assert sig[0][5] == "0.93" and sig[0][6] == "0.51 ± 0.10"
         assert "the logit of class fire rises along concept red for 93% of its" in text
         assert not any(name.startswith("statistic-") for name in os.listdir(folder / "plots"))
 

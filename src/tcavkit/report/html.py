@@ -225,7 +225,9 @@ def _summary_legend(name: str, has_interval: bool) -> str:
 
 
 def _headline_table(name: str, rows: list, has_interval: bool) -> Table:
-    """The columns a reader needs first, one row per summary row."""
+    """The columns a reader needs first, one row per summary row: the row's names, then
+    the verdict (significant, with its direction, and p_adjusted), so that they are in view
+    on a narrow screen too; then the numbers behind it."""
     label = statistic_label(name)
     meaning = STATISTIC_MEANINGS.get(name, "the tested statistic")
     show_score = name != "tcav_score"
@@ -233,6 +235,8 @@ def _headline_table(name: str, rows: list, has_interval: bool) -> Table:
         Header("target"),
         Header("concept"),
         Header("layer"),
+        Header("significant", "+ above random concepts, − below, after correction"),
+        Header("p_adjusted", "p value after multiple-testing correction"),
         Header(
             f"{label} [interval]" if has_interval else label,
             f"Tested: {meaning}; mean over runs"
@@ -244,22 +248,19 @@ def _headline_table(name: str, rows: list, has_interval: bool) -> Table:
         headers.append(
             Header("TCAV score", "Share of the class's examples whose logit rises (descriptive)")
         )
-    headers += [
-        Header("p_adjusted", "p value after multiple-testing correction"),
-        Header("significant", "+ above random concepts, − below, after correction"),
-    ]
     out = []
     for r in rows:
         cells = [
             Cell(r.target),
             Cell(r.concept),
             Cell(r.layer),
+            _significant_cell(r.direction),
+            Cell(r.p_adjusted, "num"),
             Cell(r.statistic, "num"),
             Cell(r.null, "num"),
         ]
         if show_score:
             cells.append(Cell(r.score, "num"))
-        cells += [Cell(r.p_adjusted, "num"), _significant_cell(r.direction)]
         out.append(Row(cells, _ROW_CLASS.get(r.direction)))
     return Table(headers, out, id="summary-table", css="headline")
 
