@@ -153,7 +153,12 @@ def test_a_concept_that_is_also_a_target_warns(axis_experiment_inputs, tmp_path:
     targets, concepts, random = axis_experiment_inputs
     concepts = {**concepts, "a": targets["a"]}
     with pytest.warns(TcavWarning, match="concept 'a' is also a target"):
-        make((targets, concepts, random), tmp_path)
+        experiment = make((targets, concepts, random), tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TcavWarning)
+        result = experiment.run()
+    # among the run's warnings too, so that the report lists (and the console counts) it
+    assert sum("concept 'a' is also a target" in w for w in result.warnings) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error", TcavWarning)
         make(axis_experiment_inputs, tmp_path)  # no warning otherwise

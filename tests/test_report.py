@@ -21,6 +21,7 @@ from PIL import Image
 from tcavkit.errors import DataError, TcavError
 from tcavkit.report import LOW_CAV_ACCURACY, build_report, plot_all, render_html
 from tcavkit.report.common import (
+    format_number,
     format_p,
     plot_filename,
     statistic_of,
@@ -29,7 +30,8 @@ from tcavkit.report.common import (
 )
 from tcavkit.report.html import environment
 from tcavkit.report.plots import _legend_above
-from tcavkit.report.text import finding
+from tcavkit.report.text import finding, report_warnings
+from tcavkit.tables import few_runs_warning
 
 EVIL = "<script>alert(1)</script>"
 TARGETS = ["fire", "water"]
@@ -177,8 +179,8 @@ def parse(html: str) -> Collector:
     return parser
 
 
-HEADLINE = ["target", "concept", "layer", "effect [interval]", "random concepts", "TCAV score",
-            "p_adjusted", "significant"]  # fmt: skip
+HEADLINE = ["target", "concept", "layer", "significant", "p_adjusted", "effect [interval]",
+            "random concepts", "TCAV score"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -218,8 +220,8 @@ def test_summary_table(built: tuple[Path, str, Collector]) -> None:
     for table in ("summary-table", "summary-full"):
         assert [c for c in parser.row_classes[table] if c] == ["sig sig-pos"]
     row = parser.rows["summary-table"][parser.row_classes["summary-table"].index("sig sig-pos")]
-    assert row == ["fire", "red", "block3", "9.1 [6.8, 11.4]", "0.0 ± 0.6", "0.93",
-                   "1e-06", "+ significant"]  # fmt: skip
+    assert row == ["fire", "red", "block3", "+ significant", "1e-06", "9.1 [6.8, 11.4]",
+                   "0 ± 0.6", "0.93"]  # fmt: skip
     text = "".join(parser.text)
     assert "1e-06" in text and "0.930" in text
 
@@ -281,7 +283,7 @@ def test_sections_in_reading_order(built: tuple[Path, str, Collector]) -> None:
     assert sections == ["findings", "plots", "summary", "details"]
     findings = html[html.index('<section id="findings">') : html.index('<section id="plots">')]
     assert "<img" not in findings and "At layer block3" in findings
-    assert "is near chance" in findings and "saved warning" in findings
+    assert "CAVs near chance" in findings and "saved warning" in findings
     details = html[html.index('<section id="details">') :]
     assert 'id="sets-table"' in details and "Run id" not in html[: html.index("<h2>Details")]
     assert "Set fire: 1 file(s) skipped (bad.jpg)" in details
@@ -294,15 +296,15 @@ def test_warnings_and_findings(built: tuple[Path, str, Collector]) -> None:
     _, _, parser = built
     text = " ".join("".join(parser.text).split())
     assert (
-        "CAV for concept stripes at layer block2 is near chance (accuracy 0.55): "
-        "its TCAV score means little"
+        "CAVs near chance (accuracy below 0.6) for concept stripes at block2 (0.55): the "
+        "concept is hardly told apart from random images at that layer"
     ) in text
     assert f"saved warning {EVIL}" in text
     assert "Set fire: 1 file(s) skipped (bad.jpg)" in text
-    assert f"Only {N_RUNS} random run(s)" in text
+    assert f"only {N_RUNS} random runs per concept: fewer than 10" in text
     assert (
         "At layer block3, moving from random images toward concept red raises the logit of "
-        "class fire by 9.1 (interval 6.8 to 11.4; random concepts change it by 0.0 ± 0.6); "
+        "class fire by 9.1 (interval 6.8 to 11.4; random concepts change it by 0 ± 0.6); "
         "93% of fire examples rise along it (TCAV score 0.93). p_adj = 1e-06."
     ) in text
     assert "1 of 12 (class, concept, layer) tests of the effect differ significantly" in text
@@ -369,7 +371,7 @@ def test_formatting_and_names() -> None:
               "direction": "negative"}  # fmt: skip
     assert finding(pd.Series({**row, **tested})) == (
         "At layer l, moving from random images toward concept c lowers the logit of class t "
-        "by 2.5 (interval 1.4 to 3.6; random concepts change it by 0.0 ± 0.4); 10% of t "
+        "by 2.5 (interval 1.4 to 3.6; random concepts change it by 0 ± 0.4); 10% of t "
         "examples rise along it (TCAV score 0.10). p_adj = 0.012."
     )
     # an interval that reaches across 0 (the null is not 0): signed numbers, no "lowers"
@@ -382,7 +384,7 @@ def test_shown_numbers_keep_an_excluding_bound_apart_from_the_null() -> None:
     row = {"statistic": "effect", "statistic_mean": 2.0, "statistic_null_mean": 0.0,
            "statistic_null_std": 0.5, "statistic_low": 0.004, "statistic_high": 4.0}  # fmt: skip
     shown = statistic_of(row)  # two significant digits of 4.0, then as many as 0.004 needs
-    assert shown.with_interval() == "2.000 [0.004, 4.000]" and shown.null() == "0.000 ± 0.500"
+    assert shown.with_interval() == "2.000 [0.004, 4.000]" and shown.null() == "0 ± 0.500"
     assert statistic_of({**row, "statistic_low": 0.4}).with_interval() == "2.0 [0.4, 4.0]"
     near = {**row, "statistic_low": 0.4, "statistic_null_mean": -0.01}
     assert statistic_of(near).null() == "0.0 ± 0.5"  # not -0.0
@@ -390,6 +392,77 @@ def test_shown_numbers_keep_an_excluding_bound_apart_from_the_null() -> None:
     table = pd.DataFrame([row, wide, wide])
     assert table_decimals(table) == 0  # two digits of the median row size, 300
     assert [t.decimals for t in statistics_of(table)] == [3, 0, 0]
+
+
+def test_every_class_has_a_headline_before_the_details(tmp_path: Path) -> None:
+    """Three classes, the first two with many findings: each class's one-line headline
+    (strongest concept first, with its layers) comes before the first sentence."""
+    rows = []
+    for target, n_sig in (("fire", 6), ("water", 6), ("grass", 2), ("rock", 0)):
+        for k in range(8):
+            sig = k < n_sig
+            p = 10.0 ** -(k + 3) if sig else 0.5
+            rows.append({
+                "target": target, "concept": f"c{k % 4}", "layer": f"l{k // 4}", "n_runs": 10,
+                "mean": 0.9 if sig else 0.5, "p_value": p / 10, "p_adjusted": p,
+                "significant": sig, **statistic_columns(sig, np.random.default_rng(k)),
+            })  # fmt: skip
+    rows[8 * 2 + 1]["direction"] = "negative"  # grass c1 at l0
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
+    html = build_report(tmp_path).read_text(encoding="utf-8")
+    parser = parse(html)
+    assert parser.errors == [] and parser.stack == []
+    findings = html[html.index('<section id="findings">') : html.index('id="warnings"')]
+    details = findings.index("<details")
+    heads = findings[:details]
+    assert [heads.count(f"<strong>{t}</strong>") for t in ("fire", "water", "grass", "rock")] == [
+        1, 1, 1, 1,
+    ]  # fmt: skip
+    text = " ".join("".join(parse(heads).text).split())
+    assert "fire: positive: c1 (l0, l1), c0 (l0, l1), c3 (l0), c2 (l0)" in text  # by p
+    assert "grass: positive: c0 (l0); negative: c1 (l0)" in text
+    assert "rock: no concept differs significantly from random concepts (8 tests)" in text
+    assert "At layer" not in heads and findings.count("At layer") == 14
+    assert "14 findings in full, class by class" in findings
+
+
+def test_numbers_keep_their_significant_digits() -> None:
+    """No number is shown as 0.000 unless it is zero, and a zero is shown as 0."""
+    assert [format_number(v) for v in (21.73, 0.93, 0.00412, 4.1e-5, 0.0, -0.0, 9.996)] == [
+        "21.7", "0.930", "0.00412", "4.10e-05", "0", "0", "10.0",
+    ]  # fmt: skip
+    zero = {"statistic": "effect", "statistic_mean": 0.0, "statistic_null_mean": 0.0,
+            "statistic_null_std": 0.0, "statistic_low": 0.0, "statistic_high": 0.0}  # fmt: skip
+    shown = statistic_of(zero, 3)
+    assert (shown.with_interval(), shown.null()) == ("0 [0, 0]", "0 ± 0")
+    tiny = {**zero, "statistic_mean": 2e-9, "statistic_null_std": 3e-9, "statistic_low": -4e-9,
+            "statistic_high": 8e-9}  # fmt: skip
+    shown = statistic_of(tiny, 1)  # a table's decimals that would round the row to zero
+    assert (shown.with_interval(), shown.null()) == ("2.0e-09 [-4.0e-09, 8.0e-09]", "0 ± 3.0e-09")
+    narrow = {**zero, "statistic_mean": 21.7, "statistic_low": 18.5, "statistic_high": 25.0,
+              "statistic_null_std": 0.003}  # fmt: skip
+    assert statistic_of(narrow, 1).null() == "0 ± 0.0030"  # a spread never shows as 0.0
+    table = pd.DataFrame([narrow, narrow, tiny])
+    assert [t.with_interval() for t in statistics_of(table)] == [
+        "22 [18, 25]", "22 [18, 25]", "2.0e-09 [-4.0e-09, 8.0e-09]",
+    ]  # fmt: skip
+
+
+def test_one_warning_per_fact() -> None:
+    """Near-chance CAVs are one warning; the run's too-few-runs warning and the tables' are
+    the same words, listed once."""
+    summary = pd.DataFrame({
+        "target": "t", "concept": ["a", "b", "a", "c"], "layer": ["l1", "l1", "l2", "l2"],
+        "n_runs": 3, "mean": 0.5, "cav_accuracy_mean": [0.51, 0.9, 0.42, 0.58],
+    })  # fmt: skip
+    meta = {"warnings": [few_runs_warning(3).replace(" ", "\n  ", 2), "another"]}
+    assert report_warnings(summary, meta) == [
+        few_runs_warning(3),
+        "another",
+        "CAVs near chance (accuracy below 0.6) for concept a at l1 (0.51), a at l2 (0.42), "
+        "c at l2 (0.58): the concept is hardly told apart from random images at that layer, "
+        "so its TCAV score there means little.",
+    ]
 
 
 def test_injection_payloads_are_escaped(tmp_path: Path) -> None:
@@ -454,16 +527,16 @@ def test_results_of_older_versions_still_build(tmp_path: Path, legacy: str) -> N
     headers = parser.headers["summary-table"]
     rows = parser.rows["summary-table"]
     sig = [r for r, c in zip(rows, parser.row_classes["summary-table"], strict=True) if c]
-    assert len(sig) == 1 and sig[0][-1] == "+ significant"
+    assert len(sig) == 1 and sig[0][3] == "+ significant"
     text = " ".join("".join(parser.text).split())
     if legacy == "no-interval":  # the effect was tested; it has no interval to show
-        assert headers[3] == "effect" and "TCAV score" in headers
-        assert sig[0][3] == "9.10" and "raises the logit of class fire by 9.10 (random" in text
-        assert sig[0][4] == "0.00 ± 0.60"  # two digits of the typical size, the null's sd
+        assert headers[5] == "effect" and "TCAV score" in headers
+        assert sig[0][5] == "9.10" and "raises the logit of class fire by 9.10 (random" in text
+        assert sig[0][6] == "0 ± 0.60"  # two digits of the typical size; the null is 0
         assert any(name.startswith("statistic-") for name in os.listdir(folder / "plots"))
     else:  # the TCAV score was tested: one column for it, no statistic plot
-        assert headers[3] == "TCAV score" and headers.count("TCAV score") == 1
-        assert sig[0][3] == "0.93" and sig[0][4] == "0.51 ± 0.10"
+        assert headers[5] == "TCAV score" and headers.count("TCAV score") == 1
+        assert sig[0][5] == "0.93" and sig[0][6] == "0.51 ± 0.10"
         assert "the logit of class fire rises along concept red for 93% of its" in text
         assert not any(name.startswith("statistic-") for name in os.listdir(folder / "plots"))
 

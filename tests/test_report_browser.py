@@ -9,6 +9,7 @@ Pillow decodes. A screenshot at 1280 px wide is a PNG that is not blank.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import shutil
@@ -146,3 +147,54 @@ def test_the_screenshot_is_not_blank(report: Path, profile: Path, tmp_path: Path
     assert (pixels < 80).mean() > 0.002  # dark text is drawn
     top = pixels[:200, 60:1220]  # the title and the start of the findings
     assert (top < 80).any()
+
+
+PROBE = """<!DOCTYPE html><html><body>
+<iframe id="f" src="{src}" style="width:{width}px;height:800px;border:0" onload="measure()">
+</iframe><pre id="out"></pre>
+<script>
+function measure() {{
+  const d = document.getElementById("f").contentDocument;
+  const box = (e) => e.getBoundingClientRect();
+  const plots = () => [...d.querySelectorAll("#plots figure img")].map(
+    (img) => [Math.round(box(img).width), img.naturalWidth]);
+  const fitted = plots();
+  d.querySelectorAll("#plots input.zoom").forEach((box) => {{ box.checked = true; }});
+  const toggled = plots();
+  const headers = [...d.querySelectorAll("#summary-table th")].map(
+    (th) => [th.textContent, Math.round(box(th).right)]);
+  document.getElementById("out").textContent = JSON.stringify(
+    {{width: d.documentElement.clientWidth, fitted, toggled, headers}});
+}}
+</script></body></html>
+"""
+
+
+def layout(report: Path, profile: Path, folder: Path, width: int) -> dict:
+    """What a reader sees at ``width`` CSS pixels: each plot's shown and natural width, as
+    the page shows it and after a click on each, and where each summary column ends."""
+    probe = folder / f"probe-{width}.html"
+    probe.write_text(PROBE.format(src=report.resolve().as_uri(), width=width))
+    # the probe page (not the report) runs a script that measures the report in a frame
+    done = chromium(profile, "--allow-file-access-from-files", "--dump-dom", probe.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    start = done.stdout.index('<pre id="out">') + len('<pre id="out">')
+    return json.loads(html.unescape(done.stdout[start : done.stdout.index("</pre>", start)]))
+
+
+def test_a_narrow_screen_shows_plots_at_full_size_and_the_verdict_first(
+    report: Path, profile: Path, tmp_path: Path
+) -> None:
+    """At 390 px the plots start at their own size (scrolling sideways) and a click fits
+    them to the page; the verdict columns are in view. At 1280 px plots fit the page and a
+    click shows them at full size."""
+    narrow = layout(report, profile, tmp_path, 390)
+    assert narrow["fitted"] and all(shown >= natural for shown, natural in narrow["fitted"])
+    assert all(shown <= narrow["width"] for shown, _ in narrow["toggled"])
+    ends = dict(narrow["headers"])
+    verdict = ("target", "concept", "layer", "significant", "p_adjusted")
+    assert [name for name, _ in narrow["headers"]][:5] == list(verdict)
+    assert all(ends[name] <= narrow["width"] for name in verdict), narrow["headers"]
+    wide = layout(report, profile, tmp_path, 1280)
+    assert all(shown <= wide["width"] for shown, _ in wide["fitted"])
+    assert all(shown >= natural for shown, natural in wide["toggled"])

@@ -151,22 +151,25 @@ def _warnings_shown() -> Iterator[list[str]]:
                 show(message)
 
 
-def _recap(seen: list[str]) -> None:
-    """After the results, the warnings printed while they were computed, once more."""
-    if seen:
-        _err(f"{len(seen)} warning(s) above bear on how to read these results:")
-        for text in seen:
-            _err(f"  - {text}")
+def _recap(seen: list[str], result: Any = None) -> None:
+    """After the results, each warning once and how many there are in all.
 
+    The warnings of ``result`` (a :class:`~tcavkit.results.TcavResult`) that its report
+    lists but that were not printed while it was computed (those the tables imply, such
+    as near-chance CAVs: :func:`tcavkit.report.text.report_warnings`) are printed here;
+    then one line counts every warning printed, the number the report lists.
+    """
+    texts = list(seen)
+    if result is not None:
+        from tcavkit.report.text import report_warnings
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if number != number:  # NaN
-        return "-"
-    return f"{number:.{digits}f}"
+        for text in report_warnings(result.summary, result.meta):
+            if text not in texts:
+                texts.append(text)
+                _err(f"warning: {text}")
+    if texts:
+        listed = "; report.html lists the same" if result is not None else ""
+        _err(f"{len(texts)} warning(s) above bear on how to read these results{listed}")
 
 
 def print_summary(summary: Any, echo: Callable[[str], None] = typer.echo) -> None:
@@ -300,7 +303,7 @@ def run(
         print_summary(outcome.result.summary)
         _print_controls(outcome.result.meta)
         typer.echo(f"report: {outcome.report}")
-        _recap(seen)
+        _recap(seen, outcome.result)
 
 
 @app.command()
@@ -467,7 +470,7 @@ def discover(
         print_summary(outcome.result.summary)
         _print_controls(outcome.result.meta)
         _print_concepts(outcome)
-        _recap(seen)
+        _recap(seen, outcome.result)
 
 
 @app.command()
@@ -510,7 +513,7 @@ def demo(
             colour = CREATURE_COLOURS[target]
             verdict = "recovered" if ok else "NOT recovered"
             typer.echo(f"  {target}: {colour} {verdict}")
-        _recap(seen)
+        _recap(seen, outcome.run.result)
         if outcome.ok:
             typer.echo("PASS: TCAV recovered the planted ground truth (each class's body colour)")
         else:
@@ -529,7 +532,7 @@ def _discover_demo(out: Path, size: int, quiet: bool, debug: bool) -> None:
         _print_concepts(discovery)
         typer.echo(f"experiment: {outcome.experiment_file}")
         typer.echo(f"time: {outcome.seconds:.1f} s (discovery and tests {discovery.seconds:.1f} s)")
-        _recap(seen)
+        _recap(seen, discovery.result)
 
 
 def entry() -> None:  # pragma: no cover - for python -m

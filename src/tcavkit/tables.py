@@ -61,5 +61,16 @@ NAME_COLUMNS: tuple[str, ...] = ("target", "concept", "layer", "random")
 MIN_RANDOM_RUNS = 10
 """Fewer random runs than this per concept gives unstable scores and a weak test: warned."""
 
+
+def few_runs_warning(n_runs: int, where: str = "per concept") -> str:
+    """The one text of the too-few-random-runs warning, e.g. ``only 3 random runs per
+    concept: ...``: the run warns with it before its passes, and the report reads it from
+    the tables with the same words, so that one fact is listed once."""
+    return (
+        f"only {n_runs} random runs {where}: fewer than {MIN_RANDOM_RUNS} gives unstable "
+        "scores and weak tests; use 20 or more random sets"
+    )
+
+
 LOW_CAV_ACCURACY = 0.6
 """A CAV whose mean held-out accuracy is below this is flagged as near chance."""

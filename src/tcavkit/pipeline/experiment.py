@@ -225,14 +225,18 @@ class Experiment:
                 raise ConfigError(f"{sorted(clash)} named both as {role} and as random set")
         for name in self.targets:
             self.class_index(name)
-        for name in sorted(set(self.concepts) & set(self.targets)):
-            warnings.warn(
-                f"concept {name!r} is also a target: a concept made of the class's own "
-                f"examples comes out significant for {name!r} whatever the model does; use "
-                "a concept that is not one of the targets",
-                TcavWarning,
-                stacklevel=3,
-            )
+        for note in self._setting_notes():
+            warnings.warn(note, TcavWarning, stacklevel=3)
+
+    def _setting_notes(self) -> list[str]:
+        """Warnings the settings alone give: raised when the experiment is made, and put
+        among each run's warnings (so that its results and report list them too)."""
+        return [
+            f"concept {name!r} is also a target: a concept made of the class's own "
+            f"examples comes out significant for {name!r} whatever the model does; use "
+            "a concept that is not one of the targets"
+            for name in sorted(set(self.concepts) & set(self.targets))
+        ]
 
     def class_index(self, target: str) -> int:
         """The output index of target class ``target``."""
@@ -282,7 +286,7 @@ class Experiment:
             for w in caught:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         timings["total"] = time.perf_counter() - started
-        messages = list(dict.fromkeys(str(w.message) for w in caught))
+        messages = list(dict.fromkeys([*self._setting_notes(), *(str(w.message) for w in caught)]))
         meta = self._provenance(ctx, sets, timings, messages, controls)
         meta["detectable"] = detectable_effects(summary)
         return TcavResult(runs=runs, summary=summary, meta=meta, cavs=cavs, projections=projections)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tcavkit.cav.vector import CavTask
-from tcavkit.tables import MIN_RANDOM_RUNS
+from tcavkit.tables import MIN_RANDOM_RUNS, few_runs_warning
 
 
 def natural_key(name: str) -> list[Any]:
@@ -87,10 +87,7 @@ def plan_runs(
             f"using {n_runs}. Add random sets to get more runs"
         )
     if n_runs < MIN_RANDOM_RUNS:
-        notes.append(
-            f"only {n_runs} random runs per concept: fewer than {MIN_RANDOM_RUNS} gives "
-            "unstable scores and weak tests; use 20 or more random sets"
-        )
+        notes.append(few_runs_warning(n_runs))
     rows: list[RunRow] = []
     for concept in concepts:
         for run, negative in enumerate(random[:n_runs]):

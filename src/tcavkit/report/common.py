@@ -18,6 +18,8 @@ PLOT_KINDS = ("statistic", "tcav", "heatmap", "cav-accuracy")
 """File-name prefixes of the plots this package writes (used to clean stale files)."""
 
 _SLUG_MAX = 32
+_MAX_DECIMALS = 5
+"""More decimals than this are written in scientific notation (:meth:`ShownStatistic.number`)."""
 
 
 def is_missing(value: Any) -> bool:
@@ -48,12 +50,31 @@ def format_p(p: Any) -> str:
     return f"{value:.2g}"
 
 
-def format_float(value: Any, digits: int = 3) -> str:
-    """A float rounded to ``digits`` decimals; ``–`` when missing."""
+def format_number(value: Any, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits: ``21.7``, ``0.930``, ``0.00412``.
+
+    The one number format of the report and the console (p values: :func:`format_p`). An
+    exact zero is ``0`` (no digits it does not have), a value that rounds to zero is never
+    shown as ``0.000`` nor as ``-0.0``: below 0.001 (and from a million on) it is written
+    ``4.1e-05``. Missing is ``–``.
+    """
     v = to_float(value)
     if math.isnan(v):
         return "–"
-    return f"{v:.{digits}f}"
+    if v == 0 or math.isinf(v):
+        return "0" if v == 0 else str(v)
+    magnitude = _magnitude(v)
+    if magnitude < -3 or magnitude >= 6:
+        return f"{v:.{max(digits - 1, 0)}e}"
+    decimals = max(0, digits - 1 - magnitude)
+    if decimals and _magnitude(round(v, decimals)) > magnitude:  # 9.996 rounds up to 10.0
+        decimals -= 1
+    return f"{round(v, decimals) + 0.0:.{decimals}f}"
+
+
+def _magnitude(value: float) -> int:
+    """The power of ten of a finite, non-zero ``value``: -3 for 0.0042."""
+    return math.floor(math.log10(abs(value)))
 
 
 def as_bool(value: Any) -> bool:
@@ -155,9 +176,15 @@ class ShownStatistic:
         return math.isfinite(self.low) and math.isfinite(self.high)
 
     def number(self, value: float) -> str:
-        """``value`` with the row's decimals (``–`` when missing; never ``-0.0``)."""
+        """``value`` with the row's decimals, so that the row's numbers line up; ``–`` when
+        missing, never ``-0.0``. An exact zero is ``0``; on a scale below 10^-5 (more than
+        5 decimals) every number is written with two significant digits (``4.1e-07``)."""
         if not math.isfinite(value):
             return "–"
+        if value == 0:
+            return "0"
+        if self.decimals > _MAX_DECIMALS:  # the same last digit, in scientific notation
+            return format_number(value, max(1, self.decimals + 1 + _magnitude(value)))
         return f"{round(value, self.decimals) + 0.0:.{self.decimals}f}"
 
     def interval(self, sep: str = ", ") -> str:
@@ -170,9 +197,15 @@ class ShownStatistic:
         return f"{text} [{self.interval()}]" if self.has_interval else text
 
     def null(self) -> str:
-        """``0.0 ± 0.7``: random concepts' mean ± sd (the mean alone without an sd)."""
+        """``0.0 ± 0.7``: random concepts' mean ± sd (the mean alone without an sd). An sd
+        that the row's decimals would round to zero keeps two significant digits
+        (``0.0 ± 0.0031``): a spread is never shown as ``0.0`` unless it is zero."""
         text = self.number(self.null_mean)
-        return f"{text} ± {self.number(self.null_std)}" if math.isfinite(self.null_std) else text
+        if not math.isfinite(self.null_std):
+            return text
+        sd = self.null_std
+        rounds_away = sd != 0 and round(sd, self.decimals) == 0
+        return f"{text} ± {format_number(sd, 2) if rounds_away else self.number(sd)}"
 
 
 def statistic_of(row: Mapping[str, Any], decimals: int | None = None) -> ShownStatistic:
@@ -204,8 +237,9 @@ def statistic_of(row: Mapping[str, Any], decimals: int | None = None) -> ShownSt
         null_std, low, high = to_float(row.get("null_std")), math.nan, math.nan
     if not (math.isfinite(low) and math.isfinite(high)):
         low = high = math.nan
-    if decimals is None:
-        size = _row_size(mean, low, high, null_std)
+    size = _row_size(mean, low, high, null_std)
+    if decimals is None or (size > 0 and round(size, decimals) == 0):
+        # a row whose every number the table's decimals would round to zero gets its own
         decimals = 2 if name == "tcav_score" else _significant_decimals([size], max)
     return ShownStatistic(name, mean, null_mean, null_std, low, high,
                   _apart(decimals, low, high, null_mean))  # fmt: skip
@@ -246,7 +280,7 @@ def _significant_decimals(values: list[float], pick) -> int:
     sizes = [abs(v) for v in values if math.isfinite(v) and v != 0]
     if not sizes:
         return 2
-    return int(min(6, max(0, 1 - math.floor(math.log10(float(pick(sizes)))))))
+    return int(min(12, max(0, 1 - math.floor(math.log10(float(pick(sizes)))))))
 
 
 def _apart(digits: int, low: float, high: float, null: float) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tcavkit.report.common import DIRECTION_MARKS, format_float, format_p, is_missing
+from tcavkit.report.common import DIRECTION_MARKS, format_number, format_p, is_missing
 
 CONCEPTS_FILE = "concepts.json"
 PATCHES_SHOWN = 8
@@ -75,10 +75,10 @@ def _item(folder: Path, concept: dict[str, Any]) -> GalleryItem:
         verdict = "not significant"
     statistic = concept.get("statistic") or "statistic"
     result = (
-        f"{verdict}: {statistic} {format_float(concept.get('statistic_mean'))}, "
+        f"{verdict}: {statistic} {format_number(concept.get('statistic_mean'))}, "
         f"p_adjusted {format_p(concept.get('p_adjusted'))}, TCAV score "
-        f"{format_float(concept.get('tcav_score'))}, CAV accuracy "
-        f"{format_float(concept.get('cav_accuracy'))}"
+        f"{format_number(concept.get('tcav_score'))}, CAV accuracy "
+        f"{format_number(concept.get('cav_accuracy'))}"
     )
     where = (
         f"{concept.get('target')} at {concept.get('layer')}: {concept.get('n_patches')} "

@@ -27,7 +27,7 @@ from tcavkit.report.common import (
     as_bool,
     as_list,
     directions,
-    format_float,
+    format_number,
     format_p,
     is_missing,
     sets_of,
@@ -38,12 +38,13 @@ from tcavkit.report.common import (
 from tcavkit.report.figures import EXPLANATIONS, plan_plots
 from tcavkit.report.text import (
     STATISTIC_MEANINGS,
+    class_findings,
     controls_text,
     detectable_text,
     explain_statistic,
     findings,
     headline,
-    reading_warnings,
+    report_warnings,
     set_notes,
     statistic_label,
 )
@@ -53,7 +54,8 @@ RUN_ID_META = "tcavkit-run-id"
 
 TEMPLATE = "report.html"
 SHOWN_FINDINGS = 8
-"""Findings listed at the top; the others are one click away (``<details>``)."""
+"""The findings' sentences start open when there are at most this many; each class's
+one-line headline is always shown first."""
 SHOWN_WARNINGS = 6
 OPEN_SETS = 12
 """The example-set table starts open when it has at most this many rows."""
@@ -137,12 +139,13 @@ def render_html(
 ) -> str:
     """The report as one HTML string; the PNGs in ``plot_paths`` are embedded as base64.
 
-    Order: the findings (overview, significant findings, the warnings that bear on reading
-    them), the plots, the summary table (the columns a reader needs first; all columns on
-    demand), then the details (run id, experiment, example sets, timings). ``meta`` is
-    ``results.json`` (may be empty); ``meta["run_id"]`` goes into
-    ``<meta name="tcavkit-run-id">`` and the details. ``gallery``: the discovered
-    concepts (:func:`tcavkit.report.gallery.gallery`), shown after the findings.
+    Order: the findings (overview, one headline line per class, the significant findings
+    class by class, the warnings that bear on reading them), the plots, the summary table
+    (the columns a reader needs first; all columns on demand), then the details (run id,
+    experiment, example sets, timings). ``meta`` is ``results.json`` (may be empty);
+    ``meta["run_id"]`` goes into ``<meta name="tcavkit-run-id">`` and the details.
+    ``gallery``: the discovered concepts (:func:`tcavkit.report.gallery.gallery`), shown
+    after the findings.
     """
     meta = meta if isinstance(meta, dict) else {}
     stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
@@ -159,18 +162,23 @@ def render_html(
         sub.append(f"run {run_id}")
 
     overview, sentences = findings(summary, stats)
-    dirs = directions(summary)
-    sig_dirs = [str(d) for d in dirs if d != "none"]
     stat_name, head_rows = headline(summary)
     has_interval = any(t.has_interval for t in statistics_of(summary))
-    warnings = [str(w) for w in as_list(meta.get("warnings"))] + reading_warnings(summary)
     context = {
         "title": title,
         "subtitle": " · ".join(sub),
         "run_id": run_id,
         "overview": overview,
-        "findings": [Item(s, _ITEM_CLASS.get(d)) for s, d in zip(sentences, sig_dirs, strict=True)],
-        "shown_findings": SHOWN_FINDINGS,
+        "classes": [
+            {
+                "target": c.target,
+                "headline": c.headline,
+                "findings": [Item(text, _ITEM_CLASS.get(d)) for text, d in c.findings],
+            }
+            for c in class_findings(summary)
+        ],
+        "n_findings": len(sentences),
+        "open_findings": len(sentences) <= SHOWN_FINDINGS,
         "explanation": " ".join(
             part
             for part in (
@@ -180,7 +188,7 @@ def render_html(
             )
             if part
         ),
-        "warnings": [Item(w) for w in dict.fromkeys(warnings)],
+        "warnings": [Item(w) for w in report_warnings(summary, meta)],
         "shown_warnings": SHOWN_WARNINGS,
         "plot_groups": _plot_groups(summary, plot_paths, stat_name),
         "summary_legend": _summary_legend(stat_name, has_interval),
@@ -219,7 +227,9 @@ def _summary_legend(name: str, has_interval: bool) -> str:
 
 
 def _headline_table(name: str, rows: list, has_interval: bool) -> Table:
-    """The columns a reader needs first, one row per summary row."""
+    """The columns a reader needs first, one row per summary row: the row's names, then
+    the verdict (significant, with its direction, and p_adjusted), so that they are in view
+    on a narrow screen too; then the numbers behind it."""
     label = statistic_label(name)
     meaning = STATISTIC_MEANINGS.get(name, "the tested statistic")
     show_score = name != "tcav_score"
@@ -227,6 +237,8 @@ def _headline_table(name: str, rows: list, has_interval: bool) -> Table:
         Header("target"),
         Header("concept"),
         Header("layer"),
+        Header("significant", "+ above random concepts, − below, after correction"),
+        Header("p_adjusted", "p value after multiple-testing correction"),
         Header(
             f"{label} [interval]" if has_interval else label,
             f"Tested: {meaning}; mean over runs"
@@ -238,22 +250,19 @@ def _headline_table(name: str, rows: list, has_interval: bool) -> Table:
         headers.append(
             Header("TCAV score", "Share of the class's examples whose logit rises (descriptive)")
         )
-    headers += [
-        Header("p_adjusted", "p value after multiple-testing correction"),
-        Header("significant", "+ above random concepts, − below, after correction"),
-    ]
     out = []
     for r in rows:
         cells = [
             Cell(r.target),
             Cell(r.concept),
             Cell(r.layer),
+            _significant_cell(r.direction),
+            Cell(r.p_adjusted, "num"),
             Cell(r.statistic, "num"),
             Cell(r.null, "num"),
         ]
         if show_score:
             cells.append(Cell(r.score, "num"))
-        cells += [Cell(r.p_adjusted, "num"), _significant_cell(r.direction)]
         out.append(Row(cells, _ROW_CLASS.get(r.direction)))
     return Table(headers, out, id="summary-table", css="headline")
 
@@ -302,7 +311,7 @@ def _column_formatter(name: str, column: pd.Series):
         finite = column.dropna()
         if name.startswith("n_") and (finite == finite.round()).all():
             return lambda v: Cell("–" if is_missing(v) else str(int(to_float(v))), "num")
-        return lambda v: Cell(format_float(v), "num")
+        return lambda v: Cell(format_number(v), "num")
     return lambda v: Cell("" if is_missing(v) else str(v))
 
 

@@ -10,11 +10,14 @@ import numpy as np
 import pandas as pd
 
 from tcavkit.report.common import (
+    as_list,
     direction_of,
     directions,
     float_column,
+    format_number,
     format_p,
     is_missing,
+    ordered_unique,
     sets_of,
     significant_mask,
     skipped_of,
@@ -23,9 +26,10 @@ from tcavkit.report.common import (
     table_decimals,
     to_float,
 )
-from tcavkit.tables import LOW_CAV_ACCURACY, MIN_RANDOM_RUNS
+from tcavkit.tables import LOW_CAV_ACCURACY, MIN_RANDOM_RUNS, few_runs_warning
 
 _MAX_LISTED = 5
+_MAX_NEAR_CHANCE = 12
 
 STATISTIC_LABELS = {"effect": "effect", "tcav_score": "TCAV score", "magnitude": "mean slope"}
 """Short names of the tested statistics, for headers and legends."""
@@ -248,6 +252,56 @@ def findings(summary: pd.DataFrame, stats: dict[str, Any]) -> tuple[str, list[st
 
 
 @dataclass(frozen=True)
+class ClassFindings:
+    """One class's findings: ``headline``, one line naming its significant concepts by
+    direction (strongest first, each with its layers), and ``findings``, a
+    :func:`finding` sentence and its direction per significant row, in table order."""
+
+    target: str
+    headline: str
+    findings: list[tuple[str, str]]
+
+
+def class_findings(summary: pd.DataFrame) -> list[ClassFindings]:
+    """:class:`ClassFindings` of every target of ``summary``, in order of appearance, those
+    without a significant row included: a reader sees every class's result in one line
+    before the sentences."""
+    if summary.empty or "target" not in summary.columns:
+        return []
+    sig, dirs, decimals = significant_mask(summary), directions(summary), table_decimals(summary)
+    p_column = "p_adjusted" if "p_adjusted" in summary.columns else "p_value"
+    p = float_column(summary, p_column)
+    targets = [_name(t) for t in summary["target"]]
+    out = []
+    for target in ordered_unique(targets):
+        rows = [i for i, t in enumerate(targets) if t == target]
+        found = [i for i in rows if sig[i]]
+        parts = []
+        for direction in ("positive", "negative"):
+            layers: dict[str, list[str]] = {}
+            strongest: dict[str, float] = {}
+            for i in (i for i in found if dirs[i] == direction):
+                concept = _name(summary["concept"].iloc[i]) if "concept" in summary else ""
+                layers.setdefault(concept, []).append(_name(summary["layer"].iloc[i]))
+                value = p[i] if math.isfinite(p[i]) else 1.0
+                strongest[concept] = min(strongest.get(concept, 1.0), value)
+            if layers:
+                ranked = sorted(layers, key=lambda c: strongest[c])  # stable: table order
+                named = ", ".join(f"{c} ({', '.join(layers[c])})" for c in ranked)
+                parts.append(f"{direction}: {named}")
+        headline = (
+            "; ".join(parts)
+            if parts
+            else f"no concept differs significantly from random concepts ({len(rows)} tests)"
+        )
+        sentences = [
+            (finding(summary.iloc[i], str(dirs[i]), decimals), str(dirs[i])) for i in found
+        ]
+        out.append(ClassFindings(target, headline, sentences))
+    return out
+
+
+@dataclass(frozen=True)
 class HeadlineRow:
     """One summary row as the report's first table and the console show it (plain text)."""
 
@@ -297,25 +351,35 @@ def _name(value: Any) -> str:
     return "" if is_missing(value) else str(value)
 
 
-def generated_warnings(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
-    """Warnings the tables imply: :func:`reading_warnings`, then :func:`set_notes`."""
-    return reading_warnings(summary) + set_notes(meta)
+def report_warnings(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
+    """Every warning the report lists, each once and in order: the run's own
+    (``meta["warnings"]``), then those the tables imply (:func:`reading_warnings`) that the
+    run did not already give. The command line counts and prints these same texts, so the
+    console and the report agree. White space is collapsed (as a browser shows it).
+    """
+    texts = [str(w) for w in as_list(meta.get("warnings"))] + reading_warnings(summary)
+    return list(dict.fromkeys(" ".join(text.split()) for text in texts))
 
 
 def reading_warnings(summary: pd.DataFrame) -> list[str]:
-    """Warnings that change how the results read: near-chance CAVs, too few random runs."""
+    """Warnings that change how the results read: one naming every near-chance CAV (by
+    concept and layer), one per distinct too-small number of random runs."""
     out: list[str] = []
     if {"concept", "layer", "cav_accuracy_mean"} <= set(summary.columns):
-        seen: set[tuple[str, str]] = set()
+        low: dict[tuple[str, str], float] = {}
         acc = float_column(summary, "cav_accuracy_mean")
         for concept, layer, a in zip(summary["concept"], summary["layer"], acc, strict=True):
-            key = (str(concept), str(layer))
-            if a < LOW_CAV_ACCURACY and key not in seen:
-                seen.add(key)
-                out.append(
-                    f"CAV for concept {concept} at layer {layer} is near chance "
-                    f"(accuracy {a:.2f}): its TCAV score means little."
-                )
+            if a < LOW_CAV_ACCURACY:
+                low.setdefault((str(concept), str(layer)), float(a))
+        if low:
+            listed = [f"{c} at {layer} ({format_number(a, 2)})" for (c, layer), a in low.items()]
+            more = len(listed) - _MAX_NEAR_CHANCE
+            out.append(
+                f"CAVs near chance (accuracy below {LOW_CAV_ACCURACY:g}) for concept "
+                f"{', '.join(listed[:_MAX_NEAR_CHANCE])}{f' and {more} more' if more > 0 else ''}"
+                ": the concept is hardly told apart from random images at that layer, so its "
+                "TCAV score there means little."
+            )
     if {"concept", "layer", "n_runs"} <= set(summary.columns):
         out.extend(_few_runs_warnings(summary))
     return out
@@ -335,7 +399,8 @@ def set_notes(meta: dict[str, Any]) -> list[str]:
 
 
 def _few_runs_warnings(summary: pd.DataFrame) -> list[str]:
-    """One warning per distinct ``n_runs < MIN_RANDOM_RUNS``, naming where it occurs."""
+    """One warning per distinct ``n_runs < MIN_RANDOM_RUNS``, naming where it occurs (the
+    run's own words, :func:`~tcavkit.tables.few_runs_warning`, when every row has it)."""
     n_runs = float_column(summary, "n_runs")
     few: dict[int, list[str]] = {}
     for concept, layer, n in zip(summary["concept"], summary["layer"], n_runs, strict=True):
@@ -343,13 +408,12 @@ def _few_runs_warnings(summary: pd.DataFrame) -> list[str]:
             where = f"concept {concept} at layer {layer}"
             if where not in few.setdefault(int(n), []):
                 few[int(n)].append(where)
-    advice = f"use at least {MIN_RANDOM_RUNS} random runs for a reliable test."
     out = []
     for n, places in sorted(few.items()):
         if (n_runs == n).all():
-            out.append(f"Only {n} random run(s) per concept and layer: {advice}")
+            out.append(few_runs_warning(n))
             continue
         listed = "; ".join(places[:_MAX_LISTED])
         more = f"; and {len(places) - _MAX_LISTED} more" if len(places) > _MAX_LISTED else ""
-        out.append(f"Only {n} random run(s) for {listed}{more}: {advice}")
+        out.append(few_runs_warning(n, f"for {listed}{more}"))
     return out
