@@ -325,8 +325,9 @@ def layers(
             "--size",
             metavar="H W",
             help=(
-                "Input height and width, two numbers: --size 64 64 (default: the "
-                "experiment's model.input.size, else the model's own, else 224 224)."
+                "Input height and width, two numbers from 1 to 4096: --size 64 64 "
+                "(default: the experiment's model.input.size, else the model's own, else "
+                "224 224)."
             ),
         ),
     ] = None,
@@ -334,6 +335,10 @@ def layers(
 ) -> None:
     """List the model's layers with their output shapes for one input."""
     with _errors(debug), _warnings_shown():
+        if size is not None:
+            from tcavkit.options import check_image_size
+
+            check_image_size(size, "--size")
         from tcavkit.models.inspect import layer_shapes  # imports torch: not at --help
 
         rows = layer_shapes(model, trust_model_file=trust_model_file, size=size)
