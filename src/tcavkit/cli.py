@@ -336,9 +336,9 @@ def layers(
     """List the model's layers with their output shapes for one input."""
     with _errors(debug), _warnings_shown():
         if size is not None:
-            from tcavkit.options import check_image_size
+            from tcavkit.options import check_input_size
 
-            check_image_size(size, "--size")
+            check_input_size(size, "--size")
         from tcavkit.models.inspect import layer_shapes  # imports torch: not at --help
 
         rows = layer_shapes(model, trust_model_file=trust_model_file, size=size)

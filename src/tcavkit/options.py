@@ -101,7 +101,7 @@ class Preprocessing:
     def __post_init__(self) -> None:
         reject_bools(asdict(self), Preprocessing, "model.input")
         if self.size is not None:
-            check_image_size(self.size, "model.input.size")
+            check_input_size(self.size, "model.input.size")
 
     def fingerprint(self) -> str:
         """A canonical string of every field; part of the activation cache key."""
@@ -114,7 +114,7 @@ MAX_IMAGE_SIDE = 4096
 before the model's own activations."""
 
 
-def check_image_size(size: object, key: str) -> None:
+def check_input_size(size: object, key: str) -> None:
     """Raise a :class:`ConfigError` naming ``key`` unless ``size`` is ``(height, width)``,
     two whole numbers from 1 to :data:`MAX_IMAGE_SIDE`."""
     sides = list(size) if isinstance(size, (list, tuple)) else [size]

@@ -11,7 +11,7 @@ import torch
 from tcavkit.config import ModelSpec, load_config
 from tcavkit.errors import LayerError
 from tcavkit.models.loading import load_model
-from tcavkit.options import check_image_size
+from tcavkit.options import check_input_size
 
 _DEFAULT_SIZE = (224, 224)
 SAMPLE_TEXT = "tcavkit lists the layers of this model"
@@ -80,7 +80,7 @@ def layer_shapes(
             loaded (see :func:`~tcavkit.models.loading.load_model`).
     """
     if size is not None:
-        check_image_size(size, "size")
+        check_input_size(size, "size")
     path = Path(path)
     if path.suffix.lower() in (".yaml", ".yml"):
         spec = load_config(path).model
