@@ -13,7 +13,7 @@ from torch import nn
 from conftest import axis_model
 from tcavkit import CavOptions, Experiment
 from tcavkit.config import load_config
-from tcavkit.errors import ConfigError, TcavWarning
+from tcavkit.errors import ConfigError, DataError, TcavWarning
 
 BASE = """\
 model:
@@ -144,7 +144,7 @@ def test_an_alias_bomb_is_refused_before_it_expands(experiment_file: Path) -> No
     text += "  layers: [x]\ndata: data\ntargets: [fire]\n"
     experiment_file.write_text(text, encoding="utf-8")
     message = refused(experiment_file)
-    assert "holds more than 1,000,000 values once its YAML aliases" in message, message
+    assert "holds more than 1,000,000 values (each use of a YAML alias" in message, message
 
 
 def test_an_alias_inside_its_own_value_is_refused(experiment_file: Path) -> None:
@@ -294,3 +294,20 @@ def test_random_glob_matching_a_target_is_refused(project: Path) -> None:
 def test_concept_named_like_a_target_in_the_file_warns(project: Path) -> None:
     with pytest.warns(TcavWarning, match="concept 'fire' is also a target"):
         build(project, "random.sets='random_?'", "concepts=[red, fire]")
+
+
+def test_missing_sets_are_named_before_any_set_is_built(project: Path, monkeypatch) -> None:
+    import tcavkit.pipeline.experiment as experiment_module
+
+    def built(*args, **kwargs):
+        raise AssertionError("a set's source was built before the names were checked")
+
+    monkeypatch.setattr(experiment_module, "source_for", built)
+    names = ", ".join(["red"] + [f"c{i}" for i in range(2000)])
+    with pytest.raises(DataError) as info:
+        build(project, "random.sets='random_?'", f"concepts=[{names}]")
+    message = str(info.value)
+    assert message.startswith("concepts: no folder or file for 'c0', 'c1', 'c2', 'c3', 'c4' …")
+    assert "(2000 of the 2001 named)" in message and "create them" in message
+    with pytest.raises(DataError, match=r"^random\.sets: no folder or file for 'random_9'"):
+        build(project, "random.sets=[random_0, random_9]")

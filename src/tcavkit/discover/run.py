@@ -203,7 +203,9 @@ def discover(
     chosen = _chosen_targets(config, options, targets)
     out_dir = Path(out) if out is not None else Path(config.output) / "discover"
     check_output_folder(out_dir)
-    args = experiment_arguments(config, trust_model_file=trust_model_file, progress=progress)
+    args = experiment_arguments(
+        config, trust_model_file=trust_model_file, progress=progress, file_concepts=False
+    )
     adapter: ModelAdapter = args["model"]
     preprocessing: Preprocessing = args["preprocessing"]
     layers = list(dict.fromkeys(args["layers"]))
