@@ -43,9 +43,10 @@ TrustOption = Annotated[
         metavar="",
         envvar=TRUST_ENV_VAR,
         help=(
-            "Allow loading a pickled model file (torch.save) or a Keras file with Lambda "
-            f"layers, which can run code from the file (or set {TRUST_ENV_VAR}=1; an "
-            "experiment file cannot allow it)."
+            "Allow what runs code the experiment file chose: a pickled model file "
+            "(torch.save), a Keras file with Lambda layers, a model.factory that is not a "
+            f"model builder of torchvision, timm, transformers or tcavkit (or set "
+            f"{TRUST_ENV_VAR}=1; an experiment file cannot allow it)."
         ),
     ),
 ]

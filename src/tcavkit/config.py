@@ -46,8 +46,9 @@ TRUST_ENV_VAR = "TCAVKIT_TRUST_MODEL_FILE"
 
 TRUST_IN_FILE = (
     "model.trusted is not read from the experiment file: whether to load a pickled model (or "
-    "a Keras Lambda layer), which runs code from the file, is decided by the person running "
-    f"the command: pass --trust-model-file or set {TRUST_ENV_VAR}=1"
+    "a Keras Lambda layer, or call a model.factory outside the model libraries), which runs "
+    "code the file chose, is decided by the person running the command: pass "
+    f"--trust-model-file or set {TRUST_ENV_VAR}=1"
 )
 
 
