@@ -3,7 +3,10 @@ adapter.
 
 Ways to give a model:
 
-- ``model.path``: a TorchScript file (``torch.jit.save``), loaded safely; or a whole module
+- ``model.path``: a TorchScript file (``torch.jit.save``), loaded without pickle (no Python of
+  the file's choosing runs while loading; its compiled ``forward`` is still the author's
+  program, which can read and write files when the model runs: TorchScript is not a
+  sandbox); or a whole module
   saved with ``torch.save(model)``, which is a pickle and is loaded only when the person
   running the command says the file is trusted (``--trust-model-file`` or
   ``TCAVKIT_TRUST_MODEL_FILE=1``; ``trust_model_file=True`` in Python), never because the
