@@ -204,7 +204,7 @@ def discover(
     out_dir = Path(out) if out is not None else Path(config.output) / "discover"
     check_output_folder(out_dir)
     args = experiment_arguments(
-        config, trust_model_file=trust_model_file, progress=progress, file_concepts=False
+        config, trust_model_file=trust_model_file, progress=progress, discovering=chosen
     )
     adapter: ModelAdapter = args["model"]
     preprocessing: Preprocessing = args["preprocessing"]

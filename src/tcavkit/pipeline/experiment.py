@@ -408,13 +408,14 @@ def experiment_arguments(
     overrides: Sequence[str] = (),
     trust_model_file: bool = False,
     progress: bool = True,
-    file_concepts: bool = True,
+    discovering: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of :class:`Experiment` that an experiment file describes (the
     model loaded, the sets of ``data:`` as image folders, feature tables or texts; see
     :mod:`tcavkit.examples.locate`), for :meth:`Experiment.from_config` and for callers that
     change some of them first (``tcavkit discover`` replaces the concepts: with
-    ``file_concepts=False`` the file's concepts are neither looked for nor given).
+    ``discovering``, the targets it discovers for, the file's concepts are neither looked
+    for nor given, and only those targets are looked for).
 
     Every set is looked for in ``data:`` before any per-set object is made (one listing of
     the folder), so that a missing one is named at once, however many sets there are."""
@@ -440,10 +441,11 @@ def experiment_arguments(
     random_names = random_set_names(config)
     _check_set_names(config, random_names)
     encoder = getattr(adapter, "encoder", None)
-    concepts = config.concepts if file_concepts else []
+    concepts = config.concepts if discovering is None else []
+    targets = config.targets if discovering is None else list(discovering)
     check_sets_exist(
         data,
-        {"targets": config.targets, "concepts": concepts, "random.sets": random_names},
+        {"targets": targets, "concepts": concepts, "random.sets": random_names},
         text=encoder is not None,
         columns=spec.columns is not None,
     )
