@@ -2,10 +2,52 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
+
+THREAD_TOLERANCE = 1e-5
+"""How far a results table's numbers may move when torch runs on another number of threads
+(torch splits its sums by thread): a fraction of each column's largest absolute value. The
+demo experiment at 1 and 2 threads differed by at most 1.7e-6 of it (README: "Caching and
+reproducibility"). Values that are zero up to rounding (a centred mean, 1e-17) may move by
+:data:`ROUNDING` more."""
+
+ROUNDING = 1e-12
+
+
+def assert_tables_agree(
+    found: dict[str, bytes], reference: dict[str, bytes], *, same_threads: bool
+) -> None:
+    """Results tables (file name → CSV bytes) of two runs of one experiment agree: the same
+    bytes when torch ran on the same number of threads in both, else every text column
+    (names, ``significant``, ``direction``) and whole-number column equal and each float
+    column within :data:`THREAD_TOLERANCE` of the column's largest absolute value."""
+    assert found.keys() == reference.keys()
+    for name, data in reference.items():
+        if same_threads or found[name] == data:
+            assert found[name] == data, f"{name}: not the same bytes with the same threads"
+            continue
+        ours, theirs = (pd.read_csv(io.BytesIO(b)) for b in (found[name], data))
+        assert list(ours.columns) == list(theirs.columns), name
+        for column in theirs.columns:
+            if not pd.api.types.is_float_dtype(theirs[column]):
+                assert ours[column].equals(theirs[column]), f"{name}: {column} differs"
+                continue
+            expected = theirs[column].to_numpy(float)
+            finite = np.isfinite(expected)
+            scale = float(np.abs(expected[finite]).max()) if finite.any() else 0.0
+            np.testing.assert_allclose(
+                ours[column].to_numpy(float),
+                expected,
+                rtol=0,
+                atol=THREAD_TOLERANCE * scale + ROUNDING,
+                err_msg=f"{name}: {column}",
+            )
 
 
 class CountingIdentity(nn.Module):

@@ -162,6 +162,29 @@ def test_layers_lists_shapes(project):
         assert "(1, 16, 16, 16)" in rows["block2.conv"]
 
 
+@pytest.mark.parametrize("size", [("-5", "32"), ("100000", "100000"), ("0", "8")])
+def test_layers_refuses_a_size_out_of_range_in_one_line(project, size):
+    result = invoke("layers", project / "models" / "starters.pt", "--size", *size)
+    assert result.exit_code != 0
+    lines = error_lines(result)
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: --size is the input's height and width"), lines
+    assert f"from 1 to 4096 pixels, got {' '.join(size)}" in lines[0]
+
+
+def test_a_device_this_machine_lacks_is_one_line(project, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = project / "experiment.yaml"
+    for device, why in (("cuda", "is not available"), ("cuda:x", "is unknown")):
+        options = ["--set", f"device={device}", "--set", f"cache={tmp_path / device}"]
+        result = invoke("run", config, "--quiet", "--out", tmp_path / "out", *options)
+        assert result.exit_code == 1
+        lines = error_lines(result)
+        assert len(lines) == 1, result.output
+        assert re.match(rf"error: device '{device}' ({why})", lines[0]), lines
+        assert "'auto'" in lines[0] and "'cpu'" in lines[0]
+
+
 def test_sort_ranks_a_planted_set(project, tmp_path):
     images = tmp_path / "images"
     red = write_image_set(images, make_images("red", 5, SIZE, set_rng(7, "sort-red")))

@@ -13,7 +13,7 @@ from torch import nn
 from conftest import axis_model
 from tcavkit import CavOptions, Experiment
 from tcavkit.config import load_config
-from tcavkit.errors import ConfigError, TcavWarning
+from tcavkit.errors import ConfigError, DataError, TcavWarning
 
 BASE = """\
 model:
@@ -99,6 +99,94 @@ def test_model_trusted_is_refused(experiment_file: Path) -> None:
     message = refused(experiment_file)
     assert "model.trusted" in message
     assert "--trust-model-file" in message and "TCAVKIT_TRUST_MODEL_FILE=1" in message
+
+
+# -- what the YAML holds is what is read ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "key", "where"),
+    [
+        ("seed: 0\nbatch_size: 4\nseed: 7\n", "'seed'", "lines 9 and 11"),
+        (
+            "cav:\n  method: hinge\n  alpha: 0.1\n  method: logistic\n",
+            "'method'",
+            "lines 10 and 12",
+        ),
+        ("stats: {alpha: 0.05, alpha: 0.01}\n", "'alpha'", "line 9"),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_both_lines(
+    experiment_file: Path, text: str, key: str, where: str
+) -> None:
+    experiment_file.write_text(BASE + text, encoding="utf-8")
+    message = refused(experiment_file)
+    assert message.startswith(str(experiment_file)), message
+    assert f"key {key} is given twice in one mapping ({where})" in message, message
+
+
+def test_a_key_given_twice_in_a_set_value_is_refused(experiment_file: Path) -> None:
+    message = refused(experiment_file, "cav={method: hinge, method: logistic}")
+    assert message.startswith("--set 'cav=") and "'method' is given twice" in message
+
+
+def test_keys_merged_from_an_alias_may_be_overridden() -> None:
+    from tcavkit.config import read_yaml
+
+    text = "base: &base {alpha: 0.05, test: welch}\nstats:\n  <<: *base\n  alpha: 0.01\n"
+    assert read_yaml(text, "x.yaml")["stats"] == {"alpha": 0.01, "test": "welch"}
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(experiment_file: Path) -> None:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, 9):  # 10**9 values once expanded, from nine short lines
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    factory = "model:\n  factory: torchvision.models:resnet18\n  factory_args:\n"
+    text = factory + "".join(f"    {line}\n" for line in lines)
+    text += "  layers: [x]\ndata: data\ntargets: [fire]\n"
+    experiment_file.write_text(text, encoding="utf-8")
+    message = refused(experiment_file)
+    assert "holds more than 1,000,000 values (each use of a YAML alias" in message, message
+
+
+def test_an_alias_inside_its_own_value_is_refused(experiment_file: Path) -> None:
+    experiment_file.write_text(BASE + "relative: &r [[red, *r]]\n", encoding="utf-8")
+    assert "refers to a value that contains it" in refused(experiment_file)
+
+
+# -- a file that is not an experiment file is named in one line ------------------------------
+def test_a_model_file_given_as_the_experiment_is_refused(tmp_path: Path) -> None:
+    torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "model.pt")
+    message = refused(tmp_path / "model.pt")
+    assert message.startswith(f"{tmp_path / 'model.pt'} is a binary file, not an experiment")
+    assert "model.path" in message
+
+
+def test_a_folder_given_as_the_experiment_is_refused(experiment_file: Path) -> None:
+    message = refused(experiment_file.parent)
+    assert f"{experiment_file.parent} is a folder, not an experiment file" in message
+    assert "experiment.yaml" in message  # the YAML files it holds
+
+
+def test_an_experiment_file_not_in_utf8_is_refused(experiment_file: Path) -> None:
+    experiment_file.write_bytes(BASE.replace("fire]", "feu_brûlant]").encode("latin-1"))
+    message = refused(experiment_file)
+    assert f"{experiment_file} is not UTF-8 text (byte 0xfb" in message
+    assert "save the experiment file as UTF-8" in message
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "a list"), ("hello\n", "a single")])
+def test_a_top_level_that_is_not_a_mapping_is_refused_with_set(
+    experiment_file: Path, text: str, kind: str
+) -> None:
+    experiment_file.write_text(text, encoding="utf-8")
+    message = refused(experiment_file, "seed=1")
+    assert message.startswith(f"{experiment_file}: the experiment file's top level is {kind}")
+    assert "mapping of keys" in message
+
+
+def test_a_set_value_that_is_not_yaml_is_refused(experiment_file: Path) -> None:
+    message = refused(experiment_file, "seed=[1")
+    assert message.startswith("--set 'seed=[1': not valid YAML"), message
+    assert "quote a text value" in message
 
 
 # -- names are folder names under data: -----------------------------------------------------
@@ -211,3 +299,20 @@ def test_random_glob_matching_a_target_is_refused(project: Path) -> None:
 def test_concept_named_like_a_target_in_the_file_warns(project: Path) -> None:
     with pytest.warns(TcavWarning, match="concept 'fire' is also a target"):
         build(project, "random.sets='random_?'", "concepts=[red, fire]")
+
+
+def test_missing_sets_are_named_before_any_set_is_built(project: Path, monkeypatch) -> None:
+    import tcavkit.pipeline.experiment as experiment_module
+
+    def built(*args, **kwargs):
+        raise AssertionError("a set's source was built before the names were checked")
+
+    monkeypatch.setattr(experiment_module, "source_for", built)
+    names = ", ".join(["red"] + [f"c{i}" for i in range(2000)])
+    with pytest.raises(DataError) as info:
+        build(project, "random.sets='random_?'", f"concepts=[{names}]")
+    message = str(info.value)
+    assert message.startswith("concepts: no folder or file for 'c0', 'c1', 'c2', 'c3', 'c4' …")
+    assert "(2000 of the 2001 named)" in message and "create them" in message
+    with pytest.raises(DataError, match=r"^random\.sets: no folder or file for 'random_9'"):
+        build(project, "random.sets=[random_0, random_9]")

@@ -268,7 +268,11 @@ def test_factory_with_weights(factory_module: str, tmp_path: Path, x: torch.Tens
     original = make_net()
     weights = tmp_path / "weights.pt"
     torch.save(original.state_dict(), weights)
-    model = load_model(spec(factory=f"{factory_module}:build", weights=weights), device="cpu")
+    model = load_model(
+        spec(factory=f"{factory_module}:build", weights=weights),
+        device="cpu",
+        trust_model_file=True,
+    )
     torch.testing.assert_close(model.logits(x), TorchModel(original).logits(x))
     assert describe(spec(factory="m:build", weights=weights)) == f"m:build() with weights {weights}"
 
@@ -276,11 +280,13 @@ def test_factory_with_weights(factory_module: str, tmp_path: Path, x: torch.Tens
     checkpoint = tmp_path / "ckpt.pt"
     state = {f"module.{k}": v for k, v in original.state_dict().items()}
     torch.save({"epoch": 3, "model_state_dict": state}, checkpoint)
-    model = load_model(spec(factory=f"{factory_module}:build", weights=checkpoint))
+    model = load_model(
+        spec(factory=f"{factory_module}:build", weights=checkpoint), trust_model_file=True
+    )
     torch.testing.assert_close(model.logits(x), TorchModel(original).logits(x))
 
     # Without weights, the factory's own initialisation.
-    plain = load_model(spec(factory=f"{factory_module}:build"), device="cpu")
+    plain = load_model(spec(factory=f"{factory_module}:build"), device="cpu", trust_model_file=True)
     assert not torch.allclose(plain.logits(x), TorchModel(original).logits(x))
 
 
@@ -288,7 +294,7 @@ def test_factory_wrong_weights(factory_module: str, tmp_path: Path) -> None:
     weights = tmp_path / "wrong.pt"
     torch.save(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).state_dict(), weights)
     with pytest.raises(ModelError) as info:
-        load_model(spec(factory=f"{factory_module}:build", weights=weights))
+        load_model(spec(factory=f"{factory_module}:build", weights=weights), trust_model_file=True)
     message = str(info.value)
     assert "wrong.pt" in message and "missing keys" in message and "'2.0.weight'" in message
     assert "unexpected keys" in message and "'1.weight'" in message
@@ -298,18 +304,25 @@ def test_factory_wrong_weights(factory_module: str, tmp_path: Path) -> None:
     bad[4] = nn.Linear(64, 7)
     torch.save(bad.state_dict(), shapes)
     with pytest.raises(ModelError, match=r"shape mismatch for '4.weight'"):
-        load_model(spec(factory=f"{factory_module}:build", weights=shapes))
+        load_model(spec(factory=f"{factory_module}:build", weights=shapes), trust_model_file=True)
 
     with pytest.raises(ModelError, match="weights file .*missing.pt does not exist"):
-        load_model(spec(factory=f"{factory_module}:build", weights=tmp_path / "missing.pt"))
+        load_model(
+            spec(factory=f"{factory_module}:build", weights=tmp_path / "missing.pt"),
+            trust_model_file=True,
+        )
 
 
-def test_pickled_weights_need_trust(factory_module: str, tmp_path: Path) -> None:
+def test_pickled_weights_need_trust(tmp_path: Path) -> None:
+    from tcavkit.demo.starters import starter_cnn
+
     weights = tmp_path / "whole.pt"
-    torch.save(make_net(), weights)
-    with pytest.raises(ModelError, match="--trust-model-file"):
-        load_model(spec(factory=f"{factory_module}:build", weights=weights))
-    load_model(spec(factory=f"{factory_module}:build", weights=weights), trust_model_file=True)
+    torch.save(starter_cnn(), weights)
+    built = spec(factory="tcavkit.demo.starters:starter_cnn", weights=weights)  # no trust needed
+    with pytest.raises(ModelError, match="--trust-model-file") as info:
+        load_model(built)
+    assert "pickled" in str(info.value) or "weights" in str(info.value)
+    load_model(built, trust_model_file=True)
 
 
 def test_bad_factories(factory_module: str) -> None:
@@ -320,7 +333,7 @@ def test_bad_factories(factory_module: str) -> None:
     with pytest.raises(ModelError, match="has no attribute 'nope'"):
         load_factory(f"{factory_module}:nope")
     with pytest.raises(ModelError, match=r"returned a int; it must return a torch\.nn\.Module"):
-        load_model(spec(factory=f"{factory_module}:not_a_module"))
+        load_model(spec(factory=f"{factory_module}:not_a_module"), trust_model_file=True)
     assert callable(load_factory("torch.nn:Linear"))
 
 
@@ -333,7 +346,9 @@ def test_factory_found_in_base_dir(
     monkeypatch.setattr(sys, "path", list(sys.path))  # restored afterwards
     monkeypatch.delitem(sys.modules, "tiny_factory_mod2", raising=False)
     try:
-        model = load_model(spec(factory="tiny_factory_mod2:build"), base_dir=folder)
+        model = load_model(
+            spec(factory="tiny_factory_mod2:build"), base_dir=folder, trust_model_file=True
+        )
         assert model.logits(x).shape == (6, 5)
     finally:
         sys.modules.pop("tiny_factory_mod2", None)
@@ -393,7 +408,9 @@ def test_factory_from_experiment_folder_leaves_sys_path_unchanged(
     path = experiment_folder(module)
     before = list(sys.path)
     for _ in range(2):  # imported from the folder, then found in sys.modules
-        model = load_model(load_config(path).model, device="cpu", base_dir=path.parent)
+        model = load_model(
+            load_config(path).model, device="cpu", base_dir=path.parent, trust_model_file=True
+        )
         assert sys.path == before
         assert model.logits(x).shape == (6, 5)
     imported = sys.modules[module]  # the module stays imported and usable
@@ -405,11 +422,11 @@ def test_failed_factory_import_leaves_sys_path_unchanged(experiment_folder) -> N
     before = list(sys.path)
     boom = experiment_folder("path_factory_boom")
     with pytest.raises(ModelError, match="raised RuntimeError: boom"):
-        load_model(load_config(boom).model, base_dir=boom.parent)
+        load_model(load_config(boom).model, base_dir=boom.parent, trust_model_file=True)
     assert sys.path == before
     missing = experiment_folder("path_factory_absent")
     with pytest.raises(ModelError, match="cannot import module 'path_factory_absent'"):
-        load_model(load_config(missing).model, base_dir=missing.parent)
+        load_model(load_config(missing).model, base_dir=missing.parent, trust_model_file=True)
     assert sys.path == before
     assert "path_factory_boom" not in sys.modules
 
@@ -500,12 +517,15 @@ def test_layer_shapes_of_an_experiment(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.delitem(sys.modules, "shapes_factory_mod", raising=False)
     before = list(sys.path)
     try:
-        assert layer_shapes(experiment) == [
+        assert layer_shapes(experiment, trust_model_file=True) == [
             ("conv", "(1, 4, 6, 8)"),
             ("unused", "-"),
             ("head", "(1, 5)"),
         ]
-        assert layer_shapes(experiment, size=(5, 5))[0] == ("conv", "(1, 4, 3, 3)")
+        assert layer_shapes(experiment, size=(5, 5), trust_model_file=True)[0] == (
+            "conv",
+            "(1, 4, 3, 3)",
+        )
         assert sys.path == before
     finally:
         sys.modules.pop("shapes_factory_mod", None)
@@ -551,6 +571,7 @@ def test_torchvision_style_factory_with_args_and_nested_layers(tmp_path: Path) -
             layers=layers,
         ),
         device="cpu",
+        trust_model_file=True,
     )
     assert set(layers) <= set(model.layer_names())
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -593,7 +614,7 @@ def test_timm_style_factory_with_lightning_checkpoint(tmp_path: Path) -> None:
         layers=["blocks.5", "blocks.5.mlp.fc1"],
     )
     with pytest.warns(TcavWarning, match=r"entries under 'model\.'; ignored the \d+ others"):
-        model = load_model(spec, device="cpu")
+        model = load_model(spec, device="cpu", trust_model_file=True)
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     plain = TorchModel(reference, device="cpu")
     torch.testing.assert_close(model.logits(x), plain.logits(x))
@@ -614,22 +635,28 @@ def test_weights_without_batchnorm_counters(tmp_path: Path) -> None:
         layers=["layer1"],
     )
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
-    torch.testing.assert_close(load_model(spec).logits(x), TorchModel(reference).logits(x))
+    torch.testing.assert_close(
+        load_model(spec, trust_model_file=True).logits(x), TorchModel(reference).logits(x)
+    )
 
 
 def test_factory_args_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model.factory_args"):
         load_model(spec(path=tmp_path / "a.onnx", factory_args={"num_classes": 3}))
     with pytest.raises(ModelError, match=r"factory_args \{'model_name': 'nope'\}.*Unknown model"):
-        load_model(spec(factory="zoo_like:create_model", factory_args={"model_name": "nope"}))
+        load_model(
+            spec(factory="zoo_like:create_model", factory_args={"model_name": "nope"}),
+            trust_model_file=True,
+        )
     with pytest.raises(ModelError, match="with no arguments.*set model.factory_args"):
-        load_model(spec(factory="zoo_like:create_model"))
+        load_model(spec(factory="zoo_like:create_model"), trust_model_file=True)
     with pytest.raises(ModelError, match="no pretrained weights"):
         load_model(
             spec(
                 factory="zoo_like:create_model",
                 factory_args={"model_name": "mlp_tiny", "pretrained": True},
-            )
+            ),
+            trust_model_file=True,
         )
     from tcavkit.config import parse_config
 
@@ -704,3 +731,69 @@ def test_onnx_extra_missing_onnx2torch(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setitem(sys.modules, "onnx2torch", None)  # as if not installed
     with pytest.raises(ModelError, match=r"'onnx2torch'.*pip install 'tcavkit\[onnx\]'"):
         load_model(spec(path=path))
+
+
+# -- (g) a factory runs code: only library model builders run without the operator's trust --
+@pytest.mark.parametrize(
+    ("factory", "args", "why"),
+    [
+        ("os:system", {"command": "touch {flag}"}, "not a model builder"),
+        ("subprocess:check_output", {"args": ["touch", "{flag}"]}, "not a model builder"),
+        ("torch.nn:Linear", {"in_features": 2, "out_features": 2}, "not a model builder"),
+        ("tcavkit.models.loading:_unpickle_trusted", {}, "not a model builder"),
+        ("torchvision.models.utils:load_state_dict_from_url", {}, "not a model builder"),
+        ("timm.models:load_checkpoint", {}, "not a model builder"),
+        (
+            "transformers:AutoModel.from_pretrained",
+            {"trust_remote_code": True},
+            "factory_args.trust_remote_code runs code",
+        ),
+    ],
+)
+def test_a_factory_outside_the_model_libraries_needs_trust(
+    tmp_path: Path, factory: str, args: dict, why: str
+) -> None:
+    flag = tmp_path / "ran"
+    args = {
+        k: (v.format(flag=flag) if isinstance(v, str) else [a.format(flag=flag) for a in v])
+        if isinstance(v, (str, list))
+        else v
+        for k, v in args.items()
+    }
+    with pytest.raises(ModelError) as info:
+        load_model(spec(factory=factory, factory_args=args), base_dir=tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"model.factory {factory!r} is not run: ")
+    assert why in message and "--trust-model-file" in message
+    assert "TCAVKIT_TRUST_MODEL_FILE=1" in message and "\n" not in message
+    assert not flag.exists()
+
+
+def test_a_module_beside_the_experiment_needs_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither a module of its own nor one named like a library, imported from the folder."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "beside_mod.py").write_text("open(__file__ + '.ran', 'w').close()\n")
+    (tmp_path / "timm.py").write_text("open(__file__ + '.ran', 'w').close()\n")
+    for name in ("beside_mod", "timm"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(ModelError, match="not a model builder.*--trust-model-file"):
+        load_model(spec(factory="beside_mod:build"), base_dir=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m` puts the working directory
+    with pytest.raises(ModelError, match=r"module 'timm' is found in .*--trust-model-file"):
+        load_model(spec(factory="timm:create_model"), base_dir=tmp_path)
+    assert not list(tmp_path.glob("*.ran"))
+
+
+def test_a_library_model_builder_runs_without_trust(tmp_path: Path) -> None:
+    model = load_model(spec(factory="tcavkit.demo.starters:starter_cnn"), base_dir=tmp_path)
+    assert "block1" in model.layer_names()
+
+
+def test_layers_needs_trust_for_a_factory_too(tmp_path: Path) -> None:
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(EXPERIMENT_WITH_FACTORY.format(factory="subprocess:check_output"))
+    with pytest.raises(ModelError, match="'subprocess:check_output' is not run.*--trust-model"):
+        layer_shapes(experiment)

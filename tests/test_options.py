@@ -35,6 +35,8 @@ from tcavkit.stats import summarize
         (lambda: ExampleLimits(max=0), "examples.max"),
         (lambda: ExampleLimits(max=5, min=8), "examples.max"),
         (lambda: ExampleLimits(min=1), "examples.min"),
+        (lambda: Preprocessing(size=(-5, 32)), "model.input.size .* from 1 to 4096 .* -5 32"),
+        (lambda: Preprocessing(size=(100000, 8)), "model.input.size .* got 100000 8"),
     ],
 )
 def test_bad_settings_fail_when_made(make, match: str) -> None:

@@ -187,3 +187,16 @@ def test_readme_yaml_examples_are_valid_experiments(tmp_path):
     for index, block in enumerate(blocks[1:], start=2):
         part = yaml.safe_load(block)
         parse_config({**full, **part}, tmp_path, f"README's YAML example {index}")
+
+
+def test_no_model_format_is_called_safe_to_run():
+    """Running a model runs its code, whatever its format: the README says so in its
+    security section, and nothing calls TorchScript safe without that qualification."""
+    import tcavkit.models.loading as loading
+
+    text = readme()
+    security = text.split("### Security: what runs code", 1)[1].split("\n## ", 1)[0]
+    assert "Running a model runs its code, whatever its format" in security
+    assert "TorchScript is not a sandbox" in " ".join(security.split())
+    for where in (text, loading.__doc__ or ""):
+        assert "loaded safely" not in where and "loads safely" not in where

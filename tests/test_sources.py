@@ -229,12 +229,16 @@ def test_single_mean_std_broadcast() -> None:
         Preprocessing(std=(1.0, 1.0, 1.0, 1.0)),
         Preprocessing(std=(0.0,)),
         Preprocessing(value_range=(1.0, 1.0)),
-        Preprocessing(size=(0, 4)),
     ],
 )
 def test_bad_preprocessing_is_config_error(prep: Preprocessing) -> None:
     with pytest.raises(ConfigError):
         preprocess([solid(RED)], prep)
+
+
+def test_a_size_out_of_range_is_refused_when_made() -> None:
+    with pytest.raises(ConfigError, match=r"model\.input\.size .* from 1 to 4096"):
+        Preprocessing(size=(0, 4))
 
 
 def test_resize_and_channels_last() -> None:

@@ -43,9 +43,10 @@ TrustOption = Annotated[
         metavar="",
         envvar=TRUST_ENV_VAR,
         help=(
-            "Allow loading a pickled model file (torch.save) or a Keras file with Lambda "
-            f"layers, which can run code from the file (or set {TRUST_ENV_VAR}=1; an "
-            "experiment file cannot allow it)."
+            "Allow what runs code the experiment file chose: a pickled model file "
+            "(torch.save), a Keras file with Lambda layers, a model.factory that is not a "
+            f"model builder of torchvision, timm, transformers or tcavkit (or set "
+            f"{TRUST_ENV_VAR}=1; an experiment file cannot allow it)."
         ),
     ),
 ]
@@ -329,8 +330,9 @@ def layers(
             "--size",
             metavar="H W",
             help=(
-                "Input height and width, two numbers: --size 64 64 (default: the "
-                "experiment's model.input.size, else the model's own, else 224 224)."
+                "Input height and width, two numbers from 1 to 4096: --size 64 64 "
+                "(default: the experiment's model.input.size, else the model's own, else "
+                "224 224)."
             ),
         ),
     ] = None,
@@ -338,6 +340,10 @@ def layers(
 ) -> None:
     """List the model's layers with their output shapes for one input."""
     with _errors(debug), _warnings_shown():
+        if size is not None:
+            from tcavkit.options import check_input_size
+
+            check_input_size(size, "--size")
         from tcavkit.models.inspect import layer_shapes  # imports torch: not at --help
 
         rows = layer_shapes(model, trust_model_file=trust_model_file, size=size)

@@ -1,6 +1,8 @@
 """The experiment file: a typed, validated description of one TCAV experiment.
 
-Loaded from YAML with ``yaml.safe_load``; unknown keys are errors that name the key and
+Loaded from YAML with yaml's safe loader (:func:`read_yaml`: a key given twice in one
+mapping is refused, and so is a file that expands, YAML aliases counted at each use, to
+more than :data:`MAX_YAML_VALUES` values); unknown keys are errors that name the key and
 suggest the closest valid one; relative paths are resolved against the YAML file's folder.
 """
 
@@ -24,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from tcavkit.errors import ConfigError
+from tcavkit.errors import ConfigError, one_line
 from tcavkit.options import (
     CacheDtype,
     CavOptions,
@@ -44,9 +46,119 @@ TRUST_ENV_VAR = "TCAVKIT_TRUST_MODEL_FILE"
 
 TRUST_IN_FILE = (
     "model.trusted is not read from the experiment file: whether to load a pickled model (or "
-    "a Keras Lambda layer), which runs code from the file, is decided by the person running "
-    f"the command: pass --trust-model-file or set {TRUST_ENV_VAR}=1"
+    "a Keras Lambda layer, or call a model.factory outside the model libraries), which runs "
+    "code the file chose, is decided by the person running the command: pass "
+    f"--trust-model-file or set {TRUST_ENV_VAR}=1"
 )
+
+
+MAX_YAML_VALUES = 1_000_000
+"""The most values (keys, values, list items) an experiment file or a ``--set`` value may
+hold, each use of a YAML alias counted again: a few lines of aliases can otherwise stand for
+billions of values (an "alias bomb") that expand in memory when the settings are copied."""
+
+_YAML_MERGE = "tag:yaml.org,2002:merge"
+
+
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""yaml's safe loader: libyaml's where it is installed (the same documents, faster)."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_keys(loader: Any, node: yaml.MappingNode, source: str) -> None:
+    """Refuse a key given twice in one mapping (yaml would keep the last one silently).
+    Keys merged in with ``<<: *base`` may be given again: YAML means them as defaults."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == _YAML_MERGE or not isinstance(key_node, yaml.ScalarNode):
+            continue
+        key = loader.construct_object(key_node)
+        line = key_node.start_mark.line + 1
+        try:
+            first = seen.get(key)
+        except TypeError:  # not hashable: yaml refuses it when constructing
+            continue
+        if first is None:
+            seen[key] = line
+        else:
+            where = f"line {line}" if first == line else f"lines {first} and {line}"
+            raise ConfigError(
+                f"{source}: key {key!r} is given twice in one mapping ({where}); only one "
+                "can hold: remove the other"
+            )
+
+
+def _check_document(loader: Any, root: yaml.Node, source: str) -> None:
+    """Before anything is built: refuse a key given twice in a mapping, a document that
+    holds more than :data:`MAX_YAML_VALUES` values once its aliases are expanded (counted on
+    the node graph, each shared node once, so nothing is expanded), and an alias that refers
+    to a value containing it."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(
+                1 if type(child) is yaml.ScalarNode else sizes[id(child)]
+                for child in _children(node)
+            )
+            if sizes[key] > MAX_YAML_VALUES:
+                raise ConfigError(
+                    f"{source}: holds more than {MAX_YAML_VALUES:,} values (each use of a "
+                    "YAML alias *name counting its whole value): an experiment names far "
+                    "fewer; write the values out rather than through nested aliases"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise ConfigError(
+                f"{source}: a YAML alias (*name) refers to a value that contains it: "
+                "write the value out"
+            )
+        if isinstance(node, yaml.MappingNode):
+            _check_keys(loader, node, source)
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend(
+            (child, False)
+            for child in _children(node)
+            if type(child) is not yaml.ScalarNode and id(child) not in sizes
+        )
+
+
+def read_yaml(text: str, source: str, hint: str = "") -> Any:
+    """The value of the YAML document ``text``, read with yaml's safe loader; ``None`` for an
+    empty document.
+
+    Raises:
+        ConfigError: naming ``source``: not valid YAML (``hint`` added), a key given twice
+            in one mapping, more than :data:`MAX_YAML_VALUES` values once aliases are
+            expanded, or nested too deeply.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_document(loader, node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {one_line(exc)}{hint}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: values nested too deeply to read") from None
+    finally:
+        loader.dispose()
 
 
 def check_folder_name(name: object, key: str) -> None:
@@ -57,9 +169,11 @@ def check_folder_name(name: object, key: str) -> None:
     plain = (
         isinstance(name, str)
         and text not in ("", ".", "..")
-        and "\0" not in text
-        and PurePosixPath(text).name == text
-        and PureWindowsPath(text).name == text
+        and not any(c in text for c in "/\\\0")
+        and (  # the path parsers only where a Windows drive could hide (fast for 10**5 names)
+            ":" not in text
+            or (PurePosixPath(text).name == text and PureWindowsPath(text).name == text)
+        )
     )
     if not plain:
         raise ConfigError(
@@ -227,7 +341,7 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
 def parse_config(raw: dict[str, Any], base_dir: Path, source: str = "config") -> ExperimentConfig:
     """Validate a raw mapping and resolve relative paths against ``base_dir``."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
+        raise ConfigError(f"{source}: {_not_a_mapping(raw)}")
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
@@ -279,6 +393,8 @@ def resolve_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    if overrides and not isinstance(raw, dict):
+        raise ConfigError(f"--set {overrides[0]!r}: {_not_a_mapping(raw)}")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -292,18 +408,60 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = read_yaml(
+            value, f"--set {item!r}", hint="; quote a text value: --set 'key=\"text\"'"
+        )
     return raw
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read, override and validate an experiment YAML file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    raw = read_experiment_file(path)
     raw = apply_overrides(raw, overrides or [])
     return parse_config(raw, path.parent.resolve(), source=str(path))
+
+
+def read_experiment_file(path: Path) -> dict[str, Any]:
+    """The raw mapping of an experiment file (empty for an empty file).
+
+    Raises:
+        ConfigError: naming ``path`` and what to give instead: missing, a folder, a binary
+            or non-UTF-8 file, not valid YAML (see :func:`read_yaml`), or a top level that
+            is not a mapping of keys.
+    """
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+        hint = f" (it holds {', '.join(found[:3])})" if found else ""
+        raise ConfigError(
+            f"{path} is a folder, not an experiment file: give the experiment's YAML file{hint}"
+        )
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} does not exist")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if b"\0" in data:
+            raise ConfigError(
+                f"{path} is a binary file, not an experiment file: give the experiment's YAML "
+                "file (a model file goes in its model.path)"
+            ) from None
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}): "
+            "save the experiment file as UTF-8"
+        ) from None
+    raw = read_yaml(text, str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {_not_a_mapping(raw)}")
+    return raw
+
+
+def _not_a_mapping(raw: Any) -> str:
+    kind = "a list" if isinstance(raw, list) else f"a single value ({one_line(repr(raw), 40)})"
+    return (
+        f"the experiment file's top level is {kind}, not a mapping of keys: write one "
+        "'key: value' per line (model:, data:, targets:, ...)"
+    )

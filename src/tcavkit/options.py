@@ -102,10 +102,33 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         reject_bools(asdict(self), Preprocessing, "model.input")
+        if self.size is not None:
+            check_input_size(self.size, "model.input.size")
 
     def fingerprint(self) -> str:
         """A canonical string of every field; part of the activation cache key."""
         return json.dumps(asdict(self), sort_keys=True)
+
+
+MAX_IMAGE_SIDE = 4096
+"""The largest image side, in pixels, that images are resized to (``model.input.size``) or that
+``tcavkit layers --size`` runs a model on: one 4096 x 4096 RGB image is 200 MB of float32
+before the model's own activations."""
+
+
+def check_input_size(size: object, key: str) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` unless ``size`` is ``(height, width)``,
+    two whole numbers from 1 to :data:`MAX_IMAGE_SIDE`."""
+    sides = list(size) if isinstance(size, (list, tuple)) else [size]
+    if len(sides) != 2 or not all(
+        isinstance(side, int) and not isinstance(side, bool) and 1 <= side <= MAX_IMAGE_SIDE
+        for side in sides
+    ):
+        shown = " ".join(str(side) for side in sides)
+        raise ConfigError(
+            f"{key} is the input's height and width, two whole numbers from 1 to "
+            f"{MAX_IMAGE_SIDE} pixels, got {shown}"
+        )
 
 
 def check_example_limits(maximum: int | None, minimum: int, lowest_min: int = 0) -> None:

@@ -230,7 +230,9 @@ def _discover_into(
 ) -> DiscoveryOutcome:
     """:func:`discover` once its output folder is checked and held."""
     options = config.discover
-    args = experiment_arguments(config, trust_model_file=trust_model_file, progress=progress)
+    args = experiment_arguments(
+        config, trust_model_file=trust_model_file, progress=progress, discovering=chosen
+    )
     adapter: ModelAdapter = args["model"]
     preprocessing: Preprocessing = args["preprocessing"]
     layers = list(dict.fromkeys(args["layers"]))

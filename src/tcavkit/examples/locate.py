@@ -10,7 +10,10 @@ a CSV table of features, or texts.
 from __future__ import annotations
 
 import fnmatch
+import os
+import unicodedata
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 from tcavkit.errors import DataError
@@ -49,6 +52,65 @@ def source_for(
     if columns is not None or table.is_file():
         return CsvTable(table, columns)
     return ImageFolder(data / name)
+
+
+def check_sets_exist(
+    data: Path, sets: dict[str, Sequence[str]], *, text: bool, columns: bool
+) -> None:
+    """Refuse, before any per-set object is made, the sets that :func:`source_for` would not
+    find in ``data``: one listing of the folder, so that thousands of names cost milliseconds
+    (a name listed only in another case or Unicode form is looked up on its own).
+
+    Args:
+        sets: the experiment file's key (``targets``, ``concepts``, ``random.sets``) → names.
+        text: a text model (``.txt``/``.jsonl``/``.csv`` or a folder of ``.txt`` files).
+        columns: ``model.columns`` is set (a ``.csv`` feature table).
+
+    Raises:
+        DataError: naming the key, the first few missing names, how many, and the fix.
+    """
+    folders: set[str] = set()
+    files: set[str] = set()
+    try:
+        with os.scandir(data) as entries:
+            for entry in entries:
+                with suppress(OSError):
+                    (folders if entry.is_dir() else files).add(entry.name)
+    except OSError:
+        return  # source_for says what is wrong with the folder itself
+    if text:
+        suffixes, need_folder = TEXT_SUFFIXES, True
+    elif columns:
+        suffixes, need_folder = (".csv",), False
+    else:
+        suffixes, need_folder = (".csv",), True
+    wanted = [(s, files) for s in suffixes] + ([("", folders)] if need_folder else [])
+    # A name listed in another case or Unicode form is looked up on its own: it may be the
+    # same entry on a case-insensitive file system (macOS, Windows).
+    loose = {_loose(name) for name in folders | files}
+
+    def found(name: str) -> bool:
+        if any(name + suffix in listed for suffix, listed in wanted):
+            return True
+        return any(_loose(name + suffix) in loose for suffix, _ in wanted) and any(
+            os.path.exists(os.path.join(data, name + suffix)) for suffix, _ in wanted
+        )
+
+    looked_for = ", ".join((["<name>/"] if need_folder else []) + [f"<name>{s}" for s in suffixes])
+    for key, names in sets.items():
+        missing = [name for name in names if not found(name)]
+        if missing:
+            shown = ", ".join(repr(name) for name in missing[:5])
+            if len(missing) > 5:
+                shown += f" … ({len(missing)} of the {len(names)} named)"
+            raise DataError(
+                f"{key}: no folder or file for {shown} in the data folder {data} (looked for "
+                f"{looked_for}): create them, or remove them from {key}"
+            )
+
+
+def _loose(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def set_names_in(data: Path, pattern: str) -> list[str]:

@@ -63,25 +63,47 @@ def _tracked(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return leaf, leaf.clone()
 
 
+DEVICE_CHOICES = "'auto' (a GPU when there is one, else the CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to torch.
+
+    Raises:
+        ModelError: naming ``device`` and the choices: a device torch does not know, or one
+            this machine does not have (``cuda`` on a torch built without CUDA, ``cuda:3``
+            with two GPUs, ``mps`` off a Mac).
+    """
     import torch
 
     if isinstance(device, torch.device):
         return device
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps") if has_mps else torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError as exc:
-        raise ModelError(
-            f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
-        ) from exc
+        raise ModelError(f"device {device!r} is unknown: use {DEVICE_CHOICES}") from exc
+    missing = ""
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            missing = (
+                "this torch is built without CUDA"
+                if torch.version.cuda is None
+                else "torch sees no CUDA GPU here"
+            )
+        elif resolved.index is not None and resolved.index >= count:
+            missing = f"torch sees {count} CUDA GPU(s) here, numbered from 0"
+    elif resolved.type == "mps" and not has_mps:
+        missing = "Apple's MPS is not available here"
+    if missing:
+        raise ModelError(f"device {device!r} is not available: {missing}; use {DEVICE_CHOICES}")
+    return resolved
 
 
 def _describe(value: Any) -> str:

@@ -11,6 +11,7 @@ import torch
 from tcavkit.config import ModelSpec, load_config
 from tcavkit.errors import LayerError
 from tcavkit.models.loading import load_model
+from tcavkit.options import check_input_size
 
 _DEFAULT_SIZE = (224, 224)
 SAMPLE_TEXT = "tcavkit lists the layers of this model"
@@ -62,8 +63,9 @@ def layer_shapes(
             folder as base directory. A tabular model (``model.columns``, or a model whose
             first weighted layer is linear) is run on one row of zeros.
         trust_model_file: allow unpickling a ``torch.save``\\ d module (runs code from it).
-        size: input ``(height, width)``; by default the experiment's ``model.input.size``,
-            else the model's own input size, else 224 x 224.
+        size: input ``(height, width)``, each from 1 to
+            :data:`~tcavkit.options.MAX_IMAGE_SIDE`; by default the experiment's
+            ``model.input.size``, else the model's own input size, else 224 x 224.
 
     Returns:
         ``(layer name, shape)`` for every layer, in the model's order; the shape is the
@@ -77,6 +79,8 @@ def layer_shapes(
         ConfigError, ModelError, LayerError: the experiment file or the model cannot be
             loaded (see :func:`~tcavkit.models.loading.load_model`).
     """
+    if size is not None:
+        check_input_size(size, "size")
     path = Path(path)
     if path.suffix.lower() in (".yaml", ".yml"):
         spec = load_config(path).model

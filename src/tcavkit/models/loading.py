@@ -3,7 +3,10 @@ adapter.
 
 Ways to give a model:
 
-- ``model.path``: a TorchScript file (``torch.jit.save``), loaded safely; or a whole module
+- ``model.path``: a TorchScript file (``torch.jit.save``), loaded without pickle (no Python of
+  the file's choosing runs while loading; its compiled ``forward`` is still the author's
+  program, which can read and write files when the model runs: TorchScript is not a
+  sandbox); or a whole module
   saved with ``torch.save(model)``, which is a pickle and is loaded only when the person
   running the command says the file is trusted (``--trust-model-file`` or
   ``TCAVKIT_TRUST_MODEL_FILE=1``; ``trust_model_file=True`` in Python), never because the
@@ -29,7 +32,9 @@ Ways to give a model:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pickle
+import re
 import sys
 import warnings
 import zipfile
@@ -312,18 +317,92 @@ def _load_factory(spec: str, search_dirs: Iterable[Path]) -> tuple[Callable[...,
     return obj, folders if _imported_from(module_name, folders) else []
 
 
+LIBRARY_FACTORIES: tuple[tuple[str, str], ...] = (
+    (r"torchvision\.models(\.(?!utils\b)[a-z][a-z0-9_]*)*", r"[a-z][a-z0-9_]*"),
+    (r"timm(\.models)?", r"create_model"),
+    (r"transformers", r"[A-Z][A-Za-z0-9]*\.from_(pretrained|config)"),
+    (r"tcavkit\.demo\.starters", r"starter_cnn"),
+)
+"""``(module, callable)`` patterns of the model builders that an experiment file may name in
+``model.factory`` without the operator's trust: torchvision's model builders, timm's
+``create_model``, a transformers class's ``from_pretrained``/``from_config`` and tcavkit's
+demo CNN, each imported from where Python finds the library (not from the experiment's
+folder or the working directory). Any other callable runs code the experiment file chose:
+it needs ``--trust-model-file``."""
+
+UNTRUSTED_FACTORY_ARGS = ("trust_remote_code",)
+"""``factory_args`` that make a library builder run code from files: they need trust too."""
+
+
+def check_factory_trust(
+    spec: str, args: Mapping[str, Any], search_dirs: Iterable[Path], trusted: bool
+) -> None:
+    """Refuse, before anything is imported, a ``model.factory`` that the operator did not
+    trust: one outside :data:`LIBRARY_FACTORIES`, a library module found in the experiment's
+    folder or the working directory (``search_dirs``: a file there would stand in for it),
+    or :data:`UNTRUSTED_FACTORY_ARGS` set.
+
+    Raises:
+        ModelError: naming the factory, why, and ``--trust-model-file``.
+    """
+    if trusted:
+        return
+    module_name, _, attr = (part.strip() for part in spec.partition(":"))
+    reason = ""
+    if not any(
+        re.fullmatch(module, module_name) and re.fullmatch(callable_, attr)
+        for module, callable_ in LIBRARY_FACTORIES
+    ):
+        reason = (
+            "it is not a model builder of torchvision, timm, transformers or tcavkit, so "
+            "calling it runs code that the experiment file chose"
+        )
+    else:
+        top = module_name.partition(".")[0]
+        try:
+            found = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            found = None
+        places = list(found.submodule_search_locations or []) if found else []
+        if found and found.origin and not places:
+            places = [found.origin]
+        roots = {Path(place).resolve().parent for place in places}
+        folders = {Path(folder).resolve() for folder in search_dirs}
+        if found is not None and roots & folders:
+            reason = (
+                f"its module {top!r} is found in {sorted(roots & folders)[0]}, beside the "
+                "experiment or in the working directory, instead of the installed library"
+            )
+        else:
+            given = [key for key in UNTRUSTED_FACTORY_ARGS if args.get(key)]
+            if given:
+                reason = f"model.factory_args.{given[0]} runs code from the model's files"
+    if reason:
+        raise ModelError(
+            f"model.factory {spec!r} is not run: {reason}. If you trust this experiment file "
+            f"and the code it names, {TRUST_HINT}"
+        )
+
+
 def _build_from_factory(
-    spec: str, search_dirs: Iterable[Path], args: Mapping[str, Any] | None = None
+    spec: str,
+    search_dirs: Iterable[Path],
+    args: Mapping[str, Any] | None = None,
+    trusted: bool = False,
 ) -> nn.Module:
     """Call the factory with ``args`` as keyword arguments; it must return a ``torch.nn.Module``.
 
-    A factory whose package lies in one of ``search_dirs`` is called with those folders on
-    ``sys.path`` as when it was imported (for imports inside the factory); ``sys.path`` is
-    restored after.
+    A factory outside :data:`LIBRARY_FACTORIES` needs ``trusted`` (see
+    :func:`check_factory_trust`). A factory whose package lies in one of ``search_dirs`` is
+    called with those folders on ``sys.path`` as when it was imported (for imports inside
+    the factory); ``sys.path`` is restored after.
     """
     import torch
 
-    factory, folders = _load_factory(spec, search_dirs)
+    search_dirs = tuple(search_dirs)
+    check_factory_trust(spec, args or {}, search_dirs, trusted)
+    # A library builder comes from the installed library: never from a file in search_dirs.
+    factory, folders = _load_factory(spec, search_dirs if trusted else ())
     args = dict(args or {})
     try:
         with _on_path(folders):
@@ -623,7 +702,7 @@ def _load_adapter(
         module = _load_model_file(Path(spec.path), trusted, search_dirs)
     else:
         assert spec.factory is not None
-        module = _build_from_factory(spec.factory, search_dirs, spec.factory_args)
+        module = _build_from_factory(spec.factory, search_dirs, spec.factory_args, trusted)
         if spec.weights is not None:
             load_weights(module, Path(spec.weights), trusted=trusted, factory=spec.factory)
     return adapter_for(module, logits_layer=spec.logits, output=spec.output, device=device)

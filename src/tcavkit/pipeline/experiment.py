@@ -23,7 +23,7 @@ from tcavkit.config import ExperimentConfig, load_config
 from tcavkit.errors import ConfigError, DataError, TcavWarning
 from tcavkit.examples.base import ExampleSet, ExampleSource, Selection
 from tcavkit.examples.digests import remembered_digests
-from tcavkit.examples.locate import set_names_in, source_for
+from tcavkit.examples.locate import check_sets_exist, set_names_in, source_for
 from tcavkit.examples.prefetch import Prefetcher
 from tcavkit.examples.sources import as_source
 from tcavkit.models.adapter import ModelAdapter, OutputSelector, Pooling
@@ -432,11 +432,17 @@ def experiment_arguments(
     overrides: Sequence[str] = (),
     trust_model_file: bool = False,
     progress: bool = True,
+    discovering: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of :class:`Experiment` that an experiment file describes (the
     model loaded, the sets of ``data:`` as image folders, feature tables or texts; see
     :mod:`tcavkit.examples.locate`), for :meth:`Experiment.from_config` and for callers that
-    change some of them first (``tcavkit discover`` replaces the concepts)."""
+    change some of them first (``tcavkit discover`` replaces the concepts: with
+    ``discovering``, the targets it discovers for, the file's concepts are neither looked
+    for nor given, and only those targets are looked for).
+
+    Every set is looked for in ``data:`` before any per-set object is made (one listing of
+    the folder), so that a missing one is named at once, however many sets there are."""
     base_dir = Path.cwd()
     if not isinstance(config, ExperimentConfig):
         base_dir = Path(config).resolve().parent
@@ -459,6 +465,14 @@ def experiment_arguments(
     random_names = random_set_names(config)
     _check_set_names(config, random_names)
     encoder = getattr(adapter, "encoder", None)
+    concepts = config.concepts if discovering is None else []
+    targets = config.targets if discovering is None else list(discovering)
+    check_sets_exist(
+        data,
+        {"targets": targets, "concepts": concepts, "random.sets": random_names},
+        text=encoder is not None,
+        columns=spec.columns is not None,
+    )
 
     def sources(names: Sequence[str]) -> dict[str, ExampleSource]:
         return {
@@ -469,7 +483,7 @@ def experiment_arguments(
         "model": adapter,
         "layers": spec.layers,
         "targets": sources(config.targets),
-        "concepts": sources(config.concepts),
+        "concepts": sources(concepts),
         "random": sources(random_names),
         "labels": labels,
         "relative": config.relative,
