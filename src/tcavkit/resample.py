@@ -160,6 +160,18 @@ class ImagePool:
         c = np.asarray(concept, dtype=np.float64).reshape(-1)
         return self._outcome((c.size,), float(c.mean()) - self.mean)
 
+    def test_left_out(self, own: np.ndarray, rest: np.ndarray) -> ResampledTest:
+        """One set of the pool, ``own`` ``(n,)``, against the rest of it ``(N - n,)`` (a
+        negative control): its difference is scaled by the rest's spread and read from this
+        pool's draws, so that every set of a pool shares one reference."""
+        own = np.asarray(own, dtype=np.float64).reshape(-1)
+        rest = np.asarray(rest, dtype=np.float64).reshape(-1)
+        var = float(rest.var(ddof=1))
+        scale = math.sqrt(var / own.size + var / rest.size)
+        difference = float(own.mean() - rest.mean())
+        z = difference / scale if scale > 0 else 0.0
+        return ResampledTest(self._p((own.size,), z), z, difference, scale, scale)
+
     def test_pair(self, a: np.ndarray, b: np.ndarray) -> ResampledTest:
         """Concept A's projections ``(n_a,)`` against concept B's ``(n_b,)``."""
         a = np.asarray(a, dtype=np.float64).reshape(-1)
