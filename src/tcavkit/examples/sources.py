@@ -15,7 +15,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -365,6 +365,17 @@ class ImageFolderSet(ExampleSet):
             raise self._too_few(len(arrays))
         return arrays_to_tensor(arrays, preprocessing, [str(self.folder / n) for n in names])
 
+    def first_input(self, preprocessing: Preprocessing) -> torch.Tensor:
+        """The first image of the seeded order that decodes, preprocessed: ``(1, 3, H, W)``
+        (``(1, H, W, 3)`` with ``channels_last``); unreadable files are left to :meth:`load`
+        to report."""
+        check_preprocessing(preprocessing)
+        for file in self.files:
+            result = _read_image(self.folder / file, preprocessing.size)
+            if not isinstance(result, UnreadableImage):
+                return arrays_to_tensor([result.array], preprocessing, [str(self.folder / file)])
+        return self.load(preprocessing)  # raises: too few images decode
+
     def decode(
         self, size: tuple[int, int] | None, *, distinct: bool = False
     ) -> tuple[list[np.ndarray], list[str]]:
@@ -692,6 +703,10 @@ class SequenceSet(ExampleSet):
             names = [f"example set '{self.name}' item {i}" for i in self.indices]
             return preprocess(self.items, preprocessing, names)
         return self._stacked()
+
+    def first_input(self, preprocessing: Preprocessing) -> torch.Tensor:
+        """The first chosen item alone, as :meth:`load` makes it (only it is collated)."""
+        return replace(self, items=self.items[:1], indices=self.indices[:1]).load(preprocessing)
 
     def _collated(self) -> torch.Tensor:
         """Apply ``collate`` and check its output."""
