@@ -147,4 +147,8 @@ def test_layers_of_a_tabular_model(tmp_path):
 
     model = nn.Sequential(nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 2))
     torch.jit.script(model).save(str(tmp_path / "mlp.pt"))
-    assert layer_shapes(tmp_path / "mlp.pt") == [("0", "(1, 5)"), ("1", "(1, 5)"), ("2", "(1, 2)")]
+    assert layer_shapes(tmp_path / "mlp.pt") == [
+        ("0", "Linear", "(1, 5)"),
+        ("1", "ReLU", "(1, 5)"),
+        ("2", "Linear", "(1, 2)"),
+    ]

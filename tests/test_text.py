@@ -164,7 +164,7 @@ def test_layers_of_a_transformers_folder(tmp_path):
         max_position_embeddings=16,
     )
     BertForSequenceClassification(config).save_pretrained(str(folder))
-    shapes = dict(layer_shapes(folder))
+    shapes = {name: shape for name, _, shape in layer_shapes(folder)}
     # "tcavkit lists the layers of this model": [CLS] + 7 words (unknown ones too) + [SEP]
     assert shapes["bert.encoder.layer.0"] == "(1, 9, 8)"
     assert shapes["classifier"] == "(1, 2)"

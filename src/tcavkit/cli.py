@@ -347,9 +347,10 @@ def layers(
         from tcavkit.models.inspect import layer_shapes  # imports torch: not at --help
 
         rows = layer_shapes(model, trust_model_file=trust_model_file, size=size)
-        width = max((len(name) for name, _ in rows), default=5)
-        for name, shape in rows:
-            typer.echo(f"{name:<{width}}  {shape}")
+        width = max((len(name) for name, _, _ in rows), default=5)
+        kind_width = max((len(kind) for _, kind, _ in rows), default=0)
+        for name, kind, shape in rows:
+            typer.echo(f"{name:<{width}}  {kind:<{kind_width}}  {shape}")
 
 
 @app.command()
