@@ -417,3 +417,38 @@ def test_a_command_skips_the_garbage_collections_at_exit(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     assert done.returncode == 1 and "frozen True" in done.stdout, done.stdout + done.stderr
+
+
+def test_sort_checks_the_examples_before_loading_the_model(tmp_path):
+    """The model file is missing too: the --examples error comes first, nothing loaded."""
+    (tmp_path / "experiment.yaml").write_text(CONFIG.format(model="models/missing.pt"))
+    result = invoke(
+        "sort", tmp_path / "experiment.yaml", "-c", "red", "-l", "block3", "--examples", "nope"
+    )
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: --examples nope does not exist"), lines
+
+
+def test_executor_help_names_the_ray_extra():
+    result = invoke("run", "--help")
+    assert "pip install 'tcavkit[ray]'" in re.sub(r"[\s│]+", " ", result.stdout)
+
+
+def test_quiet_silences_the_progress_bars_of_transformers(monkeypatch):
+    from transformers.utils import logging as transformers_logging
+
+    from tcavkit import cli
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    transformers_logging.enable_progress_bar()
+    monkeypatch.setattr(cli, "_errors", _stop_before_work)
+    assert invoke("run", "x.yaml").exit_code == 2 and transformers_logging.is_progress_bar_enabled()
+    assert invoke("run", "x.yaml", "-q").exit_code == 2
+    assert not transformers_logging.is_progress_bar_enabled()  # imported: switched off
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"  # not yet imported: read then
+    transformers_logging.enable_progress_bar()
+
+
+def _stop_before_work(debug=False):
+    raise SystemExit(2)

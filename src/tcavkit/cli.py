@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import gc
 import json
+import os
 import sys
 import traceback
 import warnings
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tcavkit.errors import TcavError, TcavWarning, one_line
+from tcavkit.errors import DataError, TcavError, TcavWarning, one_line
 
 app = typer.Typer(
     name="tcavkit",
@@ -30,6 +31,11 @@ _state: dict[str, bool] = {"debug": False, "quick_exit": False}
 # The same as tcavkit.config.TRUST_ENV_VAR: the command line imports no more of the library
 # than it needs before parsing.
 TRUST_ENV_VAR = "TCAVKIT_TRUST_MODEL_FILE"
+
+EXAMPLES_HELP = (
+    "a folder of images, or for a text model a .txt file (one example per line), a "
+    "folder of .txt files, or a .csv/.jsonl file with a 'text' column"
+)
 
 # Flags take no value: ``metavar=""`` keeps typer from printing a ``<bool>`` type beside them.
 DebugOption = Annotated[
@@ -81,6 +87,19 @@ def _skip_the_last_collections() -> None:
     if not _state["quick_exit"]:
         _state["quick_exit"] = True
         atexit.register(gc.freeze)
+
+
+def _quiet_libraries() -> None:
+    """``--quiet`` for the libraries a command loads too: no progress bars from
+    huggingface_hub and transformers ("Loading weights"), whether they are imported yet or
+    not."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when they are imported
+    hub = sys.modules.get("huggingface_hub.utils")
+    if hub is not None:
+        hub.disable_progress_bars()
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    if transformers_logging is not None:
+        transformers_logging.disable_progress_bar()
 
 
 def _err(message: str) -> None:
@@ -267,8 +286,9 @@ def run(
             "--executor",
             metavar="local|ray",
             help=(
+                # typer reads help as rich markup: "\\[" shows "[" (else "[ray]" vanishes)
                 "Where the model passes and the CAVs run: local (this process) or ray (a Ray "
-                "cluster; pip install 'tcavkit[ray]'). Default: the experiment's executor:, "
+                "cluster; pip install 'tcavkit\\[ray]'). Default: the experiment's executor:, "
                 "else local."
             ),
         ),
@@ -290,6 +310,8 @@ def run(
     debug: DebugOption = False,
 ) -> None:
     """Run a TCAV experiment, save its tables and write report.html."""
+    if quiet:
+        _quiet_libraries()
     with _errors(debug):
         with _warnings_shown() as seen:
             from tcavkit.workflow import run_experiment_file  # imports torch: not at --help
@@ -363,11 +385,7 @@ def sort(
         typer.Option(
             "--examples",
             "--images",
-            help=(
-                "What to sort: a folder of images, or for a text model a .txt file (one "
-                "example per line), a folder of .txt files, or a .csv/.jsonl file with a "
-                "'text' column."
-            ),
+            help=f"What to sort: {EXAMPLES_HELP}.",
         ),
     ],
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="Examples shown per end.")] = 8,
@@ -391,7 +409,11 @@ def sort(
 ) -> None:
     """Rank images (or, for a text model, texts) by cosine similarity with a concept's mean
     CAV at a layer."""
+    if quiet:
+        _quiet_libraries()
     with _errors(debug):
+        if not examples.exists():  # before the model is loaded and the CAVs are computed
+            raise DataError(f"--examples {examples} does not exist; give {EXAMPLES_HELP}")
         with _warnings_shown() as seen:
             from tcavkit.pipeline.experiment import Experiment  # imports torch: not at --help
             from tcavkit.sorter import output_stem, sort_examples
@@ -461,6 +483,8 @@ def discover(
     debug: DebugOption = False,
 ) -> None:
     """Discover the concepts a class uses from its own images (ACE or NMF) and test each one."""
+    if quiet:
+        _quiet_libraries()
     with _errors(debug):
         with _warnings_shown() as seen:
             from tcavkit.discover import discover as run_discovery  # imports torch
