@@ -297,6 +297,58 @@ def test_ctrl_c_while_importing_is_one_line(project, monkeypatch, module, args):
     assert_interrupted(invoke_interruptible(*args))
 
 
+def console_script() -> tuple[str, str]:
+    """The module and function that pyproject.toml's ``tcavkit`` console script runs."""
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    found = re.search(r'^tcavkit = "([\w.]+):(\w+)"', pyproject, re.MULTILINE)
+    assert found, "no tcavkit console script in pyproject.toml"
+    return found.group(1), found.group(2)
+
+
+def run_console_script(tmp_path: Path, before: str, *args: str) -> subprocess.CompletedProcess:
+    """The console script in a fresh interpreter, after ``before`` (code that arranges for
+    a Ctrl-C to arrive at some point)."""
+    module, function = console_script()
+    code = (
+        f"import os, signal, sys\n{before}\n"
+        f"sys.argv = ['tcavkit', *{list(args)!r}]\n"
+        f"from {module} import {function}\n{function}()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+
+
+def test_ctrl_c_while_the_command_line_is_imported_is_one_line(tmp_path):
+    """A Ctrl-C during ``import typer`` (the first 0.3 s): was a traceback from inside it."""
+    fake = tmp_path / "slow"
+    fake.mkdir()
+    (fake / "typer.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(60)\n"
+    )
+    done = run_console_script(tmp_path, f"sys.path.insert(0, {str(fake)!r})", "--help")
+    assert (done.returncode, done.stderr) == (130, "interrupted\n"), done.stderr
+
+
+def test_ctrl_c_before_a_command_starts_is_one_line(tmp_path):
+    """A Ctrl-C after parsing, before the command's body (typer said "Aborted!", exit 1)."""
+    before = (
+        "import tcavkit.cli\n"
+        "tcavkit.cli._skip_the_last_collections = lambda: os.kill(os.getpid(), signal.SIGINT)"
+    )
+    done = run_console_script(tmp_path, before, "report", "results")
+    assert (done.returncode, done.stderr) == (130, "interrupted\n"), done.stderr
+    # inside the command, Ctrl-C still unwinds as KeyboardInterrupt (finally blocks run)
+    before = (
+        "import tcavkit.report\n"
+        "def build_report(folder):\n    os.kill(os.getpid(), signal.SIGINT)\n"
+        "tcavkit.report.build_report = build_report"
+    )
+    done = run_console_script(tmp_path, before, "report", "results")
+    assert done.returncode == 130
+    assert done.stderr == "interrupted; run again to resume from the cache\n", done.stderr
+
+
 def test_ctrl_c_while_building_the_experiment_is_one_line(project, monkeypatch):
     from tcavkit.pipeline.experiment import Experiment
 

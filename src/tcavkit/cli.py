@@ -6,7 +6,9 @@ import atexit
 import gc
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -114,12 +116,28 @@ def _os_error(exc: OSError) -> str:
 
 
 @contextmanager
+def interruptible() -> Iterator[None]:
+    """Inside the block Ctrl-C raises ``KeyboardInterrupt`` (Python's default), so that
+    ``finally`` blocks run; outside it the console script (:mod:`tcavkit.entry`) exits at
+    once with one line. The handler before the block is put back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def _errors(debug: bool = False) -> Iterator[None]:
     """TcavError or OSError → one ``error:`` line on stderr and exit 1 (the traceback too
     with ``--debug``); Ctrl-C → one line and exit 130. Each command runs its whole body,
     imports included, inside this block."""
     try:
-        yield
+        with interruptible():
+            yield
     except (TcavError, OSError) as exc:
         if debug or _state["debug"]:
             traceback.print_exc()
@@ -567,7 +585,9 @@ def _discover_demo(out: Path, size: int, quiet: bool, debug: bool) -> None:
 
 
 def entry() -> None:  # pragma: no cover - for python -m
-    app()
+    from tcavkit.entry import main
+
+    main()
 
 
 if __name__ == "__main__":  # pragma: no cover
