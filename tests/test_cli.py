@@ -297,6 +297,58 @@ def test_ctrl_c_while_importing_is_one_line(project, monkeypatch, module, args):
     assert_interrupted(invoke_interruptible(*args))
 
 
+def console_script() -> tuple[str, str]:
+    """The module and function that pyproject.toml's ``tcavkit`` console script runs."""
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    found = re.search(r'^tcavkit = "([\w.]+):(\w+)"', pyproject, re.MULTILINE)
+    assert found, "no tcavkit console script in pyproject.toml"
+    return found.group(1), found.group(2)
+
+
+def run_console_script(tmp_path: Path, before: str, *args: str) -> subprocess.CompletedProcess:
+    """The console script in a fresh interpreter, after ``before`` (code that arranges for
+    a Ctrl-C to arrive at some point)."""
+    module, function = console_script()
+    code = (
+        f"import os, signal, sys\n{before}\n"
+        f"sys.argv = ['tcavkit', *{list(args)!r}]\n"
+        f"from {module} import {function}\n{function}()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+
+
+def test_ctrl_c_while_the_command_line_is_imported_is_one_line(tmp_path):
+    """A Ctrl-C during ``import typer`` (the first 0.3 s): was a traceback from inside it."""
+    fake = tmp_path / "slow"
+    fake.mkdir()
+    (fake / "typer.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(60)\n"
+    )
+    done = run_console_script(tmp_path, f"sys.path.insert(0, {str(fake)!r})", "--help")
+    assert (done.returncode, done.stderr) == (130, "interrupted\n"), done.stderr
+
+
+def test_ctrl_c_before_a_command_starts_is_one_line(tmp_path):
+    """A Ctrl-C after parsing, before the command's body (typer said "Aborted!", exit 1)."""
+    before = (
+        "import tcavkit.cli\n"
+        "tcavkit.cli._skip_the_last_collections = lambda: os.kill(os.getpid(), signal.SIGINT)"
+    )
+    done = run_console_script(tmp_path, before, "report", "results")
+    assert (done.returncode, done.stderr) == (130, "interrupted\n"), done.stderr
+    # inside the command, Ctrl-C still unwinds as KeyboardInterrupt (finally blocks run)
+    before = (
+        "import tcavkit.report\n"
+        "def build_report(folder):\n    os.kill(os.getpid(), signal.SIGINT)\n"
+        "tcavkit.report.build_report = build_report"
+    )
+    done = run_console_script(tmp_path, before, "report", "results")
+    assert done.returncode == 130
+    assert done.stderr == "interrupted; run again to resume from the cache\n", done.stderr
+
+
 def test_ctrl_c_while_building_the_experiment_is_one_line(project, monkeypatch):
     from tcavkit.pipeline.experiment import Experiment
 
@@ -417,3 +469,38 @@ def test_a_command_skips_the_garbage_collections_at_exit(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     assert done.returncode == 1 and "frozen True" in done.stdout, done.stdout + done.stderr
+
+
+def test_sort_checks_the_examples_before_loading_the_model(tmp_path):
+    """The model file is missing too: the --examples error comes first, nothing loaded."""
+    (tmp_path / "experiment.yaml").write_text(CONFIG.format(model="models/missing.pt"))
+    result = invoke(
+        "sort", tmp_path / "experiment.yaml", "-c", "red", "-l", "block3", "--examples", "nope"
+    )
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: --examples nope does not exist"), lines
+
+
+def test_executor_help_names_the_ray_extra():
+    result = invoke("run", "--help")
+    assert "pip install 'tcavkit[ray]'" in re.sub(r"[\s│]+", " ", result.stdout)
+
+
+def test_quiet_silences_the_progress_bars_of_transformers(monkeypatch):
+    from transformers.utils import logging as transformers_logging
+
+    from tcavkit import cli
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    transformers_logging.enable_progress_bar()
+    monkeypatch.setattr(cli, "_errors", _stop_before_work)
+    assert invoke("run", "x.yaml").exit_code == 2 and transformers_logging.is_progress_bar_enabled()
+    assert invoke("run", "x.yaml", "-q").exit_code == 2
+    assert not transformers_logging.is_progress_bar_enabled()  # imported: switched off
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"  # not yet imported: read then
+    transformers_logging.enable_progress_bar()
+
+
+def _stop_before_work(debug=False):
+    raise SystemExit(2)

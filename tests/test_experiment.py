@@ -243,3 +243,30 @@ def test_a_run_reports_its_negative_controls(axis_experiment_inputs, tmp_path):
     assert f"of {controls['tested']} random sets tested as if they were concepts" in (
         controls_text(controls)
     )
+
+
+def test_labels_longer_than_the_model_outputs_are_refused_before_any_pass(
+    axis_experiment_inputs, tmp_path
+):
+    model = axis_model()  # 2 outputs
+    counter = model[0]
+    with pytest.raises(ConfigError, match=r"^model\.labels lists 3 labels but the model has 2 "):
+        make(axis_experiment_inputs, tmp_path, model=model, labels=["a", "b", "c"]).run()
+    assert counter.calls == 1  # one example, no pass
+    make(axis_experiment_inputs, tmp_path, model=model).run()
+    calls = counter.calls
+    # a warm run checks the labels against the width cached by the cold one, model unused
+    with pytest.raises(ConfigError, match=r"lists 4 labels but the model has 2 outputs"):
+        make(axis_experiment_inputs, tmp_path, model=model, labels=["a", "b", "c", "d"]).run()
+    assert counter.calls == calls
+
+
+def test_a_target_index_past_the_outputs_is_refused_before_any_pass(
+    axis_experiment_inputs, tmp_path
+):
+    targets, concepts, random = axis_experiment_inputs
+    inputs = ({"1": targets["a"], "2": targets["b"]}, concepts, random)
+    model = axis_model()
+    with pytest.raises(ConfigError, match=r"target '2' is class index 2 but the model has 2"):
+        make(inputs, tmp_path, model=model, labels=None).run()
+    assert model[0].calls == 1  # one example, no pass

@@ -26,13 +26,13 @@ def data(tmp_path):
     )
 
 
-def experiment(data, tmp_path, model=None, size=SIZE, **sets):
+def experiment(data, tmp_path, model=None, size=SIZE, layers=("block1", "block2"), **sets):
     folders = {name: ImageFolder(path) for name, path in data.items()}
     folders.update(sets)
     torch.manual_seed(0)
     return Experiment(
         model or starter_cnn(),
-        layers=["block1", "block2"],
+        layers=list(layers),
         targets={"fire": folders["fire"]},
         concepts={"red": folders["red"], "striped": folders["striped"]},
         random={n: f for n, f in folders.items() if n.startswith("random500_")},
@@ -98,3 +98,23 @@ def test_skipped_files_are_reported_on_cold_and_warm_runs(data, tmp_path):
             True
         ]
         assert result.meta["sets"]["red"]["n_examples"] == 6
+
+
+def test_an_input_size_that_does_not_fit_the_model_is_one_line_before_any_pass(data, tmp_path):
+    """A flattening model made for 16 x 16 inputs, run at 24 x 24: one line naming
+    model.input.size and the model's own error, not a traceback from inside the pass."""
+    from torch import nn
+
+    from tcavkit.errors import ModelError
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 3)
+    )
+    with pytest.raises(ModelError) as caught:
+        experiment(data, tmp_path, model, size=(24, 24), layers=["1"]).run()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "model.input.size is [24, 24], which does not fit this model" in message
+    assert "mat1 and mat2 shapes cannot be multiplied" in message
+    assert not list((tmp_path / "cache").rglob("*.npy"))  # no pass ran

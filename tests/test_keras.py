@@ -160,9 +160,10 @@ def test_layers_cli_lists_keras_names_as_summary_prints_them(cnn):
     for fmt in ("keras", "h5"):
         result = invoke("layers", cnn[fmt])  # no --size: the model's own (16, 16) input
         assert result.exit_code == 0, result.output
-        rows = [line.split(maxsplit=1) for line in result.stdout.splitlines() if line.strip()]
-        assert [name for name, _ in rows] == TWIN_LAYERS
-        shapes = dict(rows)
+        rows = [line.split(maxsplit=2) for line in result.stdout.splitlines() if line.strip()]
+        assert [name for name, _, _ in rows] == TWIN_LAYERS
+        assert dict((name, kind) for name, kind, _ in rows)["conv2d"] == "Conv2D"
+        shapes = {name: shape for name, _, shape in rows}
         assert shapes["conv2d"] == "(1, 14, 14, 4)"  # channels-last, as Keras computes
         assert shapes["max_pooling2d"] == "(1, 7, 7, 4)"
         assert shapes["conv2d_1"] == "(1, 5, 5, 6)"

@@ -485,7 +485,7 @@ CHANNELS_LAST_SOURCE = textwrap.dedent(
 
 
 def test_layer_shapes_of_a_model_file(scripted_file: Path, tmp_path: Path) -> None:
-    assert layer_shapes(scripted_file, size=(8, 8)) == [
+    assert [(name, shape) for name, _, shape in layer_shapes(scripted_file, size=(8, 8))] == [
         ("0", "(1, 4, 6, 6)"),
         ("1", "(1, 4, 6, 6)"),
         ("2", "(1, 4, 4, 4)"),
@@ -494,12 +494,16 @@ def test_layer_shapes_of_a_model_file(scripted_file: Path, tmp_path: Path) -> No
         ("3", "(1, 64)"),
         ("4", "(1, 5)"),
     ]
-    assert {shape for _, shape in layer_shapes(scripted_file, size=(9, 9))} == {"-"}
+    assert {shape for _, _, shape in layer_shapes(scripted_file, size=(9, 9))} == {"-"}
     pickled = tmp_path / "full.pt"
     torch.save(make_net(), pickled)
     with pytest.raises(ModelError, match="--trust-model-file"):
         layer_shapes(pickled, size=(8, 8))
-    assert layer_shapes(pickled, trust_model_file=True, size=(8, 8))[-1] == ("4", "(1, 5)")
+    assert layer_shapes(pickled, trust_model_file=True, size=(8, 8))[-1] == (
+        "4",
+        "Linear",
+        "(1, 5)",
+    )
 
 
 def test_layer_shapes_of_an_experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -518,12 +522,13 @@ def test_layer_shapes_of_an_experiment(tmp_path: Path, monkeypatch: pytest.Monke
     before = list(sys.path)
     try:
         assert layer_shapes(experiment, trust_model_file=True) == [
-            ("conv", "(1, 4, 6, 8)"),
-            ("unused", "-"),
-            ("head", "(1, 5)"),
+            ("conv", "Conv2d", "(1, 4, 6, 8)"),
+            ("unused", "Linear", "-"),
+            ("head", "Linear", "(1, 5)"),
         ]
         assert layer_shapes(experiment, size=(5, 5), trust_model_file=True)[0] == (
             "conv",
+            "Conv2d",
             "(1, 4, 3, 3)",
         )
         assert sys.path == before
@@ -797,3 +802,39 @@ def test_layers_needs_trust_for_a_factory_too(tmp_path: Path) -> None:
     experiment.write_text(EXPERIMENT_WITH_FACTORY.format(factory="subprocess:check_output"))
     with pytest.raises(ModelError, match="'subprocess:check_output' is not run.*--trust-model"):
         layer_shapes(experiment)
+
+
+class _Blocks(nn.Module):
+    """Blocks in an ``nn.ModuleList`` the forward pass iterates over (never calls), as in
+    EfficientNet; a block whose output is a dict; and a count of forward passes."""
+
+    passes = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()) for _ in range(3)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).passes += 1
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.pool(x).flatten(1))
+
+
+def test_listing_layers_costs_one_forward_pass_whatever_the_model(tmp_path: Path) -> None:
+    pickled = tmp_path / "blocks.pt"
+    torch.save(_Blocks(), pickled)
+    _Blocks.passes = 0
+    rows = layer_shapes(pickled, trust_model_file=True, size=(6, 6))
+    assert _Blocks.passes == 1  # was 14: one per module once "blocks" made the capture fail
+    listed = {name: (kind, shape) for name, kind, shape in rows}
+    assert listed["blocks"] == ("ModuleList", "-")  # a container that is never called
+    assert listed["blocks.2.0"] == ("Conv2d", "(1, 4, 6, 6)")
+    assert listed["head"] == ("Linear", "(1, 2)")
+    assert len(rows) == 13

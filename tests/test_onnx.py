@@ -464,10 +464,14 @@ def test_cli_layers_and_run_with_planted_ground_truth(tmp_path: Path) -> None:
 
     listed = invoke("layers", tmp_path / "colour.onnx")
     assert listed.exit_code == 0, listed.output
-    rows = dict(line.split(maxsplit=1) for line in listed.stdout.splitlines() if line.strip())
+    rows = {
+        line.split(maxsplit=2)[0]: line.split(maxsplit=2)[1:]
+        for line in listed.stdout.splitlines()
+        if line.strip()
+    }
     assert list(rows) == ["/0/Conv", "/1/Relu", "/2/GlobalAveragePool", "/3/Flatten", "/4/MatMul"]
-    assert rows["/1/Relu"].strip() == "(1, 3, 16, 16)"  # the size the graph declares
-    assert rows["/3/Flatten"].strip() == "(1, 3)"
+    assert rows["/1/Relu"] == ["Relu", "(1, 3, 16, 16)"]  # the size the graph declares
+    assert rows["/3/Flatten"] == ["Flatten", "(1, 3)"]
 
     result = invoke("run", tmp_path / "experiment.yaml", "--quiet")
     assert result.exit_code == 0, result.output

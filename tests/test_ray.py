@@ -212,3 +212,50 @@ def test_workers_that_do_not_see_the_cache_stop_the_run_in_one_line(
     monkeypatch.setenv("TCAVKIT_RAY_TEST_WORKER_CACHE", str(experiment.parent / "elsewhere"))
     with pytest.raises(CacheError, match="does not see the cache folder"):
         run(experiment, "unshared", executor="ray")
+
+
+def _lost_results():
+    import ray.exceptions as errors
+
+    return [
+        (errors.ActorDiedError(), "a model worker"),
+        (errors.WorkerCrashedError(), "a worker process"),
+        (errors.NodeDiedError("node 10.0.0.2 died"), "a node"),
+        (errors.LocalRayletDiedError(), "this machine's Ray node"),
+        (errors.OwnerDiedError("ab" * 14, None, "call"), "a result held by a node that died"),
+        (errors.OutOfMemoryError("memory"), "out-of-memory killer"),
+        (errors.RaySystemError("gone"), "a part of itself"),
+    ]
+
+
+@pytest.mark.parametrize(("error", "lost"), _lost_results())
+def test_what_ray_loses_is_one_line_naming_it_and_the_rerun(error, lost):
+    """No cluster needed: the exceptions Ray raises when a node's agent, raylet or worker
+    is killed mid-run, as they reach the driver."""
+    import ray
+
+    from tcavkit.errors import ClusterError
+    from tcavkit.pipeline.ray_executor import ray_errors
+
+    with pytest.raises(ClusterError) as caught, ray_errors(ray, "the model passes"):
+        raise error
+    message = str(caught.value)
+    assert "\n" not in message and lost in message
+    assert "while the model passes" in message and type(error).__name__ in message
+    assert "run the same command again to resume" in message
+
+
+def test_a_task_error_is_its_tcavkit_error_or_one_line():
+    import ray
+
+    from tcavkit.errors import ModelError
+    from tcavkit.pipeline.ray_executor import ray_errors
+
+    own = CacheError("cache entry gone; run again")
+    with pytest.raises(CacheError, match="cache entry gone"), ray_errors(ray, "x"):
+        raise ray.exceptions.RayTaskError("compute", "trace", own)
+    with (
+        pytest.raises(ModelError, match=r"failed while x: ValueError: bad\b"),
+        ray_errors(ray, "x"),
+    ):
+        raise ray.exceptions.RayTaskError("compute", "trace", ValueError("bad"))

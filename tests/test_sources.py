@@ -466,6 +466,25 @@ def test_tensor_source_keeps_integers_and_ignores_preprocessing() -> None:
     assert torch.equal(out, tokens)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), 1e300])
+def test_tensor_and_sequence_sources_refuse_non_finite_rows(bad: float) -> None:
+    data = np.zeros((6, 2))
+    data[4, 1] = bad  # 1e300 is finite in float64 but infinite as the float32 the model gets
+    with pytest.raises(DataError, match=r"example set 't': row 4 of the tensor holds (nan|-?inf)"):
+        TensorSource(data).resolve("t", Selection(min_examples=1))
+    with pytest.raises(DataError, match=r"row 4 of the tensor"):
+        TensorSource(torch.as_tensor(data)).resolve("t", Selection(min_examples=1))
+    items = [torch.as_tensor(row) for row in data]
+    with pytest.raises(DataError, match=r"example set 's': row 4 of the sequence holds"):
+        SequenceSource(items).resolve("s", Selection(min_examples=1)).load(PREP)
+    collated = SequenceSource(list(range(6)), collate=lambda xs: data[xs], fingerprint="v1")
+    with pytest.raises(DataError, match=r"row 4 of the sequence \(after collate\)"):
+        collated.resolve("s", Selection(min_examples=1)).load(PREP)
+    assert TensorSource(np.arange(6)).resolve("t", Selection(min_examples=1)).load(PREP).shape == (
+        6,
+    )
+
+
 def test_tensor_source_errors() -> None:
     with pytest.raises(TooFewExamplesError, match=r"'t'.*3 examples.*at least 10"):
         TensorSource(torch.zeros(3, 2)).resolve("t", Selection())

@@ -28,6 +28,7 @@ def modules_after(statement: str) -> set[str]:
     "statement",
     [
         "import tcavkit.cli",
+        "import tcavkit.entry",
         "import tcavkit",
         "from tcavkit import TcavWarning, __version__",
         "import tcavkit.report",

@@ -4,6 +4,7 @@ class 1 and ignores x5."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -123,9 +124,31 @@ def test_table_errors_name_the_file_and_the_column(tmp_path):
         CsvTable(tmp_path / "nope.csv", FEATURES).resolve("nope", select)
 
 
+@pytest.mark.parametrize(
+    ("cell", "shown"), [("-inf", "-inf"), ("inf", "inf"), ("nan", "nan"), ("1e39", "1e+39")]
+)
+def test_non_finite_values_are_refused_naming_file_column_and_row(tmp_path, cell, shown):
+    rows = "\n".join(f"{i},{i + 1}" for i in range(5))
+    (tmp_path / "target.csv").write_text(f"a,b\n{rows}\n7,{cell}\n")
+    with pytest.raises(
+        DataError, match=rf"target\.csv column 'b' holds '{re.escape(shown)}' in data row 6"
+    ):
+        CsvTable(tmp_path / "target.csv", ["a", "b"]).resolve("target", Selection(min_examples=2))
+
+
+def test_text_cells_that_pandas_calls_missing_are_named_as_written(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n3,NA\n")
+    with pytest.raises(DataError, match=r"column 'b' is not numeric \('NA' in data row 2"):
+        CsvTable(tmp_path / "t.csv", ["a", "b"]).resolve("t", Selection(min_examples=1))
+
+
 def test_layers_of_a_tabular_model(tmp_path):
     from tcavkit.models.inspect import layer_shapes
 
     model = nn.Sequential(nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 2))
     torch.jit.script(model).save(str(tmp_path / "mlp.pt"))
-    assert layer_shapes(tmp_path / "mlp.pt") == [("0", "(1, 5)"), ("1", "(1, 5)"), ("2", "(1, 2)")]
+    assert layer_shapes(tmp_path / "mlp.pt") == [
+        ("0", "Linear", "(1, 5)"),
+        ("1", "ReLU", "(1, 5)"),
+        ("2", "Linear", "(1, 2)"),
+    ]

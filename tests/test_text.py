@@ -106,6 +106,35 @@ def test_text_files_and_their_errors(tmp_path, tokenizer):
         read_texts(tmp_path / "f.txt", "f")
 
 
+def test_txt_lines_end_at_line_breaks_only(tmp_path):
+    from tcavkit.examples.text import read_texts
+
+    odd = "a\u2028b", "c\x0cd", "e\x85f", "g\x1ch", "i\u2029j"  # splitlines splits these
+    (tmp_path / "s.txt").write_bytes("\n".join(odd).encode() + b"\r\nwindows\r\nold mac\rlast")
+    assert read_texts(tmp_path / "s.txt", "s") == [*odd, "windows", "old mac", "last"]
+    (tmp_path / "s.jsonl").write_text('{"text": "a\u2028b"}\n{"text": "c"}\n', encoding="utf-8")
+    assert read_texts(tmp_path / "s.jsonl", "s") == ["a\u2028b", "c"]
+
+
+def test_a_huge_line_is_cut_before_it_is_tokenized(tmp_path, tokenizer):
+    from tcavkit.examples.base import Selection
+    from tcavkit.examples.text import CHARS_PER_TOKEN, TextSource, TokenizerEncoder
+
+    huge = "the movie was long " * 300_000  # 5.7 MB on one line
+    (tmp_path / "s.txt").write_text(f"short one\n{huge}\n")
+    encoder = TokenizerEncoder(tokenizer, max_length=8)
+    examples = TextSource(tmp_path / "s.txt", encoder).resolve("s", Selection(min_examples=1))
+    assert [len(t) for t in examples.texts] == [9, 8 * CHARS_PER_TOKEN]
+    medium = huge[:20_000]  # the cut changes nothing the model sees
+    torch_equal = encoder([encoder.clip(medium)])["input_ids"].tolist()
+    assert torch_equal == encoder([medium])["input_ids"].tolist()
+    tokenizer.truncation_side = "left"
+    try:
+        assert encoder.clip(medium + "end") == (medium + "end")[-8 * CHARS_PER_TOKEN :]
+    finally:
+        tokenizer.truncation_side = "right"
+
+
 def test_a_hub_name_without_a_local_copy_is_a_one_line_error(tmp_path, monkeypatch):
     from tcavkit.config import ModelSpec
     from tcavkit.errors import ModelError
@@ -135,7 +164,7 @@ def test_layers_of_a_transformers_folder(tmp_path):
         max_position_embeddings=16,
     )
     BertForSequenceClassification(config).save_pretrained(str(folder))
-    shapes = dict(layer_shapes(folder))
+    shapes = {name: shape for name, _, shape in layer_shapes(folder)}
     # "tcavkit lists the layers of this model": [CLS] + 7 words (unknown ones too) + [SEP]
     assert shapes["bert.encoder.layer.0"] == "(1, 9, 8)"
     assert shapes["classifier"] == "(1, 2)"

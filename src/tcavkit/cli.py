@@ -5,7 +5,10 @@ from __future__ import annotations
 import atexit
 import gc
 import json
+import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -15,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tcavkit.errors import TcavError, TcavWarning, one_line
+from tcavkit.errors import DataError, TcavError, TcavWarning, one_line
 
 app = typer.Typer(
     name="tcavkit",
@@ -30,6 +33,11 @@ _state: dict[str, bool] = {"debug": False, "quick_exit": False}
 # The same as tcavkit.config.TRUST_ENV_VAR: the command line imports no more of the library
 # than it needs before parsing.
 TRUST_ENV_VAR = "TCAVKIT_TRUST_MODEL_FILE"
+
+EXAMPLES_HELP = (
+    "a folder of images, or for a text model a .txt file (one example per line), a "
+    "folder of .txt files, or a .csv/.jsonl file with a 'text' column"
+)
 
 # Flags take no value: ``metavar=""`` keeps typer from printing a ``<bool>`` type beside them.
 DebugOption = Annotated[
@@ -83,6 +91,19 @@ def _skip_the_last_collections() -> None:
         atexit.register(gc.freeze)
 
 
+def _quiet_libraries() -> None:
+    """``--quiet`` for the libraries a command loads too: no progress bars from
+    huggingface_hub and transformers ("Loading weights"), whether they are imported yet or
+    not."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when they are imported
+    hub = sys.modules.get("huggingface_hub.utils")
+    if hub is not None:
+        hub.disable_progress_bars()
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    if transformers_logging is not None:
+        transformers_logging.disable_progress_bar()
+
+
 def _err(message: str) -> None:
     typer.echo(message, err=True)
 
@@ -95,12 +116,28 @@ def _os_error(exc: OSError) -> str:
 
 
 @contextmanager
+def interruptible() -> Iterator[None]:
+    """Inside the block Ctrl-C raises ``KeyboardInterrupt`` (Python's default), so that
+    ``finally`` blocks run; outside it the console script (:mod:`tcavkit.entry`) exits at
+    once with one line. The handler before the block is put back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def _errors(debug: bool = False) -> Iterator[None]:
     """TcavError or OSError → one ``error:`` line on stderr and exit 1 (the traceback too
     with ``--debug``); Ctrl-C → one line and exit 130. Each command runs its whole body,
     imports included, inside this block."""
     try:
-        yield
+        with interruptible():
+            yield
     except (TcavError, OSError) as exc:
         if debug or _state["debug"]:
             traceback.print_exc()
@@ -267,8 +304,9 @@ def run(
             "--executor",
             metavar="local|ray",
             help=(
+                # typer reads help as rich markup: "\\[" shows "[" (else "[ray]" vanishes)
                 "Where the model passes and the CAVs run: local (this process) or ray (a Ray "
-                "cluster; pip install 'tcavkit[ray]'). Default: the experiment's executor:, "
+                "cluster; pip install 'tcavkit\\[ray]'). Default: the experiment's executor:, "
                 "else local."
             ),
         ),
@@ -290,6 +328,8 @@ def run(
     debug: DebugOption = False,
 ) -> None:
     """Run a TCAV experiment, save its tables and write report.html."""
+    if quiet:
+        _quiet_libraries()
     with _errors(debug):
         with _warnings_shown() as seen:
             from tcavkit.workflow import run_experiment_file  # imports torch: not at --help
@@ -347,9 +387,10 @@ def layers(
         from tcavkit.models.inspect import layer_shapes  # imports torch: not at --help
 
         rows = layer_shapes(model, trust_model_file=trust_model_file, size=size)
-        width = max((len(name) for name, _ in rows), default=5)
-        for name, shape in rows:
-            typer.echo(f"{name:<{width}}  {shape}")
+        width = max((len(name) for name, _, _ in rows), default=5)
+        kind_width = max((len(kind) for _, kind, _ in rows), default=0)
+        for name, kind, shape in rows:
+            typer.echo(f"{name:<{width}}  {kind:<{kind_width}}  {shape}")
 
 
 @app.command()
@@ -362,11 +403,7 @@ def sort(
         typer.Option(
             "--examples",
             "--images",
-            help=(
-                "What to sort: a folder of images, or for a text model a .txt file (one "
-                "example per line), a folder of .txt files, or a .csv/.jsonl file with a "
-                "'text' column."
-            ),
+            help=f"What to sort: {EXAMPLES_HELP}.",
         ),
     ],
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="Examples shown per end.")] = 8,
@@ -390,7 +427,11 @@ def sort(
 ) -> None:
     """Rank images (or, for a text model, texts) by cosine similarity with a concept's mean
     CAV at a layer."""
+    if quiet:
+        _quiet_libraries()
     with _errors(debug):
+        if not examples.exists():  # before the model is loaded and the CAVs are computed
+            raise DataError(f"--examples {examples} does not exist; give {EXAMPLES_HELP}")
         with _warnings_shown() as seen:
             from tcavkit.pipeline.experiment import Experiment  # imports torch: not at --help
             from tcavkit.sorter import output_stem, sort_examples
@@ -460,6 +501,8 @@ def discover(
     debug: DebugOption = False,
 ) -> None:
     """Discover the concepts a class uses from its own images (ACE or NMF) and test each one."""
+    if quiet:
+        _quiet_libraries()
     with _errors(debug):
         with _warnings_shown() as seen:
             from tcavkit.discover import discover as run_discovery  # imports torch
@@ -542,7 +585,9 @@ def _discover_demo(out: Path, size: int, quiet: bool, debug: bool) -> None:
 
 
 def entry() -> None:  # pragma: no cover - for python -m
-    app()
+    from tcavkit.entry import main
+
+    main()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,10 @@ class CacheError(TcavError):
     """The activation cache is unreadable or cannot be written."""
 
 
+class ClusterError(TcavError):
+    """A Ray cluster lost a worker, a node or a result during a run (``executor: ray``)."""
+
+
 class TcavWarning(UserWarning):
     """Warnings about the data or the experiment (skipped files, few random runs)."""
 

@@ -176,18 +176,21 @@ def sort_examples(experiment: Experiment, concept: str, layer: str, examples: Pa
     Raises:
         DataError: the examples cannot be read, or their activations do not match the CAVs.
     """
+    path = Path(examples)
+    encoder = getattr(experiment.adapter, "encoder", None)
+    if not path.exists():  # before the CAVs are computed
+        kind = (
+            "a .txt file (one example per line), a folder of .txt files, or a .csv/.jsonl "
+            "file with a 'text' column"
+            if encoder is not None
+            else "a folder of images"
+        )
+        raise DataError(f"--examples {path} does not exist; give {kind}")
     cavs = experiment.concept_cavs(concept, layer)
     direction = mean_direction(np.stack([cav.direction for cav in cavs]))
-    path = Path(examples)
     selection = Selection(max_examples=None, min_examples=1, seed=0)
-    encoder = getattr(experiment.adapter, "encoder", None)
     texts: list[str] | None = None
     if encoder is not None:
-        if not path.exists():
-            raise DataError(
-                f"--examples {path} does not exist; give a .txt file (one example per "
-                "line), a folder of .txt files, or a .csv/.jsonl file with a 'text' column"
-            )
         text_set = TextSource(path, encoder).resolve(path.name or "examples", selection)
         data = text_set.load(experiment.preprocessing)
         files: list[Path] = []

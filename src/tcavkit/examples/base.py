@@ -94,6 +94,12 @@ class ExampleSet(ABC):
             TooFewExamplesError: fewer than ``min_examples`` examples could be decoded.
         """
 
+    def first_input(self, preprocessing: Preprocessing) -> Any:
+        """The model input of one example (a batch of one), the first that loads: what the
+        model is tried on before a run's passes. By default the first row of :meth:`load`;
+        a source that decodes files decodes one."""
+        return batch_of(self.load(preprocessing), 0, 1)
+
     @property
     def skipped(self) -> list[str]:
         """Files skipped as unreadable during the last :meth:`load` (empty otherwise)."""

@@ -15,7 +15,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,6 +117,43 @@ def _float32(tensor: torch.Tensor) -> torch.Tensor:
     import torch
 
     return tensor.to(torch.float32) if tensor.dtype == torch.float64 else tensor
+
+
+def check_finite(
+    name: str, rows: torch.Tensor | np.ndarray, row_ids: Sequence[int], what: str
+) -> None:
+    """Refuse examples that hold NaN or an infinity, as the model would get them (float64
+    rows are checked as float32, where a too large value becomes infinite).
+
+    Args:
+        rows: ``(n, ...)``; integer and boolean rows pass unchecked.
+        row_ids: each row's index in its source, for the message.
+        what: the source, e.g. ``"the tensor"``.
+
+    Raises:
+        DataError: naming the set, the row and the value.
+    """
+    if isinstance(rows, np.ndarray):
+        if not np.issubdtype(rows.dtype, np.floating):
+            return
+        with np.errstate(over="ignore"):
+            values = rows.astype(np.float32, copy=False) if rows.dtype == np.float64 else rows
+        finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+        bad = np.flatnonzero(~finite)
+    else:
+        if not rows.is_floating_point():
+            return
+        values = _float32(rows.detach())
+        finite = values.isfinite().reshape(len(values), -1).all(dim=1).cpu().numpy()
+        bad = np.flatnonzero(~finite)
+    if len(bad):
+        row = values[int(bad[0])].reshape(-1)
+        value = next(float(v) for v in row.tolist() if not np.isfinite(v))
+        raise DataError(
+            f"example set '{name}': row {row_ids[int(bad[0])]} of {what} holds {value} "
+            f"({len(bad)} row(s) hold NaN or an infinity); every input must be a finite number "
+            "(as float32): fix or drop those rows"
+        )
 
 
 def chosen_indices(name: str, n: int, selection: Selection, what: str) -> list[int]:
@@ -328,6 +365,17 @@ class ImageFolderSet(ExampleSet):
             raise self._too_few(len(arrays))
         return arrays_to_tensor(arrays, preprocessing, [str(self.folder / n) for n in names])
 
+    def first_input(self, preprocessing: Preprocessing) -> torch.Tensor:
+        """The first image of the seeded order that decodes, preprocessed: ``(1, 3, H, W)``
+        (``(1, H, W, 3)`` with ``channels_last``); unreadable files are left to :meth:`load`
+        to report."""
+        check_preprocessing(preprocessing)
+        for file in self.files:
+            result = _read_image(self.folder / file, preprocessing.size)
+            if not isinstance(result, UnreadableImage):
+                return arrays_to_tensor([result.array], preprocessing, [str(self.folder / file)])
+        return self.load(preprocessing)  # raises: too few images decode
+
     def decode(
         self, size: tuple[int, int] | None, *, distinct: bool = False
     ) -> tuple[list[np.ndarray], list[str]]:
@@ -475,8 +523,10 @@ class TensorSource(ExampleSource):
             TooFewExamplesError: fewer rows than ``selection.min_examples``.
         """
         indices = chosen_indices(name, int(self.data.shape[0]), selection, "the tensor")
+        rows = _take(self.data, indices)
+        check_finite(name, rows, indices, "the tensor")
         record = selection_record(name, selection)
-        record.update(source="tensor", rows=tensor_sha256(_take(self.data, indices)))
+        record.update(source="tensor", rows=tensor_sha256(rows))
         return TensorSet(
             name=name,
             fingerprint=record_digest(record),
@@ -654,6 +704,10 @@ class SequenceSet(ExampleSet):
             return preprocess(self.items, preprocessing, names)
         return self._stacked()
 
+    def first_input(self, preprocessing: Preprocessing) -> torch.Tensor:
+        """The first chosen item alone, as :meth:`load` makes it (only it is collated)."""
+        return replace(self, items=self.items[:1], indices=self.indices[:1]).load(preprocessing)
+
     def _collated(self) -> torch.Tensor:
         """Apply ``collate`` and check its output."""
         import torch
@@ -671,6 +725,7 @@ class SequenceSet(ExampleSet):
                 f"example set '{self.name}': collate returned shape {tuple(tensor.shape)} for "
                 f"{len(self.items)} items; the first dimension must be the number of items"
             )
+        check_finite(self.name, tensor, self.indices, "the sequence (after collate)")
         return _float32(tensor)
 
     def _stacked(self) -> torch.Tensor:
@@ -687,7 +742,9 @@ class SequenceSet(ExampleSet):
                 )
         if not tensors:
             return torch.zeros((0,), dtype=torch.float32)
-        return _float32(torch.stack(tensors))
+        stacked = torch.stack(tensors)
+        check_finite(self.name, stacked, self.indices, "the sequence")
+        return _float32(stacked)
 
 
 # ------------------------------------------------------------------------------ as_source

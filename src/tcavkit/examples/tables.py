@@ -32,14 +32,16 @@ def read_feature_table(path: Path, columns: Sequence[str] | None, name: str) -> 
 
     Raises:
         DataError: the file is missing or unreadable, a column is missing, or a value is not
-            a number; the message names the file and the column.
+            a finite number (NaN, an infinity, or beyond float32's range included); the
+            message names the file, the column and the row.
     """
     if not path.is_file():
         raise DataError(
             f"example set '{name}': {path} does not exist; create it or remove '{name}'"
         )
     try:
-        table = pd.read_csv(path)
+        # Only an empty cell is missing: "NA", "null", "nan" stay text, named if refused.
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
         raise DataError(
             f"example set '{name}': cannot read {path} as CSV ({one_line(error)})"
@@ -51,24 +53,40 @@ def read_feature_table(path: Path, columns: Sequence[str] | None, name: str) -> 
             f"example set '{name}': {path} has no column {missing[0]!r} (model.columns); its "
             f"columns are {', '.join(map(repr, list(table.columns)[:12]))}"
         )
-    for column in wanted:
-        bad = pd.to_numeric(table[column], errors="coerce").isna().to_numpy()
+    features = np.empty((len(table), len(wanted)), dtype=np.float32)
+    for j, column in enumerate(wanted):
+        numeric = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)
+        with np.errstate(over="ignore"):  # beyond float32's range: infinite, refused below
+            features[:, j] = numeric
+        bad = ~np.isfinite(features[:, j])
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             value = table[column].iloc[row]
-            shown = "an empty cell" if pd.isna(value) else repr(value)
+            where = f"in data row {row + 1}"
+            if pd.isna(value):
+                problem = f"is not numeric (an empty cell {where})"
+            elif not _is_number(value):
+                problem = f"is not numeric ({value!r} {where})"
+            else:
+                problem = f"holds {str(value).strip()!r} {where}, not a finite float32 number"
             fix = (
                 "choose the model's feature columns with model.columns"
-                if columns is None
+                if columns is None and not _is_number(value)
                 else "fix the value"
             )
-            raise DataError(
-                f"example set '{name}': {path} column {column!r} is not numeric ({shown} in "
-                f"data row {row + 1}); {fix}"
-            )
+            raise DataError(f"example set '{name}': {path} column {column!r} {problem}; {fix}")
     if not wanted:
         raise DataError(f"example set '{name}': {path} has no columns")
-    return table[wanted].to_numpy(dtype=np.float32)
+    return features
+
+
+def _is_number(value: object) -> bool:
+    """Whether a cell reads as a number (``inf`` and ``nan`` included)."""
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 class CsvTable(ExampleSource):

@@ -1,10 +1,12 @@
 """Text example sets: sentences read from files, tokenized and padded one batch at a time.
 
-A set is ``<name>.txt`` (one example per non-blank line), a folder of ``*.txt`` files (one
-example per file), or a ``.csv`` / ``.jsonl`` file with a ``text`` column (key). Examples
-are chosen with the same seeded rule as every other source, and the fingerprint hashes the
-chosen texts and the tokenizer (its vocabulary, settings and ``max_length``), so a change
-to either misses the cache.
+A set is ``<name>.txt`` (one example per non-blank line; lines end at ``\\n``, ``\\r\\n``
+or ``\\r`` only), a folder of ``*.txt`` files (one example per file), or a ``.csv`` /
+``.jsonl`` file with a ``text`` column (key). Examples are chosen with the same seeded rule
+as every other source, and the fingerprint hashes the chosen texts and the tokenizer (its
+vocabulary, settings and ``max_length``), so a change to either misses the cache. A text
+longer than the tokenizer can use is cut to :data:`CHARS_PER_TOKEN` characters per token of
+``max_length`` when it is read, so memory does not grow with the length of a line.
 
 Loading gives :class:`TextBatches`: each batch is tokenized in one call of the (Rust)
 tokenizer, padded to its own longest example, with its attention mask.
@@ -34,6 +36,12 @@ if TYPE_CHECKING:  # torch is imported where tensors are made
 TEXT_COLUMN = "text"
 """The column of a ``.csv`` file, or key of a ``.jsonl`` line, that holds the example."""
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv")
+CHARS_PER_TOKEN = 64
+"""The most characters one token is taken to span on average: a text is cut to
+``max_length * CHARS_PER_TOKEN`` characters before it is tokenized (on the side the
+tokenizer truncates), so that a huge line costs no more than that. Real text runs about 4
+characters a token; only a text whose first ``max_length`` tokens average more than 64
+characters each is cut before its last kept token."""
 
 
 class TokenizerEncoder:
@@ -49,6 +57,21 @@ class TokenizerEncoder:
     def __init__(self, tokenizer: Any, max_length: int) -> None:
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
+
+    @property
+    def max_chars(self) -> int:
+        """The most characters of an example that are tokenized (see
+        :data:`CHARS_PER_TOKEN`)."""
+        return self.max_length * CHARS_PER_TOKEN
+
+    def clip(self, text: str) -> str:
+        """``text`` cut to :attr:`max_chars` characters, keeping the side the tokenizer
+        keeps when it truncates (the start, or the end for ``truncation_side="left"``)."""
+        if len(text) <= self.max_chars:
+            return text
+        if getattr(self.tokenizer, "truncation_side", "right") == "left":
+            return text[-self.max_chars :]
+        return text[: self.max_chars]
 
     def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Model inputs ``{name: (n, T)}`` for ``n`` texts, ``T`` the longest (≤ max_length)."""
@@ -101,7 +124,7 @@ def read_texts(path: Path, name: str) -> list[str]:
             files = sorted(p for p in path.iterdir() if p.suffix == ".txt" and p.is_file())
             texts = [p.read_text(encoding="utf-8-sig").strip() for p in files]
         elif path.suffix == ".txt":
-            texts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+            texts = [line.strip() for line in _lines(path)]
         elif path.suffix == ".jsonl":
             texts = _jsonl_texts(path, name)
         elif path.suffix == ".csv":
@@ -128,9 +151,17 @@ def read_texts(path: Path, name: str) -> list[str]:
     return texts
 
 
+def _lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, split at line breaks only (``\\n``, ``\\r\\n``,
+    ``\\r``): a form feed, NEL (U+0085) or line separator (U+2028) inside a line stays in it,
+    where ``str.splitlines`` would split there."""
+    with path.open(encoding="utf-8-sig", newline=None) as handle:  # every break becomes \n
+        return handle.read().split("\n")
+
+
 def _jsonl_texts(path: Path, name: str) -> list[str]:
     texts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for number, line in enumerate(_lines(path), 1):
         if not line.strip():
             continue
         try:
@@ -172,7 +203,7 @@ class TextSource(ExampleSource):
             DataError: see :func:`read_texts`.
             TooFewExamplesError: fewer texts than ``selection.min_examples``.
         """
-        texts = read_texts(self.path, name)
+        texts = [self.encoder.clip(text) for text in read_texts(self.path, name)]
         indices = chosen_indices(name, len(texts), selection, str(self.path))
         chosen = [texts[i] for i in indices]
         record = selection_record(name, selection)

@@ -13,6 +13,7 @@ masked by the batch's ``attention_mask``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -339,6 +340,27 @@ class ModelAdapter(ABC):
         """
 
     # -- shared behaviour -----------------------------------------------------------------
+    def layer_kinds(self) -> dict[str, str]:
+        """Each layer's type (``Conv2d``, ``Dense``, ``Conv``, …) by name, for listings;
+        layers of unknown type are left out."""
+        return {}
+
+    def capture_what_runs(self, x: ModelInput, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The outputs ``(n, ...)`` of those ``layers`` that run on ``x`` and output a
+        tensor (for listing layers): one forward pass capturing all; when it fails (a layer
+        that does not run, an output that is not a tensor), one pass per layer. Adapters that
+        can capture leniently do it in one pass whatever the layers."""
+        try:
+            return self.run(x, layers, need_output=True)[1]
+        except (LayerError, RuntimeError):
+            captured: dict[str, torch.Tensor] = {}
+            for name in layers:
+                try:
+                    captured.update(self.run(x, [name], need_output=True)[1])
+                except (LayerError, RuntimeError):
+                    continue
+            return captured
+
     def check_layers(self, layers: Sequence[str]) -> None:
         """Raise :class:`LayerError` naming unknown layers and listing the valid ones."""
         valid = self.layer_names()
@@ -555,21 +577,44 @@ class TorchModel(ModelAdapter):
     def layer_names(self) -> list[str]:
         return list(self._modules)
 
+    def layer_kinds(self) -> dict[str, str]:
+        return {name: module_kind(module) for name, module in self._modules.items()}
+
     def fingerprint(self) -> str:
         return module_fingerprint(self.module)
 
+    def capture_what_runs(self, x: ModelInput, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """One forward pass: a module that is not called (a container such as an
+        ``nn.ModuleList`` the forward pass iterates over) or whose output is not a tensor is
+        left out; a model that fails on ``x`` gives the layers that ran before it failed."""
+        captured: dict[str, torch.Tensor] = {}
+        with contextlib.suppress(RuntimeError):
+            TorchModel.run(self, x, layers, need_output=True, strict=False, into=captured)
+        return captured
+
     def run(
-        self, x: ModelInput, layers: Sequence[str], *, need_output: bool
+        self,
+        x: ModelInput,
+        layers: Sequence[str],
+        *,
+        need_output: bool,
+        strict: bool = True,
+        into: dict[str, torch.Tensor] | None = None,
     ) -> tuple[Any, dict[str, torch.Tensor]]:
+        """See :meth:`ModelAdapter.run`. With ``strict=False`` a layer that does not run or
+        outputs no tensor is left out instead of raising :class:`LayerError`; ``into``
+        receives each output as it is captured (so that it is kept if the model fails)."""
         import torch
 
-        captured: dict[str, torch.Tensor] = {}
+        captured: dict[str, torch.Tensor] = {} if into is None else into
         wanted = set(layers)
         tracking = torch.is_grad_enabled()
 
         def hook_for(name: str) -> Callable[..., Any]:
             def hook(_module: nn.Module, _inputs: Any, out: Any) -> Any:
                 if name in captured:  # a module called twice: keep its first output
+                    return None
+                if not strict and not _holds_tensor(out):
                     return None
                 tensor = first_tensor(out, name)
                 replaced = None
@@ -597,12 +642,26 @@ class TorchModel(ModelAdapter):
             for handle in handles:
                 handle.remove()
         missing = wanted.difference(captured)
-        if missing:
+        if missing and strict:
             raise LayerError(
                 f"layer(s) {sorted(missing)} did not run in the model's forward pass: "
                 "choose layers that the forward pass calls"
             )
         return output, captured
+
+
+def _holds_tensor(value: Any) -> bool:
+    """Whether :func:`first_tensor` accepts a hook's captured ``value``."""
+    import torch
+
+    if isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    return isinstance(value, torch.Tensor)
+
+
+def module_kind(module: nn.Module) -> str:
+    """A module's type name: its class, or a scripted module's original class."""
+    return str(getattr(module, "original_name", None) or type(module).__name__)
 
 
 def module_fingerprint(module: nn.Module) -> str:

@@ -238,6 +238,12 @@ class DeferredModel(ModelAdapter):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.logits(x)
 
+    def layer_kinds(self) -> dict[str, str]:
+        return self.model.layer_kinds()
+
+    def capture_what_runs(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.model.capture_what_runs(x, layers)
+
     def gradients(
         self,
         x: torch.Tensor,

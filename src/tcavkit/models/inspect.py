@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tcavkit.config import ModelSpec, load_config
-from tcavkit.errors import LayerError
 from tcavkit.models.loading import load_model
 from tcavkit.options import check_input_size
 
@@ -53,8 +51,9 @@ def layer_shapes(
     *,
     trust_model_file: bool = False,
     size: tuple[int, int] | None = None,
-) -> list[tuple[str, str]]:
-    """Each layer of a model with the shape of its output for one all-zero input.
+) -> list[tuple[str, str, str]]:
+    """Each layer of a model with its type and the shape of its output for one all-zero
+    input.
 
     Args:
         path: a model file, a folder written by ``save_pretrained`` (a HuggingFace
@@ -68,12 +67,13 @@ def layer_shapes(
             ``model.input.size``, else the model's own input size, else 224 x 224.
 
     Returns:
-        ``(layer name, shape)`` for every layer, in the model's order; the shape is the
-        layer output's shape as text, e.g. ``"(1, 8, 16, 16)"``, or ``"-"`` when it cannot
-        be captured. When one run capturing every layer fails, each layer is captured in a
-        full run of its own, so only the layers that fail alone (not called by the forward
-        pass, output not a tensor) get ``"-"``; a model that fails on the input gets
-        ``"-"`` everywhere.
+        ``(layer name, type, shape)`` for every layer, in the model's order: the type as
+        the adapter knows it (``Conv2d``, ``Dense``, ``Conv``; ``""`` when unknown) and the
+        output's shape as text, e.g. ``"(1, 8, 16, 16)"``, or ``"-"`` for a layer that
+        does not run on the input (a container the forward pass never calls, a model that
+        fails before it) or whose output is not a tensor. One forward pass where the
+        adapter can capture what runs (any ``torch.nn.Module``; see
+        :meth:`~tcavkit.models.ModelAdapter.capture_what_runs`).
 
     Raises:
         ConfigError, ModelError, LayerError: the experiment file or the model cannot be
@@ -96,12 +96,10 @@ def layer_shapes(
         adapter = load_model(spec, device="cpu", trust_model_file=trust_model_file)
     x = _sample_input(adapter, spec, size)
     names = adapter.layer_names()
+    kinds = adapter.layer_kinds()
     with torch.inference_mode():
-        try:
-            _, captured = adapter.run(x, names, need_output=True)
-        except (LayerError, RuntimeError):
-            captured = {}
-            for name in names:  # one at a time: report the layers that do run
-                with suppress(LayerError, RuntimeError):
-                    captured.update(adapter.run(x, [name], need_output=True)[1])
-    return [(name, str(tuple(captured[name].shape)) if name in captured else "-") for name in names]
+        captured = adapter.capture_what_runs(x, names)
+    return [
+        (name, kinds.get(name, ""), str(tuple(captured[name].shape)) if name in captured else "-")
+        for name in names
+    ]

@@ -295,6 +295,9 @@ class KerasModel(ModelAdapter):
     def layer_names(self) -> list[str]:
         return list(self._layers)
 
+    def layer_kinds(self) -> dict[str, str]:
+        return {name: type(layer).__name__ for name, layer in self._layers.items()}
+
     def check_layers(self, layers: Sequence[str]) -> None:
         for layer in layers:
             if layer in self._layers:

@@ -390,6 +390,16 @@ class OnnxModel(TorchModel):
     def check_layers(self, layers: Sequence[str]) -> None:
         super().check_layers([self.canonical(layer) for layer in layers])
 
+    def layer_kinds(self) -> dict[str, str]:
+        return {layer.name: layer.op_type for layer in self.onnx_layers}
+
+    def capture_what_runs(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        n, batch = len(x), self.fixed_batch
+        if batch is None or n >= batch:
+            return super().capture_what_runs(x, layers)
+        captured = super().capture_what_runs(self._pad(x), layers)
+        return {name: value[:n] for name, value in captured.items()}
+
     def fingerprint(self) -> str:
         return self._fingerprint
 

@@ -26,6 +26,7 @@ from tcavkit.models.adapter import (
     StopForward,
     first_tensor,
     module_fingerprint,
+    module_kind,
 )
 
 SUPPORTED_STRUCTURES = (
@@ -146,6 +147,10 @@ class ScriptedSequentialModel(ModelAdapter):
     # -- ModelAdapter -----------------------------------------------------------------------
     def layer_names(self) -> list[str]:
         return list(self._names)
+
+    def layer_kinds(self) -> dict[str, str]:
+        modules = dict(self.module.named_modules())
+        return {name: module_kind(modules[name]) for name in self._names if name in modules}
 
     def fingerprint(self) -> str:
         return script_fingerprint(self.module)

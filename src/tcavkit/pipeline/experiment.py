@@ -43,7 +43,13 @@ from tcavkit.options import (
 from tcavkit.pipeline.context import RunContext
 from tcavkit.pipeline.executor import ModelLoader, open_executor, timed
 from tcavkit.pipeline.keys import KeyMaker
-from tcavkit.pipeline.passes import activation_pass, gradient_keys, layer_loader
+from tcavkit.pipeline.passes import (
+    activation_pass,
+    check_model,
+    gradient_keys,
+    layer_loader,
+    sets_to_compute,
+)
 from tcavkit.pipeline.plan import Plan, at_layer, natural_key, plan_runs
 from tcavkit.pipeline.projections import projections_table
 from tcavkit.results import TcavResult, provenance
@@ -266,6 +272,9 @@ class Experiment:
                     ctx = self._context(self.adapter.fingerprint())
                 example_sets = [*self.concepts, *self.random]
                 targets = {name: self.class_index(name) for name in self.targets}
+                with timed(timings, "model check"):
+                    order = sets_to_compute(ctx, sets, example_sets, targets)
+                    check_model(ctx, [examples for examples, _ in order], targets, self.labels)
                 model = self.model_loader or self.adapter
                 with open_executor(self.executor, self.ray, ctx, model) as executor:
                     acts, grads = executor.passes(ctx, sets, example_sets, targets, timings)

@@ -62,6 +62,11 @@ class KeyMaker:
             layer: self._key("activations", layer, examples, **self._storage()) for layer in layers
         }
 
+    def outputs(self, logits: str | None, output: Any) -> str:
+        """The key of the model's output width (its number of classes), read from the
+        layer or output part that holds the logits."""
+        return cache_key(kind="model-outputs", model=self.model, logits=logits, output=output)
+
     def gradients(
         self,
         layers: Sequence[str],

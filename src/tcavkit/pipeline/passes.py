@@ -13,8 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tcavkit.errors import CacheError, DataError, TcavWarning
+from tcavkit.errors import (
+    CacheError,
+    ConfigError,
+    DataError,
+    ModelError,
+    TcavError,
+    TcavWarning,
+    one_line,
+)
 from tcavkit.examples.base import ExampleSet, batch_of, count_rows
+from tcavkit.lazy import is_tensor
 from tcavkit.pipeline.context import RunContext
 
 if TYPE_CHECKING:  # torch is imported where the model runs, not on cache reads
@@ -50,6 +59,79 @@ def sets_to_compute(
         if not in_cache(ctx, gradient_keys(ctx, sets[name], index)):
             order.append((sets[name], index))
     return order
+
+
+def check_model(
+    ctx: RunContext,
+    order: Sequence[ExampleSet],
+    targets: dict[str, int],
+    labels: Sequence[str] | None,
+) -> None:
+    """Before the passes: the model runs on one example of the first set it will be given
+    (``order``, as :func:`sets_to_compute` gives it), and its output width (the number of
+    classes) fits the labels and the targets' class indices.
+
+    The width is cached under the model's fingerprint and logits settings, so that a run
+    that sends nothing through the model checks the labels without loading it; with no
+    cached width and nothing to compute, nothing is checked.
+
+    Raises:
+        ModelError: the model fails on the example; the message says what the example was
+            (an image's size is ``model.input.size``) and the model's own error.
+        ConfigError: more labels than outputs, or a target's class index past the outputs.
+    """
+    adapter = ctx.adapter
+    key = ctx.keys.outputs(adapter.logits_layer, adapter.output)
+    width = ctx.store.get_meta(key).get("outputs")
+    if order:
+        width = _probe(ctx, order[0])
+        if ctx.store.root is not None:
+            ctx.store.put(key, np.zeros(0, dtype=np.uint8), meta={"outputs": width})
+    if not isinstance(width, int):
+        return
+    if labels is not None and len(labels) > width:
+        raise ConfigError(
+            f"model.labels lists {len(labels)} labels but the model has {width} outputs: give "
+            f"one label per output, in output order"
+        )
+    for name, index in targets.items():
+        if not 0 <= index < width:
+            raise ConfigError(
+                f"target {name!r} is class index {index} but the model has {width} outputs "
+                f"(0 to {width - 1}): check the target and model.labels"
+            )
+
+
+def _probe(ctx: RunContext, examples: ExampleSet) -> int:
+    """The model's output width, from a run on one example of ``examples``."""
+    preprocessing = ctx.keys.preprocessing
+    x = examples.first_input(preprocessing)
+    try:
+        return int(ctx.adapter.logits(x).shape[1])
+    except TcavError:
+        raise
+    except Exception as error:  # the model's own code: any exception
+        if is_tensor(x) and x.ndim == 4:
+            height, width = x.shape[1:3] if preprocessing.channels_last else x.shape[2:4]
+            setting = (
+                f"model.input.size is {list(preprocessing.size)}"
+                if preprocessing.size
+                else f"model.input.size is unset (the images' own size, {height}x{width})"
+            )
+            what = f"{setting}, which does not fit this model: set the size it expects"
+        elif is_tensor(x) and x.ndim == 2 and x.is_floating_point():
+            what = (
+                f"a row of {x.shape[1]} features does not fit this model: give the model's "
+                "feature columns, in its order, with model.columns"
+            )
+        else:
+            shape = {k: tuple(v.shape) for k, v in x.items()} if isinstance(x, dict) else None
+            shown = shape or (tuple(x.shape) if is_tensor(x) else type(x).__name__)
+            what = f"an input {shown} does not fit this model: check the examples"
+        raise ModelError(
+            f"the model fails on one example of set {examples.name!r}: {what} (model error: "
+            f"{one_line(error, 200)})"
+        ) from None
 
 
 def activation_pass(ctx: RunContext, sets: dict[str, ExampleSet], names: Sequence[str]) -> Arrays:

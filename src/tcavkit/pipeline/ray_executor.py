@@ -18,8 +18,10 @@ as a local run.
   writes a marker file with a random token into it; each actor and each CAV task reads it
   and the run fails in one line where one does not see it.
 - **Faults.** An actor that dies mid-set is restarted by Ray and the set retried; entries
-  are written atomically, so no partial entry is ever read. A driver that dies leaves
-  what was written in the cache; a rerun computes only what is missing.
+  are written atomically, so no partial entry is ever read. A worker, actor, node or
+  result lost for good stops the run with one line naming what died (:func:`ray_errors`).
+  A driver that dies leaves what was written in the cache; a rerun computes only what is
+  missing.
 
 Environment variables starting with ``TCAVKIT_RAY_TEST_`` on the driver are test hooks,
 passed to the workers (see the tests): ``CRASH_ONCE`` (a flag file: the first actor to
@@ -47,7 +49,7 @@ import torch
 from tcavkit.atomic import atomic_write
 from tcavkit.cav.batch import CavTask, cav_directions, train_cav_batch
 from tcavkit.cav.table import CavTable
-from tcavkit.errors import CacheError, ConfigError, ModelError, TcavError, one_line
+from tcavkit.errors import CacheError, ClusterError, ConfigError, ModelError, TcavError, one_line
 from tcavkit.examples.base import ExampleSet
 from tcavkit.examples.prefetch import Prefetcher
 from tcavkit.models.adapter import ModelAdapter
@@ -417,15 +419,8 @@ class RayExecutor:
             done = computed = 0
             with ctx.bar(len(jobs), "model passes (ray)", "set") as bar:
                 while pool.has_next():
-                    try:
+                    with ray_errors(ray, "the model passes"):
                         result = pool.get_next_unordered()
-                    except ray.exceptions.RayTaskError as exc:
-                        raise _cause(exc) from None
-                    except ray.exceptions.RayActorError as exc:
-                        raise ModelError(
-                            f"a Ray model worker died {RESTARTS + 1} times on one example set "
-                            f"(out of memory?): {one_line(exc, 200)}"
-                        ) from None
                     for field in fields(result["counts"]):
                         name = field.name
                         if name in ("forward_batches", "backward_batches", "sets_computed"):
@@ -467,7 +462,9 @@ class RayExecutor:
         self._arguments = (model,)
         actors = [worker.remote(model, self.settings, self.fingerprint) for _ in range(count)]
         try:
-            for found in ray.get([actor.describe.remote() for actor in actors]):
+            with ray_errors(ray, "starting the model workers"):
+                described = ray.get([actor.describe.remote() for actor in actors])
+            for found in described:
                 self._check_worker(found)
         except BaseException:
             for actor in actors:
@@ -545,11 +542,9 @@ class RayExecutor:
         with ctx.bar(sum(len(v["tasks"]) for v in layers.values()), "CAVs (ray)", "cav") as bar:
             waiting = list(pending)
             while waiting:
-                ready, waiting = ray.wait(waiting, num_returns=1)
-                try:
+                with ray_errors(ray, "training the CAVs"):
+                    ready, waiting = ray.wait(waiting, num_returns=1)
                     result = ray.get(ready[0])
-                except ray.exceptions.RayTaskError as exc:
-                    raise _cause(exc) from None
                 if result.get("problem") == "marker":
                     raise _unshared(self.settings, result["host"])
                 layer, start, stop = pending[ready[0]]
@@ -605,10 +600,45 @@ def _check_resources(options: RayOptions, resources: dict[str, float]) -> None:
             )
 
 
-def _cause(exc: Any) -> BaseException:
-    """The tcavkit error inside a Ray task error (said in one line), else the Ray error."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, TcavError) else exc
+@contextmanager
+def ray_errors(ray: Any, what: str) -> Iterator[None]:
+    """Ray's exceptions while ``what`` runs, as one line each.
+
+    A task's own tcavkit error is raised as it is; any other error of a task's code is a
+    :class:`ModelError` quoting it; a worker, actor, node or result that Ray lost (the
+    process or node died, out of memory, the raylet gone) is a :class:`ClusterError`
+    naming what died and saying that a rerun resumes from the cache.
+    """
+    try:
+        yield
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, TcavError):
+            raise cause from None
+        shown = cause if isinstance(cause, BaseException) else exc
+        raise ModelError(
+            f"a Ray worker failed while {what}: {type(shown).__name__}: {one_line(shown, 300)}"
+        ) from exc
+    except ray.exceptions.RayError as exc:
+        raise ClusterError(
+            f"the Ray cluster lost {_lost(ray, exc)} while {what} ({type(exc).__name__}: "
+            f"{one_line(exc, 200)}); what was computed is in the cache: run the same command "
+            "again to resume (`ray status` shows the cluster's nodes)"
+        ) from exc
+
+
+def _lost(ray: Any, exc: BaseException) -> str:
+    """What a Ray error says died, in words."""
+    errors = ray.exceptions
+    kinds = (
+        (errors.RayActorError, f"a model worker (restarted {RESTARTS} times)"),
+        (errors.WorkerCrashedError, "a worker process"),
+        (errors.OutOfMemoryError, "a worker to the node's out-of-memory killer"),
+        (errors.NodeDiedError, "a node"),
+        (errors.LocalRayletDiedError, "this machine's Ray node (its raylet)"),
+        (errors.ObjectLostError, "a result held by a node that died"),
+    )
+    return next((words for kind, words in kinds if isinstance(exc, kind)), "a part of itself")
 
 
 def _unshared(settings: WorkerSettings, host: str) -> CacheError:
