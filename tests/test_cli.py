@@ -451,7 +451,12 @@ def test_run_writes_a_manifest_and_stamps_the_report(project, tmp_path):
     result = invoke("run", project / "experiment.yaml", "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert sorted(manifest["files"]) == ["results.json", "runs.csv", "summary.csv"]
+    assert sorted(manifest["files"]) == [
+        "projections.csv",
+        "results.json",
+        "runs.csv",
+        "summary.csv",
+    ]
     assert json.loads((out / "results.json").read_text())["run_id"] == manifest["run_id"]
     html = (out / "report.html").read_text(encoding="utf-8")
     assert f'<meta name="tcavkit-run-id" content="{manifest["run_id"]}">' in html
