@@ -31,13 +31,9 @@ def test_z_by_hand_and_p_from_the_draws():
     # p counts the draws at least as extreme: recount them from the same reference
     ref = pool._reference((2,))
     assert res.p_value == pytest.approx((1 + np.sum(ref >= abs(res.z) * (1 - 1e-12))) / 1001)
-    # the spread is the pool's, however widely the concept's own images spread
+    # a concept that spreads more than the pool is studentized by its own spread
     wide = pool.test(np.array([-10.0, 16.0]))
-    assert wide.scale == pytest.approx(scale) and wide.difference == pytest.approx(1.5)
-    # a pair: both sets' draws, no pool-mean term
-    pair = pool.test_pair(np.array([3.0, 3.0]), np.array([0.0, 1.0, 2.0]))
-    assert pair.scale == pytest.approx(math.sqrt((5 / 3) / 2 + (5 / 3) / 3))
-    assert pair.difference == pytest.approx(2.0)
+    assert wide.scale == pytest.approx(math.sqrt(338 / 2 + (5 / 3) / 4))
 
 
 def test_same_seed_same_bits_other_seed_other_draws():

@@ -12,26 +12,24 @@ image of the (target, layer) (the *pool*, hundreds to thousands of numbers).
 
 Null hypothesis: the concept's ``n`` images are drawn like random images. Statistic::
 
-    z = (mean(c) - mean(x)) / sqrt(var(x) / n + var(x) / N)
+    z = (mean(c) - mean(x)) / sqrt(max(var(x), var(c)) / n + var(x) / N)
 
 The reference distribution is *measured*, not assumed: ``B`` pseudo-concepts of ``n``
 images are drawn from the pool (with replacement: iid draws from the pool, the bootstrap's
-stand-in for the population of random images), each scaled the same way
-(``z_b = (mean_b - mean(x)) / sqrt(var(x) / n)``), and::
+stand-in for the population of random images), each studentized the same way, and::
 
     p = (1 + #{b : |z_b| >= |z|}) / (B + 1)
 
 ``B`` is chosen so that the smallest possible p is far below the corrected level
-(:func:`draws_for`), so the far tail Holm reads is the pool's own (its skew included), not
-a model's. The spread is the pool's, known from hundreds or thousands of images: under the
-null the concept's images spread like random ones. Studentizing by the concept's own spread
-instead (``max(var(x), var(c))``) was measured and rejected: a concept with half its
-images off-concept spreads widely *because* of its effect, which capped ``z`` near
-``sqrt(n)`` and halved the power at 10 images, while the replication study found no cell
-significant in both directions without it (``bench/stats_study.py``).
+(:func:`draws_for`), so the far tail Holm reads is the pool's own, not a model's. The
+concept's own spread enters through ``max(var(x), var(c))``: under the null the two agree
+and the max costs almost nothing; a concept whose images spread far more than random
+images (an easy concept) is then not called significant on a mean that another sample of
+its images could move to the other side.
 
-*Relative pairs* (A against B): ``z = (mean(a) - mean(b)) / sqrt(var(x) / n_a + var(x) /
-n_b)``, its reference from two pseudo-concepts of ``n_a`` and ``n_b`` pool images.
+*Relative pairs* (A against B): ``z = (mean(a) - mean(b)) / sqrt(max(var(x), var(a)) / n_a
++ max(var(x), var(b)) / n_b)``, its reference from two pseudo-concepts of ``n_a`` and
+``n_b`` random images.
 
 All draws come from a generator seeded by ``seed`` and the set sizes, so a run is
 reproducible to the bit; the same draws serve every (target, layer) with the same pool size.
@@ -68,8 +66,8 @@ class ResampledTest:
         z: the studentized difference.
         difference: ``mean(c) - mean(x)`` (``mean(a) - mean(b)`` for a pair), logit units.
         scale: its standard error (the denominator of ``z``).
-        null_scale: the standard error under the null, what :meth:`ImagePool.detectable`
-            multiplies (the same as ``scale``: the spread is the pool's).
+        null_scale: the standard error under the null (the concept's spread equal to the
+            pool's): what :meth:`ImagePool.detectable` multiplies.
     """
 
     p_value: float
@@ -99,10 +97,14 @@ class ImagePool:
         self._sorted: dict[tuple[int, ...], np.ndarray] = {}
 
     # -- the reference distribution -------------------------------------------------------
-    def _pseudo_means(self, n: int, rng: np.random.Generator, count: int) -> np.ndarray:
-        """Means ``(count,)`` of ``count`` pseudo-concepts of ``n`` pool images."""
+    def _pseudo(self, n: int, rng: np.random.Generator, count: int) -> tuple[np.ndarray, ...]:
+        """Means ``(count,)`` and studentizing variances ``(count,)`` of ``count``
+        pseudo-concepts of ``n`` pool images."""
         idx = rng.integers(0, self.values.size, size=(count, n))
-        return self.values[idx].mean(axis=1)
+        sample = self.values[idx]
+        means = sample.mean(axis=1)
+        spread = sample.var(axis=1, ddof=1) if n > 1 else np.zeros(count)
+        return means, np.maximum(spread, self.var) / n
 
     def _reference(self, sizes: tuple[int, ...]) -> np.ndarray:
         """Sorted ``|z_b|`` ``(B,)`` of pseudo-concepts (one size) or pairs (two sizes)."""
@@ -113,12 +115,12 @@ class ImagePool:
             for start in range(0, self.draws, step):
                 count = min(step, self.draws - start)
                 if len(sizes) == 1:
-                    difference = self._pseudo_means(sizes[0], rng, count) - self.mean
+                    means, var = self._pseudo(sizes[0], rng, count)
+                    z = (means - self.mean) / np.sqrt(var)
                 else:
-                    difference = self._pseudo_means(sizes[0], rng, count) - self._pseudo_means(
-                        sizes[1], rng, count
-                    )
-                z = difference / self._draw_scale(sizes)
+                    mean_a, var_a = self._pseudo(sizes[0], rng, count)
+                    mean_b, var_b = self._pseudo(sizes[1], rng, count)
+                    z = (mean_a - mean_b) / np.sqrt(var_a + var_b)
                 parts.append(np.abs(z))
             self._sorted[sizes] = np.sort(np.concatenate(parts))
         return self._sorted[sizes]
@@ -140,25 +142,17 @@ class ImagePool:
         return float(ref[ref.size - 1 - allowed])
 
     # -- tests -----------------------------------------------------------------------------
-    def _draw_scale(self, sizes: tuple[int, ...]) -> float:
-        """The standard error of a drawn pseudo-concept's (or pair's) difference."""
-        return math.sqrt(sum(self.var / n for n in sizes))
-
-    def _scale(self, sizes: tuple[int, ...]) -> float:
-        """The standard error of an observed difference: the draws' plus, for a concept
-        against the pool, the error of the pool's own mean."""
-        extra = self.var / self.values.size if len(sizes) == 1 else 0.0
-        return math.sqrt(self._draw_scale(sizes) ** 2 + extra)
-
-    def _outcome(self, sizes: tuple[int, ...], difference: float) -> ResampledTest:
-        scale = self._scale(sizes)
-        z = difference / scale if scale > 0 else 0.0
-        return ResampledTest(self._p(sizes, z), z, difference, scale, scale)
-
     def test(self, concept: np.ndarray) -> ResampledTest:
         """A concept's projections ``(n,)`` against the pool."""
         c = np.asarray(concept, dtype=np.float64).reshape(-1)
-        return self._outcome((c.size,), float(c.mean()) - self.mean)
+        n = c.size
+        own = float(c.var(ddof=1)) if n > 1 else 0.0
+        tail = self.var / self.values.size
+        scale = math.sqrt(max(self.var, own) / n + tail)
+        difference = float(c.mean()) - self.mean
+        z = difference / scale if scale > 0 else 0.0
+        null_scale = math.sqrt(self.var / n + tail)
+        return ResampledTest(self._p((n,), z), z, difference, scale, null_scale)
 
     def test_left_out(self, own: np.ndarray, rest: np.ndarray) -> ResampledTest:
         """One set of the pool, ``own`` ``(n,)``, against the rest of it ``(N - n,)`` (a
@@ -176,9 +170,19 @@ class ImagePool:
         """Concept A's projections ``(n_a,)`` against concept B's ``(n_b,)``."""
         a = np.asarray(a, dtype=np.float64).reshape(-1)
         b = np.asarray(b, dtype=np.float64).reshape(-1)
-        return self._outcome((a.size, b.size), float(a.mean() - b.mean()))
+        var_a = max(self.var, float(a.var(ddof=1)) if a.size > 1 else 0.0)
+        var_b = max(self.var, float(b.var(ddof=1)) if b.size > 1 else 0.0)
+        scale = math.sqrt(var_a / a.size + var_b / b.size)
+        difference = float(a.mean() - b.mean())
+        z = difference / scale if scale > 0 else 0.0
+        null_scale = math.sqrt(self.var / a.size + self.var / b.size)
+        return ResampledTest(self._p((a.size, b.size), z), z, difference, scale, null_scale)
 
     def detectable(self, sizes: tuple[int, ...], level: float) -> float:
-        """The smallest ``|difference|`` a set (or pair) of ``sizes`` is called significant
-        with at ``level``, in logit units."""
-        return self.critical(sizes, level) * self._scale(sizes)
+        """The smallest ``|difference|`` a set (or pair) of ``sizes`` whose images spread
+        like random ones is called significant at ``level``, in logit units."""
+        if len(sizes) == 1:
+            null_scale = math.sqrt(self.var / sizes[0] + self.var / self.values.size)
+        else:
+            null_scale = math.sqrt(self.var / sizes[0] + self.var / sizes[1])
+        return self.critical(sizes, level) * null_scale

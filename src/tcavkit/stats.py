@@ -52,9 +52,9 @@ test is then conservative (``T_C`` varies less than the ``T_j``), never liberal.
     (``gbar``: the target's mean gradient at the layer): linear in the examples. The
     concept's mean effect over its runs then differs from a random set's against the same
     partners by ``mean(c) - mean(x)``, ``c`` the concept's and ``x`` every random image's
-    projection on ``gbar`` (the ``projections`` table). That difference is scaled by
-    ``sqrt(var(x) / n + var(x) / N)`` and compared with the same quantity for ``B``
-    pseudo-concepts of ``n`` images resampled from the random images:
+    projection on ``gbar`` (the ``projections`` table). That difference is studentized
+    by ``sqrt(max(var(x), var(c)) / n + var(x) / N)`` and compared with the same quantity
+    for ``B`` pseudo-concepts of ``n`` images resampled from the random images:
     ``p = (1 + #{|z_b| >= |z|}) / (B + 1)``, with ``B`` large enough to reach twenty
     times below Bonferroni's level (:func:`tcavkit.resample.draws_for`). The null's spread
     comes from hundreds or thousands of images instead of about 20 pseudo-concepts, and its
