@@ -480,7 +480,13 @@ def test_nmf_finds_the_planted_body_colour_and_writes_the_same_outputs(demo, tmp
         for c in outcome.concepts
         if shares[c.name]["background"] > 0.5 or shares[c.name]["texture"] > 0.5
     ]
-    assert not any(c.result["significant"] for c in dominated)
+    # None raises the class logit. A pure-background crop may lower it, significantly: the
+    # creatures' backgrounds avoid the class colours while random images do not (README,
+    # "Concept discovery"); the measured null is strong enough to see that at crops [3, 5].
+    assert not any(c.result["direction"] == "positive" for c in dominated), [
+        (c.name, {k: round(float(v), 2) for k, v in shares[c.name].items()}, c.result["direction"])
+        for c in dominated
+    ]
     # every patch is a square crop of its grid
     for concept in outcome.concepts:
         for patch in concept.patches:
