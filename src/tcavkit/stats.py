@@ -902,14 +902,12 @@ def _resampled_row(
     if relative:
         outcome = pool.test_pair(found[0], found[1])
         sizes: tuple[int, ...] = (found[0].size, found[1].size)
-        null_mean = float(g["stat"].mean()) - outcome.difference
     else:
         outcome = pool.test(found[0])
         sizes = (found[0].size,)
-        null_mean = float(g["stat"].mean()) - outcome.difference
     res = ConceptTestResult(
         outcome.p_value,
-        null_mean,
+        float(g["stat"].mean()) - outcome.difference,  # what a random set scores
         outcome.null_scale,  # the spread of a random set's statistic about the null mean
         stat_null.m,
         int(stat_null.all_runs.size),

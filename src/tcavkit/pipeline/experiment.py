@@ -164,8 +164,7 @@ class Experiment:
         self.selection = Selection(max_examples, min_examples, seed)
         self.cav = cav or CavOptions()
         self.stats = stats or StatsOptions()
-        linear = self.cav.method == "mean-difference"
-        chosen_test(self.stats.test, self.stats.statistic, linear)  # refused here, not later
+        self._resampled()  # a test that cannot run is refused here, not after the passes
         self.preprocessing = preprocessing or Preprocessing()
         self.seed = seed
         self.batch_size = batch_size
@@ -282,7 +281,7 @@ class Experiment:
                         ctx, plan, sets, acts, grads, targets, timings
                     )
                     projections = None
-                    if self._linear_effect():
+                    if self._resampled():
                         with timed(timings, "projections"):
                             keys = {t: gradient_keys(ctx, sets[t], k) for t, k in targets.items()}
                             projections = projections_table(ctx, plan, sets, acts, grads, keys)
@@ -300,15 +299,16 @@ class Experiment:
         meta["detectable"] = detectable_effects(summary)
         return TcavResult(runs=runs, summary=summary, meta=meta, cavs=cavs, projections=projections)
 
-    def _linear_effect(self) -> bool:
-        """Whether each run's effect is linear in the examples (mean-difference CAVs on
-        all examples, the effect tested), so that the measured null can test it: the
-        projections are then computed."""
-        return (
-            self.cav.method == "mean-difference"
-            and self.stats.statistic == "effect"
-            and self.stats.test in ("auto", "concept-resample")
-        )
+    def _resampled(self) -> bool:
+        """Whether the run tests against the measured null (``concept-resample``, which
+        needs the projections): mean-difference CAVs, whose effect is linear in the
+        examples, and the effect tested (:func:`tcavkit.stats.chosen_test`).
+
+        Raises:
+            ConfigError: ``concept-resample`` asked for where it cannot run.
+        """
+        linear = self.cav.method == "mean-difference"
+        return chosen_test(self.stats.test, self.stats.statistic, linear) == "concept-resample"
 
     def concept_cavs(self, concept: str, layer: str) -> list[CAV]:
         """The CAVs of ``concept`` at ``layer`` against each random run (cache-backed).
