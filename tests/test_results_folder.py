@@ -164,18 +164,25 @@ def test_an_interrupted_save_over_an_earlier_one_is_refused(
     assert str(out / "runs.csv") in message and "summary.csv" not in message
 
 
+def interrupt_replacing(monkeypatch: pytest.MonkeyPatch, name: str):
+    """Make tcavkit's atomic writes raise ``KeyboardInterrupt`` (a kill) when they would put
+    a file called ``name`` in place; returns the real ``os.replace`` to restore."""
+    replace = os.replace
+
+    def killed(src, dst):
+        if Path(dst).name == name:
+            raise KeyboardInterrupt
+        replace(src, dst)
+
+    monkeypatch.setattr("tcavkit.atomic.os.replace", killed)
+    return replace
+
+
 def test_an_interrupted_first_save_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    replace = os.replace
-
-    def no_results_json(src, dst):
-        if Path(dst).name == "results.json":
-            raise KeyboardInterrupt
-        replace(src, dst)
-
-    monkeypatch.setattr("tcavkit.atomic.os.replace", no_results_json)
+    interrupt_replacing(monkeypatch, "results.json")
     with pytest.raises(KeyboardInterrupt):
         make_result(0.5).save(out)
     monkeypatch.undo()
@@ -355,14 +362,7 @@ def test_a_run_killed_while_replacing_the_tables_leaves_no_report_of_the_old_one
     fake_experiments(monkeypatch, first, second, third)
     out = tmp_path / "out"
     workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
-    replace = os.replace
-
-    def killed_at_the_second_table(src, dst):
-        if Path(dst).name == "summary.csv":
-            raise KeyboardInterrupt
-        replace(src, dst)
-
-    monkeypatch.setattr("tcavkit.atomic.os.replace", killed_at_the_second_table)
+    replace = interrupt_replacing(monkeypatch, "summary.csv")  # killed at the second table
     with pytest.raises(KeyboardInterrupt):
         workflow.run_experiment_file("experiment.yaml", out=out, progress=False)
     monkeypatch.setattr("tcavkit.atomic.os.replace", replace)
